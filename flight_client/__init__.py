@@ -1,0 +1,1 @@
+"""omero-flight client: the omero2pandas API over Arrow Flight."""

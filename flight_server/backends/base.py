@@ -1,0 +1,175 @@
+"""The backend contract: what the Flight service needs from a table store.
+
+The service (tickets, streaming, type mapping, queries, errors, auth) is shared;
+a backend only knows where tables live. Two backends implement this contract:
+``backends.local`` (the embedded folder store) and ``backends.omero`` (omero-py
+against a real OMERO server). Every method runs as ``caller``: a backend must
+refuse what that user may not see or change, raising the errors in
+``flight_server.errors``.
+
+Row numbers are always the table's own (0-based) row numbers. Arrow schemas
+returned here carry the OMERO column type in field metadata
+(``flight_client.protocol.META_COLUMN_TYPE``); build them with
+``flight_server.columns``.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import pyarrow as pa
+
+from flight_server.query import CheckedQuery
+
+
+@dataclass(frozen=True)
+class Caller:
+    """The authenticated user a call runs as.
+
+    ``session`` is backend-specific: nothing for the embedded store, the
+    user's own OMERO session for the OMERO backend.
+    """
+
+    user_id: int
+    username: str
+    group_ids: tuple[int, ...] = ()
+    is_admin: bool = False
+    session: object | None = field(default=None, compare=False, repr=False)
+
+
+@dataclass(frozen=True)
+class TableRef:
+    """A table or file named by OriginalFile id or FileAnnotation id (exactly one)."""
+
+    file_id: int | None = None
+    annotation_id: int | None = None
+
+    def __str__(self) -> str:
+        if self.file_id is not None:
+            return f"OriginalFile {self.file_id}"
+        return f"FileAnnotation {self.annotation_id}"
+
+
+@dataclass(frozen=True)
+class FileInfo:
+    """An OriginalFile as the catalog knows it."""
+
+    file_id: int
+    name: str
+    mimetype: str
+    size: int
+    owner_id: int
+    group_id: int
+    annotation_id: int | None = None
+
+
+@dataclass(frozen=True)
+class TableSummary:
+    """One row of a table listing."""
+
+    file: FileInfo
+    links: tuple[tuple[str, int], ...] = ()
+
+
+@dataclass(frozen=True)
+class UploadResult:
+    annotation_id: int
+    file_id: int
+    rows: int
+
+
+class TableHandle(abc.ABC):
+    """An open table. Use as a context manager; ``close`` must always run."""
+
+    info: FileInfo
+
+    @property
+    @abc.abstractmethod
+    def schema(self) -> pa.Schema:
+        """All columns, in table order, with OMERO column metadata."""
+
+    @property
+    @abc.abstractmethod
+    def num_rows(self) -> int: ...
+
+    @abc.abstractmethod
+    def read_range(self, columns: Sequence[str], start: int, stop: int) -> pa.RecordBatch:
+        """Rows ``[start, stop)`` of the named columns, as one batch."""
+
+    @abc.abstractmethod
+    def read_rows(self, columns: Sequence[str], rows: np.ndarray) -> pa.RecordBatch:
+        """The given rows (int64 array, any order, each < num_rows) of the named columns."""
+
+    @abc.abstractmethod
+    def where(self, query: CheckedQuery, start: int, stop: int) -> np.ndarray:
+        """Row numbers in ``[start, stop)`` where the checked condition holds (int64, sorted)."""
+
+    @abc.abstractmethod
+    def close(self) -> None: ...
+
+    def __enter__(self) -> TableHandle:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class TableWriter(abc.ABC):
+    """A table being created. Nothing is visible to anyone until ``commit``."""
+
+    @abc.abstractmethod
+    def append(self, batch: pa.RecordBatch) -> None:
+        """Append one batch; its schema is the one the writer was created with."""
+
+    @abc.abstractmethod
+    def commit(self) -> UploadResult:
+        """Finish the table, create its FileAnnotation and links, make it visible."""
+
+    @abc.abstractmethod
+    def abort(self) -> None:
+        """Remove everything written so far. Safe to call more than once."""
+
+
+class Backend(abc.ABC):
+    """A place tables live. One instance serves many concurrent callers."""
+
+    name: str = "backend"
+
+    @abc.abstractmethod
+    def open_table(self, caller: Caller, ref: TableRef) -> TableHandle:
+        """Open an OMERO.tables file the caller may read, or raise not-found/permission errors."""
+
+    @abc.abstractmethod
+    def file_info(self, caller: Caller, ref: TableRef) -> FileInfo:
+        """Describe any OriginalFile (table or plain file) the caller may read."""
+
+    @abc.abstractmethod
+    def read_file(self, caller: Caller, ref: TableRef, chunk_size: int) -> Iterator[bytes]:
+        """Stream a plain file's bytes in chunks of at most ``chunk_size``."""
+
+    @abc.abstractmethod
+    def create_table(
+        self,
+        caller: Caller,
+        name: str,
+        schema: pa.Schema,
+        links: Sequence[tuple[str, int]],
+        description: str = "",
+    ) -> TableWriter:
+        """Start a new table with the given (already mapped) schema, to be linked on commit.
+
+        Checks that every link target exists and that the caller may annotate it
+        before anything is written.
+        """
+
+    @abc.abstractmethod
+    def list_tables(
+        self, caller: Caller, object_type: str | None = None, object_id: int | None = None
+    ) -> list[TableSummary]:
+        """Tables the caller can see; only those linked to the object when one is given."""
+
+    def close(self) -> None:
+        """Release resources held by the backend."""

@@ -1,0 +1,369 @@
+"""Arrow <-> OMERO.tables column types, both directions.
+
+One module, used by every backend, the HDF5 layout and (later) TileDB:
+
+* :func:`omero_schema` decides the OMERO column type of each field of an
+  incoming Arrow schema and returns the *stored* schema: normalized Arrow
+  types with the OMERO type id (and string byte width) in field metadata.
+* :func:`conform_batch` casts an incoming batch to a stored schema, refusing
+  values that cannot be stored instead of corrupting them.
+* :func:`to_numpy` / :func:`from_numpy` move one column between Arrow and the
+  numpy arrays PyTables (and omero-py's columns) use.
+
+Mapping (Arrow -> OMERO.tables):
+
+======================================  =============================================
+Arrow                                   OMERO.tables column
+======================================  =============================================
+int8..int64, uint8..uint64              LongColumn, or an id column (see below)
+float16/32/64                           DoubleColumn (NaN kept)
+bool                                    BoolColumn
+string, large_string, dictionary<str>   StringColumn, width = longest UTF-8 value
+fixed_size_list<int*>[n]                LongArrayColumn(n)
+fixed_size_list<float32>[n]             FloatArrayColumn(n)
+fixed_size_list<float64>[n]             DoubleArrayColumn(n)
+struct<imageId,theZ,theT,x,y,w,h,bytes> MaskColumn
+======================================  =============================================
+
+An integer column named ``image``, ``roi``, ``well``, ``plate``, ``dataset``
+(case-insensitive; also ``field`` and ``wellsample`` as images), as omero2pandas
+does, becomes the matching id column. The ``omero.column_type`` field metadata,
+when present, wins over the name: that is how a round trip keeps a FileColumn a
+FileColumn.
+
+Nulls: a DoubleColumn stores null as NaN, a StringColumn stores null as the
+empty string (as omero2pandas does). Integer, boolean, array and mask columns
+cannot hold nulls; a null there is refused with an error naming the column.
+Unsigned values above 2**63-1 are refused. Types with no OMERO.tables column
+(timestamps, binary, nested lists, ...) are refused with the column's name and
+what to cast it to.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from flight_client.protocol import META_COLUMN_TYPE, META_DESCRIPTION, META_STRING_SIZE
+
+_GRID = "::omero::grid::"
+
+LONG = _GRID + "LongColumn"
+DOUBLE = _GRID + "DoubleColumn"
+STRING = _GRID + "StringColumn"
+BOOL = _GRID + "BoolColumn"
+IMAGE = _GRID + "ImageColumn"
+ROI = _GRID + "RoiColumn"
+WELL = _GRID + "WellColumn"
+PLATE = _GRID + "PlateColumn"
+DATASET = _GRID + "DatasetColumn"
+FILE = _GRID + "FileColumn"
+LONG_ARRAY = _GRID + "LongArrayColumn"
+FLOAT_ARRAY = _GRID + "FloatArrayColumn"
+DOUBLE_ARRAY = _GRID + "DoubleArrayColumn"
+MASK = _GRID + "MaskColumn"
+
+ID_COLUMNS = (IMAGE, ROI, WELL, PLATE, DATASET, FILE)
+INTEGER_COLUMNS = (LONG, *ID_COLUMNS)
+ARRAY_COLUMNS = {LONG_ARRAY: pa.int64(), FLOAT_ARRAY: pa.float32(), DOUBLE_ARRAY: pa.float64()}
+ALL_COLUMN_TYPES = (LONG, DOUBLE, STRING, BOOL, *ID_COLUMNS, *ARRAY_COLUMNS, MASK)
+
+#: Integer column names that become id columns, as in omero2pandas.
+ID_COLUMN_NAMES = {
+    "image": IMAGE,
+    "field": IMAGE,
+    "wellsample": IMAGE,
+    "roi": ROI,
+    "well": WELL,
+    "plate": PLATE,
+    "dataset": DATASET,
+}
+
+MASK_TYPE = pa.struct(
+    [
+        ("imageId", pa.int64()),
+        ("theZ", pa.int32()),
+        ("theT", pa.int32()),
+        ("x", pa.float64()),
+        ("y", pa.float64()),
+        ("w", pa.float64()),
+        ("h", pa.float64()),
+        ("bytes", pa.binary()),
+    ]
+)
+
+_INT64_MAX = np.iinfo(np.int64).max
+
+
+class UnsupportedColumn(ValueError):
+    """A column or value that OMERO.tables cannot store; the message names it."""
+
+
+def short_name(column_type: str) -> str:
+    """``'::omero::grid::ImageColumn'`` -> ``'ImageColumn'``."""
+    return column_type.rsplit("::", 1)[-1]
+
+
+def _full_name(column_type: str | bytes) -> str:
+    if isinstance(column_type, bytes):
+        column_type = column_type.decode()
+    if not column_type.startswith("::"):
+        column_type = _GRID + column_type
+    if column_type not in ALL_COLUMN_TYPES:
+        raise UnsupportedColumn(f"unknown OMERO column type {column_type!r}")
+    return column_type
+
+
+def column_type_of(f: pa.Field) -> str:
+    """The OMERO type id a stored-schema field carries."""
+    return _full_name((f.metadata or {})[META_COLUMN_TYPE])
+
+
+def string_size_of(f: pa.Field) -> int | None:
+    """The declared byte width of a string field, if any."""
+    raw = (f.metadata or {}).get(META_STRING_SIZE)
+    return int(raw) if raw is not None else None
+
+
+def arrow_field(
+    name: str, column_type: str, size: int | None = None, description: str = ""
+) -> pa.Field:
+    """The stored-schema field for an OMERO column (``size``: string width or array length)."""
+    column_type = _full_name(column_type)
+    meta = {META_COLUMN_TYPE: column_type.encode(), META_DESCRIPTION: description.encode()}
+    if column_type in INTEGER_COLUMNS:
+        typ = pa.int64()
+    elif column_type == DOUBLE:
+        typ = pa.float64()
+    elif column_type == BOOL:
+        typ = pa.bool_()
+    elif column_type == STRING:
+        typ = pa.string()
+        if size is not None:
+            meta[META_STRING_SIZE] = str(int(size)).encode()
+    elif column_type in ARRAY_COLUMNS:
+        if not size or size < 1:
+            raise UnsupportedColumn(f"array column {name!r} needs a length of at least 1")
+        typ = pa.list_(ARRAY_COLUMNS[column_type], int(size))
+    else:
+        typ = MASK_TYPE
+    return pa.field(name, typ, nullable=column_type in (DOUBLE, STRING), metadata=meta)
+
+
+def _infer_type(f: pa.Field) -> tuple[str, int | None]:
+    """Choose the OMERO column type (and array length) for an incoming field."""
+    t = f.type
+    if pa.types.is_dictionary(t):
+        t = t.value_type
+    if pa.types.is_integer(t):
+        return ID_COLUMN_NAMES.get(f.name.lower(), LONG), None
+    if pa.types.is_floating(t):
+        return DOUBLE, None
+    if pa.types.is_boolean(t):
+        return BOOL, None
+    if pa.types.is_string(t) or pa.types.is_large_string(t):
+        return STRING, None
+    if pa.types.is_fixed_size_list(t):
+        v = t.value_type
+        if pa.types.is_integer(v):
+            return LONG_ARRAY, t.list_size
+        if pa.types.is_float32(v) or pa.types.is_float16(v):
+            return FLOAT_ARRAY, t.list_size
+        if pa.types.is_float64(v):
+            return DOUBLE_ARRAY, t.list_size
+    if pa.types.is_struct(t) and {t.field(i).name for i in range(t.num_fields)} == set(
+        MASK_TYPE.names
+    ):
+        return MASK, None
+    hint = {
+        "timestamp": "cast it to int64 (e.g. epoch milliseconds) or to string",
+        "date": "cast it to string or int64",
+        "binary": "decode it to string",
+        "list": "use fixed-size lists of numbers for array columns",
+    }
+    advice = next((v for k, v in hint.items() if k in str(t)), "cast it to a supported type")
+    raise UnsupportedColumn(
+        f"column {f.name!r} has Arrow type {t}, which OMERO.tables cannot store: {advice}"
+    )
+
+
+def _check_name(name: str, seen: set[str]) -> str:
+    if not name:
+        raise UnsupportedColumn("column names must not be empty")
+    stored = name.replace("/", "\\")  # '/' separates HDF5 nodes; omero2pandas does the same
+    if stored.startswith("__"):
+        raise UnsupportedColumn(f"column name {name!r} is reserved (names may not start with '__')")
+    if stored in seen:
+        raise UnsupportedColumn(f"column name {name!r} appears more than once")
+    seen.add(stored)
+    return stored
+
+
+def omero_schema(schema: pa.Schema) -> pa.Schema:
+    """Map an incoming Arrow schema to the stored schema, or raise :class:`UnsupportedColumn`."""
+    if len(schema) == 0:
+        raise UnsupportedColumn("a table needs at least one column")
+    fields = []
+    seen: set[str] = set()
+    masks = 0
+    for f in schema:
+        name = _check_name(f.name, seen)
+        meta = f.metadata or {}
+        inferred, length = _infer_type(f)
+        column_type = inferred
+        if META_COLUMN_TYPE in meta:
+            declared = _full_name(meta[META_COLUMN_TYPE])
+            compatible = (declared in INTEGER_COLUMNS and inferred in INTEGER_COLUMNS) or (
+                declared == inferred
+            )
+            if not compatible:
+                raise UnsupportedColumn(
+                    f"column {f.name!r} is declared {short_name(declared)} but holds {f.type}"
+                )
+            column_type = declared
+        masks += column_type == MASK
+        if masks > 1:
+            raise UnsupportedColumn("OMERO.tables stores at most one MaskColumn per table")
+        size = length
+        if column_type == STRING and META_STRING_SIZE in meta:
+            size = int(meta[META_STRING_SIZE])
+        description = meta.get(META_DESCRIPTION, b"").decode()
+        fields.append(arrow_field(name, column_type, size, description))
+    return pa.schema(fields)
+
+
+def with_string_sizes(schema: pa.Schema, sizes: Mapping[str, int]) -> pa.Schema:
+    """The stored schema with string widths set (at least 1 byte, as OMERO requires)."""
+    fields = []
+    for f in schema:
+        if column_type_of(f) == STRING and f.name in sizes:
+            f = arrow_field(f.name, STRING, max(1, int(sizes[f.name])),
+                            f.metadata.get(META_DESCRIPTION, b"").decode())
+        fields.append(f)
+    return pa.schema(fields)
+
+
+def string_widths(batch: pa.RecordBatch | pa.Table) -> dict[str, int]:
+    """Longest UTF-8 value, in bytes, of each string column (0 for all-null or empty)."""
+    out = {}
+    for name, col in zip(batch.schema.names, batch.columns, strict=True):
+        t = col.type
+        if pa.types.is_dictionary(t):
+            col = col.cast(t.value_type) if isinstance(col, pa.Array) else col.cast(t.value_type)
+            t = t.value_type
+        if pa.types.is_string(t) or pa.types.is_large_string(t):
+            longest = pc.max(pc.binary_length(col)).as_py()
+            out[name] = int(longest or 0)
+    return out
+
+
+def _check_no_nulls(arr: pa.Array, name: str, column_type: str) -> None:
+    if arr.null_count:
+        raise UnsupportedColumn(
+            f"column {name!r} has {arr.null_count} null value(s); an OMERO "
+            f"{short_name(column_type)} cannot store nulls (fill or drop them first)"
+        )
+
+
+def conform_array(arr: pa.Array, f: pa.Field) -> pa.Array:
+    """Cast one incoming column to its stored field's type, refusing unstorable values."""
+    column_type = column_type_of(f)
+    name = f.name
+    if isinstance(arr, pa.ChunkedArray):
+        arr = arr.combine_chunks()
+    if pa.types.is_dictionary(arr.type):
+        arr = arr.dictionary_decode()
+    if column_type in INTEGER_COLUMNS:
+        _check_no_nulls(arr, name, column_type)
+        if pa.types.is_uint64(arr.type) and len(arr):
+            top = pc.max(arr).as_py()
+            if top is not None and top > _INT64_MAX:
+                raise UnsupportedColumn(f"column {name!r} has value {top}, above int64's maximum")
+        return arr.cast(pa.int64())
+    if column_type == DOUBLE:
+        return arr.cast(pa.float64())
+    if column_type == BOOL:
+        _check_no_nulls(arr, name, column_type)
+        return arr.cast(pa.bool_())
+    if column_type == STRING:
+        arr = arr.cast(pa.string()).fill_null("")
+        size = string_size_of(f)
+        if size is not None and len(arr):
+            longest = pc.max(pc.binary_length(arr)).as_py() or 0
+            if longest > size:
+                raise UnsupportedColumn(
+                    f"column {name!r} has a value of {longest} bytes, longer than its "
+                    f"declared width of {size} bytes"
+                )
+        return arr
+    _check_no_nulls(arr, name, column_type)
+    if column_type in ARRAY_COLUMNS:
+        if arr.type.list_size != f.type.list_size:
+            raise UnsupportedColumn(
+                f"column {name!r} has arrays of length {arr.type.list_size}, "
+                f"the table's are {f.type.list_size}"
+            )
+        if arr.values.null_count:
+            raise UnsupportedColumn(f"column {name!r} has null array elements")
+        return arr.cast(f.type)
+    return arr.cast(MASK_TYPE)
+
+
+def conform_batch(batch: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:
+    """Cast an incoming batch (same column order) to the stored schema."""
+    if batch.num_columns != len(schema):
+        raise UnsupportedColumn(
+            f"batch has {batch.num_columns} columns, the table has {len(schema)}"
+        )
+    arrays = [conform_array(col, f) for col, f in zip(batch.columns, schema, strict=True)]
+    return pa.RecordBatch.from_arrays(arrays, schema=schema)
+
+
+def to_numpy(arr: pa.Array, f: pa.Field) -> np.ndarray | dict[str, np.ndarray | list[bytes]]:
+    """A conformed column as the numpy array PyTables stores.
+
+    Strings become fixed-width ``S`` arrays of the field's width; array columns
+    ``(n, length)`` arrays; a mask column a dict of its seven coordinate arrays
+    plus ``bytes``, a list of ``bytes``.
+    """
+    column_type = column_type_of(f)
+    if column_type == STRING:
+        width = max(1, string_size_of(f) or 1)
+        data = arr.cast(pa.binary()).to_numpy(zero_copy_only=False)
+        return data.astype(f"S{width}") if len(data) else np.empty(0, dtype=f"S{width}")
+    if column_type in ARRAY_COLUMNS:
+        values = arr.flatten().to_numpy(zero_copy_only=False)
+        return values.reshape(len(arr), f.type.list_size)
+    if column_type == MASK:
+        out: dict[str, np.ndarray | list[bytes]] = {
+            name: arr.field(name).to_numpy(zero_copy_only=False) for name in MASK_TYPE.names[:-1]
+        }
+        out["bytes"] = arr.field("bytes").to_pylist()
+        return out
+    return arr.to_numpy(zero_copy_only=False)
+
+
+def from_numpy(values: object, f: pa.Field) -> pa.Array:
+    """A stored column read back from PyTables (see :func:`to_numpy` for the shapes)."""
+    column_type = column_type_of(f)
+    if column_type == STRING:
+        data = np.asarray(values)
+        # numpy's fixed-width bytes drop trailing NULs, which is how OMERO pads strings.
+        return pa.array(data, type=pa.binary()).cast(pa.string())
+    if column_type in ARRAY_COLUMNS:
+        data = np.asarray(values)
+        length = f.type.list_size
+        flat = pa.array(data.reshape(-1), type=ARRAY_COLUMNS[column_type])
+        return pa.FixedSizeListArray.from_arrays(flat, length)
+    if column_type == MASK:
+        assert isinstance(values, Mapping)
+        children = [
+            pa.array(np.asarray(values[name]), type=MASK_TYPE.field(name).type)
+            for name in MASK_TYPE.names[:-1]
+        ]
+        children.append(pa.array([bytes(b) for b in values["bytes"]], type=pa.binary()))
+        return pa.StructArray.from_arrays(children, fields=list(MASK_TYPE))
+    return pa.array(np.asarray(values), type=f.type)

@@ -162,7 +162,8 @@ class _Rewriter:
         if isinstance(node, ast.Name):
             return self.name(node.id)
         if isinstance(node, ast.BinOp) and type(node.op) in _BINOPS:
-            return f"({self.visit(node.left, d)} {_BINOPS[type(node.op)]} {self.visit(node.right, d)})"
+            left, right = self.visit(node.left, d), self.visit(node.right, d)
+            return f"({left} {_BINOPS[type(node.op)]} {right})"
         if isinstance(node, ast.UnaryOp) and type(node.op) in _UNARY:
             return f"({_UNARY[type(node.op)]}{self.visit(node.operand, d)})"
         if isinstance(node, ast.BoolOp) and type(node.op) in _BOOLOPS:

@@ -171,5 +171,5 @@ class Backend(abc.ABC):
     ) -> list[TableSummary]:
         """Tables the caller can see; only those linked to the object when one is given."""
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - optional hook, most backends hold nothing
         """Release resources held by the backend."""

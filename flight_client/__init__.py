@@ -1,1 +1,72 @@
-"""omero-flight client: the omero2pandas API over Arrow Flight."""
+"""omero-flight client: the omero2pandas API over Apache Arrow Flight.
+
+``import flight_client as omero2pandas`` keeps an omero2pandas script working
+once it points at a bridge (``server=``, or ``OMERO_FLIGHT_URL``)::
+
+    import flight_client as omero2pandas
+    df = omero2pandas.read_table(file_id=402, server="grpc://bridge:8815",
+                                 username="me", password="secret")
+
+Beyond omero2pandas: :func:`read_arrow` (optionally streaming),
+:func:`read_polars`, :func:`read_duckdb`, Parquet downloads and
+:func:`list_tables`. Errors are in :mod:`flight_client.errors`.
+"""
+
+from flight_client.connection import Connection, OMEROConnection, connect_to_omero
+from flight_client.errors import (
+    AlreadyExists,
+    AuthenticationFailed,
+    ConnectionClosed,
+    ConnectionFailed,
+    InvalidRequest,
+    MissingConnectionDetails,
+    MissingDependency,
+    NotFound,
+    NotSupported,
+    OmeroFlightError,
+    PermissionDenied,
+    ServerBusy,
+    ServerError,
+)
+from flight_client.files import download_csv, read_csv
+from flight_client.reading import (
+    download_table,
+    get_table_columns,
+    get_table_size,
+    list_tables,
+    read_arrow,
+    read_duckdb,
+    read_polars,
+    read_table,
+)
+from flight_client.writing import upload_table
+
+__all__ = [
+    "AlreadyExists",
+    "AuthenticationFailed",
+    "Connection",
+    "ConnectionClosed",
+    "ConnectionFailed",
+    "InvalidRequest",
+    "MissingConnectionDetails",
+    "MissingDependency",
+    "NotFound",
+    "NotSupported",
+    "OMEROConnection",
+    "OmeroFlightError",
+    "PermissionDenied",
+    "ServerBusy",
+    "ServerError",
+    "connect_to_omero",
+    "download_csv",
+    "download_table",
+    "get_table_columns",
+    "get_table_size",
+    "list_tables",
+    "read_arrow",
+    "read_csv",
+    "read_duckdb",
+    "read_polars",
+    "read_table",
+    "upload_table",
+]

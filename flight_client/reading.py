@@ -1,0 +1,496 @@
+"""Reading OMERO.tables: one selection path shared by every read and download.
+
+:func:`table_ticket` turns omero2pandas-style arguments into a
+:class:`~flight_client.protocol.TableTicket` (checking them before any network
+call); :func:`open_read` asks the bridge for the read's FlightInfo and streams
+its endpoints, fetched in parallel by a small thread pool and yielded in
+endpoint order. ``read_table``, ``read_arrow``, ``read_polars``,
+``read_duckdb`` and ``download_table`` differ only in what they do with the
+batches (see :mod:`flight_client.outputs`).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import threading
+from collections.abc import Iterable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.flight as flight
+
+from flight_client import errors, outputs
+from flight_client.connection import Connection, use_connection
+from flight_client.progress import bar
+from flight_client.protocol import (
+    ACTION_LIST_TABLES,
+    ACTION_TABLE_COLUMNS,
+    ACTION_TABLE_SIZE,
+    ProtocolError,
+    RowRange,
+    TableTicket,
+)
+from flight_client.transport import Transport
+
+LOGGER = logging.getLogger(__name__)
+
+#: Endpoints fetched at the same time, and batches buffered per endpoint.
+MAX_PARALLEL_ENDPOINTS = 4
+PREFETCH_BATCHES = 4
+
+
+# -- selection ---------------------------------------------------------------------------------
+def _row_selection(rows: Iterable[int] | None) -> RowRange | tuple[int, ...] | None:
+    if rows is None:
+        return None
+    if isinstance(rows, range) and rows.step == 1 and rows.start >= 0:
+        return RowRange(rows.start, max(rows.stop, rows.start))
+    if isinstance(rows, str | bytes | int | float) or not isinstance(rows, Iterable):
+        raise errors.InvalidRequest(
+            f"rows must be an iterable of row numbers (e.g. a list or range), got {rows!r}"
+        )
+    out = []
+    for r in rows:
+        if isinstance(r, bool) or not isinstance(r, int | np.integer):
+            raise errors.InvalidRequest(f"row numbers must be integers, got {r!r}")
+        if r < 0:
+            raise errors.InvalidRequest(f"row numbers must not be negative, got {r}")
+        out.append(int(r))
+    return tuple(out)
+
+
+def _plain_variables(variables: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Plain values from Python values or omero rtypes (anything with ``getValue()``)."""
+    if variables is None:
+        return {}
+    if not isinstance(variables, Mapping):
+        raise errors.InvalidRequest("variables must be a dict mapping names to values")
+    out: dict[str, Any] = {}
+    for name, value in variables.items():
+        if hasattr(value, "getValue"):
+            value = value.getValue()
+        if isinstance(value, np.generic):
+            value = value.item()
+        if isinstance(value, bytes):
+            value = value.decode()
+        if not isinstance(value, bool | int | float | str):
+            raise errors.InvalidRequest(
+                f"variable {name!r}: expected a number, a boolean or a column name (str), "
+                f"got {type(value).__name__}"
+            )
+        out[str(name)] = value
+    return out
+
+
+def _column_selection(column_names: Iterable[str] | str | None) -> tuple[str, ...] | None:
+    if column_names is None:
+        return None
+    if isinstance(column_names, str):
+        return (column_names,)
+    names = tuple(column_names)
+    for name in names:
+        if not isinstance(name, str):
+            raise errors.InvalidRequest(f"column names must be strings, got {name!r}")
+    return names or None
+
+
+def _object_id(value: Any, what: str) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, str) and value.strip().isdigit():
+        return int(value)
+    if isinstance(value, bool) or not isinstance(value, int | np.integer):
+        raise errors.InvalidRequest(f"{what} must be an integer, got {value!r}")
+    return int(value)
+
+
+def object_ids(file_id: Any, annotation_id: Any) -> tuple[int | None, int | None]:
+    """Check a (file_id, annotation_id) pair as omero2pandas does: exactly one is needed."""
+    fid, aid = _object_id(file_id, "file_id"), _object_id(annotation_id, "annotation_id")
+    if fid is not None and aid is not None:
+        raise errors.InvalidRequest("supply either a file_id or an annotation_id, not both")
+    if fid is None and aid is None:
+        raise errors.InvalidRequest("a file_id or an annotation_id must be supplied")
+    return fid, aid
+
+
+def table_ticket(
+    file_id: Any = None,
+    annotation_id: Any = None,
+    column_names: Iterable[str] | str | None = (),
+    rows: Iterable[int] | None = None,
+    query: str | None = None,
+    variables: Mapping[str, Any] | None = None,
+    chunk_size: int | None = None,
+    row_numbers: bool = True,
+) -> TableTicket:
+    """The ticket for a read, checked before anything is sent."""
+    if rows is not None and query is not None:
+        raise errors.InvalidRequest("a query selects rows itself: supply rows or query, not both")
+    fid, aid = object_ids(file_id, annotation_id)
+    if chunk_size is not None and (isinstance(chunk_size, bool) or not isinstance(chunk_size, int)
+                                   or chunk_size <= 0):
+        raise errors.InvalidRequest(f"chunk_size must be a positive integer, got {chunk_size!r}")
+    if query is not None and not isinstance(query, str):
+        raise errors.InvalidRequest(f"query must be a string, got {type(query).__name__}")
+    try:
+        return TableTicket(
+            file_id=fid,
+            annotation_id=aid,
+            columns=_column_selection(column_names),
+            rows=_row_selection(rows),
+            query=query,
+            variables=_plain_variables(variables),
+            chunk_size=chunk_size,
+            row_numbers=row_numbers,
+        )
+    except ProtocolError as exc:
+        raise errors.InvalidRequest(str(exc)) from None
+
+
+# -- streaming ---------------------------------------------------------------------------------
+def _endpoint_batches(transport: Transport, endpoint: flight.FlightEndpoint) -> Iterator[Any]:
+    location = endpoint.locations[0].uri.decode() if endpoint.locations else None
+    return transport.stream(endpoint.ticket.ticket, location)
+
+
+def _put(q: queue.Queue, item: tuple[str, Any], stop: threading.Event) -> bool:
+    while not stop.is_set():
+        try:
+            q.put(item, timeout=0.1)
+            return True
+        except queue.Full:
+            continue
+    return False
+
+
+def _fetch_into(transport: Transport, endpoint: flight.FlightEndpoint, q: queue.Queue,
+                stop: threading.Event) -> None:
+    if stop.is_set():
+        return
+    stream = _endpoint_batches(transport, endpoint)
+    try:
+        for batch in stream:
+            if not _put(q, ("batch", batch), stop):
+                return
+        _put(q, ("done", None), stop)
+    except BaseException as exc:  # noqa: BLE001 - handed to the consumer, raised there
+        _put(q, ("error", exc), stop)
+    finally:
+        stream.close()
+
+
+def ordered_batches(transport: Transport,
+                    endpoints: list[flight.FlightEndpoint]) -> Iterator[pa.RecordBatch]:
+    """Batches of all endpoints in endpoint order; several endpoints are fetched at once."""
+    if len(endpoints) <= 1:
+        for endpoint in endpoints:
+            yield from _endpoint_batches(transport, endpoint)
+        return
+    stop = threading.Event()
+    queues: list[queue.Queue] = [queue.Queue(maxsize=PREFETCH_BATCHES) for _ in endpoints]
+    workers = min(MAX_PARALLEL_ENDPOINTS, len(endpoints))
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="omero-flight-get") as pool:
+        futures = [pool.submit(_fetch_into, transport, ep, q, stop)
+                   for ep, q in zip(endpoints, queues, strict=True)]
+        try:
+            for q in queues:
+                while True:
+                    kind, item = q.get()
+                    if kind == "done":
+                        break
+                    if kind == "error":
+                        raise item
+                    yield item
+        finally:
+            stop.set()
+            for future in futures:
+                future.cancel()
+
+
+@dataclass
+class TableRead:
+    """An opened read: its schema, its row count (-1 if unknown) and its batches."""
+
+    schema: pa.Schema
+    total_rows: int
+    batches: Iterator[pa.RecordBatch]
+
+
+def _conformed(batches: Iterator[pa.RecordBatch], schema: pa.Schema) -> Iterator[pa.RecordBatch]:
+    for batch in batches:
+        if not batch.schema.equals(schema, check_metadata=True):
+            batch = pa.RecordBatch.from_arrays(batch.columns, schema=schema)
+        yield batch
+
+
+def _counted(batches: Iterator[pa.RecordBatch], progress_bar: Any) -> Iterator[pa.RecordBatch]:
+    try:
+        for batch in batches:
+            progress_bar.update(batch.num_rows)
+            yield batch
+    finally:
+        progress_bar.close()
+
+
+def open_read(conn: Connection, ticket: TableTicket, progress: bool | None = None,
+              desc: str = "Reading table") -> TableRead:
+    """Ask for the read's FlightInfo; batches are fetched as they are consumed."""
+    transport = conn.transport
+    info = transport.flight_info(ticket.encode())
+    what = f"file {ticket.file_id}" if ticket.file_id is not None else (
+        f"annotation {ticket.annotation_id}")
+    LOGGER.info("reading table %s: %s rows in %d part(s)", what,
+                info.total_records if info.total_records >= 0 else "unknown",
+                len(info.endpoints))
+    progress_bar = bar(desc, info.total_records, "rows", progress)
+    batches = _counted(_conformed(ordered_batches(transport, list(info.endpoints)), info.schema),
+                       progress_bar)
+    return TableRead(info.schema, info.total_records, batches)
+
+
+def _read_table_data(ticket: TableTicket, connect: dict[str, Any],
+                     progress: bool | None) -> pa.Table:
+    with use_connection(**connect) as conn:
+        read = open_read(conn, ticket, progress)
+        return pa.Table.from_batches(list(read.batches), schema=read.schema)
+
+
+def _connect_args(omero_connector: Any, server: Any, port: Any, username: Any,
+                  password: Any) -> dict[str, Any]:
+    return {"omero_connector": omero_connector, "server": server, "port": port,
+            "username": username, "password": password}
+
+
+# -- public functions --------------------------------------------------------------------------
+def read_table(
+    file_id: int | None = None,
+    annotation_id: int | None = None,
+    column_names: Iterable[str] = (),
+    rows: Iterable[int] | None = None,
+    chunk_size: int | None = None,
+    omero_connector: Any = None,
+    server: str | None = None,
+    port: int | None = None,
+    username: str | None = None,
+    password: str | None = None,
+    query: str | None = None,
+    variables: Mapping[str, Any] | None = None,
+    *,
+    progress: bool | None = None,
+) -> pd.DataFrame:
+    """Read a table (or the selected columns and rows) into a DataFrame.
+
+    The index holds the table's own row numbers. ``rows`` is any iterable of
+    row numbers (a ``range`` is sent compactly); ``query`` is a PyTables
+    condition with ``variables`` (plain values or omero rtypes; a string names
+    a column). ``chunk_size`` is rows per batch (default: the bridge chooses).
+    """
+    ticket = table_ticket(file_id, annotation_id, column_names, rows, query, variables,
+                          chunk_size)
+    table = _read_table_data(ticket, _connect_args(omero_connector, server, port, username,
+                                                   password), progress)
+    return outputs.to_pandas(table)
+
+
+def read_arrow(
+    file_id: int | None = None,
+    annotation_id: int | None = None,
+    column_names: Iterable[str] = (),
+    rows: Iterable[int] | None = None,
+    chunk_size: int | None = None,
+    omero_connector: Any = None,
+    server: str | None = None,
+    port: int | None = None,
+    username: str | None = None,
+    password: str | None = None,
+    query: str | None = None,
+    variables: Mapping[str, Any] | None = None,
+    *,
+    stream: bool = False,
+    row_numbers: bool = False,
+    progress: bool | None = None,
+) -> pa.Table | pa.RecordBatchReader:
+    """Read a table as a ``pyarrow.Table``, or a ``RecordBatchReader`` with ``stream=True``.
+
+    ``row_numbers=True`` adds the table's row numbers as the first column,
+    ``__row__``. A streaming reader keeps its connection open until it is
+    exhausted or closed.
+    """
+    ticket = table_ticket(file_id, annotation_id, column_names, rows, query, variables,
+                          chunk_size, row_numbers=row_numbers)
+    connect = _connect_args(omero_connector, server, port, username, password)
+    if not stream:
+        return _read_table_data(ticket, connect, progress)
+    stack = ExitStack()
+    try:
+        conn = stack.enter_context(use_connection(**connect))
+        read = open_read(conn, ticket, progress)
+    except BaseException:
+        stack.close()
+        raise
+
+    def batches() -> Iterator[pa.RecordBatch]:
+        with stack:
+            yield from read.batches
+
+    return pa.RecordBatchReader.from_batches(read.schema, batches())
+
+
+def read_polars(
+    file_id: int | None = None,
+    annotation_id: int | None = None,
+    column_names: Iterable[str] = (),
+    rows: Iterable[int] | None = None,
+    chunk_size: int | None = None,
+    omero_connector: Any = None,
+    server: str | None = None,
+    port: int | None = None,
+    username: str | None = None,
+    password: str | None = None,
+    query: str | None = None,
+    variables: Mapping[str, Any] | None = None,
+    *,
+    row_numbers: bool = False,
+    progress: bool | None = None,
+) -> Any:
+    """Read a table into a ``polars.DataFrame`` (needs the ``polars`` extra)."""
+    outputs._require("polars", "polars")
+    table = read_arrow(file_id, annotation_id, column_names, rows, chunk_size, omero_connector,
+                       server, port, username, password, query, variables,
+                       row_numbers=row_numbers, progress=progress)
+    return outputs.to_polars(table)
+
+
+def read_duckdb(
+    file_id: int | None = None,
+    annotation_id: int | None = None,
+    column_names: Iterable[str] = (),
+    rows: Iterable[int] | None = None,
+    chunk_size: int | None = None,
+    omero_connector: Any = None,
+    server: str | None = None,
+    port: int | None = None,
+    username: str | None = None,
+    password: str | None = None,
+    query: str | None = None,
+    variables: Mapping[str, Any] | None = None,
+    *,
+    connection: Any = None,
+    row_numbers: bool = False,
+    progress: bool | None = None,
+) -> Any:
+    """Read a table into a DuckDB relation (needs the ``duckdb`` extra).
+
+    ``connection`` is the DuckDB connection to create it on (default: DuckDB's
+    default connection).
+    """
+    outputs._require("duckdb", "duckdb")
+    table = read_arrow(file_id, annotation_id, column_names, rows, chunk_size, omero_connector,
+                       server, port, username, password, query, variables,
+                       row_numbers=row_numbers, progress=progress)
+    return outputs.to_duckdb(table, connection)
+
+
+def download_table(
+    target_path: str | os.PathLike[str],
+    file_id: int | None = None,
+    annotation_id: int | None = None,
+    column_names: Iterable[str] = (),
+    rows: Iterable[int] | None = None,
+    chunk_size: int | None = None,
+    omero_connector: Any = None,
+    server: str | None = None,
+    port: int | None = None,
+    username: str | None = None,
+    password: str | None = None,
+    query: str | None = None,
+    variables: Mapping[str, Any] | None = None,
+    *,
+    format: str | None = None,
+    progress: bool | None = None,
+) -> int:
+    """Write a table to a new CSV or Parquet file, batch by batch; returns the row count.
+
+    CSV (the default) has a header and the row numbers as first, unnamed
+    column, as omero2pandas writes it. Parquet is chosen by ``format="parquet"``
+    or a ``.parquet`` suffix; its index is the row numbers. An existing target
+    raises ``FileExistsError`` before anything is read.
+    """
+    fmt = outputs.file_format(target_path, format)
+    ticket = table_ticket(file_id, annotation_id, column_names, rows, query, variables,
+                          chunk_size)
+    outputs.check_target(target_path)
+    with use_connection(omero_connector, server, port, username, password) as conn:
+        read = open_read(conn, ticket, progress, desc="Downloading table")
+        return outputs.write_file(target_path, read.schema, read.batches, fmt)
+
+
+def column_details(conn: Connection, file_id: Any = None,
+                   annotation_id: Any = None) -> list[dict[str, Any]]:
+    """``[{"name", "type", "description"}, ...]`` for each column of a table."""
+    ticket = table_ticket(file_id, annotation_id)
+    result = conn.transport.action(ACTION_TABLE_COLUMNS, **ticket.to_json())
+    return list(result.get("columns", []))
+
+
+def get_table_columns(
+    file_id: int | None = None,
+    annotation_id: int | None = None,
+    omero_connector: Any = None,
+    server: str | None = None,
+    port: int | None = None,
+    username: str | None = None,
+    password: str | None = None,
+) -> list[str]:
+    """The table's column names, in order."""
+    object_ids(file_id, annotation_id)
+    with use_connection(omero_connector, server, port, username, password) as conn:
+        return [c["name"] for c in column_details(conn, file_id, annotation_id)]
+
+
+def get_table_size(
+    file_id: int | None = None,
+    annotation_id: int | None = None,
+    omero_connector: Any = None,
+    server: str | None = None,
+    port: int | None = None,
+    username: str | None = None,
+    password: str | None = None,
+) -> tuple[int, int]:
+    """``(rows, columns)`` of a table."""
+    ticket = table_ticket(file_id, annotation_id)
+    with use_connection(omero_connector, server, port, username, password) as conn:
+        result = conn.transport.action(ACTION_TABLE_SIZE, **ticket.to_json())
+    return int(result["rows"]), int(result["columns"])
+
+
+def list_tables(
+    object_type: str | None = None,
+    object_id: int | None = None,
+    omero_connector: Any = None,
+    server: str | None = None,
+    port: int | None = None,
+    username: str | None = None,
+    password: str | None = None,
+) -> list[dict[str, Any]]:
+    """Tables linked to an object (e.g. ``("Image", 1)``), or, with no object, your own.
+
+    Each entry has ``file_id``, ``annotation_id``, ``name``, ``owner``,
+    ``group``, ``links`` and ``rows``.
+    """
+    if (object_type is None) != (object_id is None):
+        raise errors.InvalidRequest("give both object_type and object_id, or neither")
+    body: dict[str, Any] = {}
+    if object_type is not None:
+        body = {"object_type": object_type, "object_id": _object_id(object_id, "object_id")}
+    with use_connection(omero_connector, server, port, username, password) as conn:
+        result = conn.transport.action(ACTION_LIST_TABLES, **body)
+    return list(result.get("tables", []))

@@ -1,0 +1,248 @@
+"""Every Flight call the client makes: auth header, error translation, retries.
+
+Nothing outside this module touches ``pyarrow.flight`` error classes. Errors are
+translated in one place, :func:`translate_errors`, using the JSON ``{"code",
+"message"}`` the bridge puts in ``extra_info``. Calls that fail because the
+bridge is unreachable or busy are retried with exponential backoff a bounded
+number of times; a ``do_put`` is only retried while it is being opened, never
+in the middle of a stream, and a ``do_get`` only until its schema arrived.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any, TypeVar
+
+import pyarrow as pa
+import pyarrow.flight as flight
+
+from flight_client import errors
+from flight_client.protocol import ProtocolError, decode_body, encode_body
+
+LOGGER = logging.getLogger(__name__)
+T = TypeVar("T")
+
+#: Endpoint location meaning "the server you asked" (Flight's reuse-connection URI).
+_REUSE_URIS = ("arrow-flight-reuse-connection://?", "arrow-flight-reuse-connection://")
+
+
+def _server_detail(exc: BaseException) -> tuple[str | None, str]:
+    """The bridge's (code, message), or (None, the gRPC text without its debug noise)."""
+    extra = getattr(exc, "extra_info", None)
+    if extra:
+        try:
+            info = json.loads(extra)
+            if isinstance(info, dict) and "message" in info:
+                return info.get("code"), str(info["message"])
+        except (ValueError, UnicodeDecodeError):
+            pass
+    text = str(exc)
+    for noise in (". gRPC client debug context", ". Detail:", "\ngRPC client debug context"):
+        text = text.split(noise)[0]
+    return None, text.strip()
+
+
+def translate(exc: BaseException, where: str) -> errors.OmeroFlightError:
+    """Map a Flight or Arrow error to the client's exception tree."""
+    code, message = _server_detail(exc)
+    if code in errors.BY_CODE:
+        return errors.BY_CODE[code](message, code=code)
+    if isinstance(exc, flight.FlightUnauthenticatedError):
+        cls: type[errors.OmeroFlightError] = errors.AuthenticationFailed
+    elif isinstance(exc, flight.FlightUnauthorizedError):
+        cls = errors.PermissionDenied
+    elif isinstance(exc, flight.FlightUnavailableError):
+        return errors.ConnectionFailed(f"cannot reach the bridge at {where}: {message}")
+    elif isinstance(exc, flight.FlightTimedOutError):
+        return errors.ServerBusy(f"the bridge at {where} did not answer in time: {message}")
+    elif isinstance(exc, flight.FlightCancelledError):
+        cls = errors.ServerBusy
+    elif isinstance(exc, pa.ArrowKeyError | KeyError):
+        cls = errors.NotFound
+    elif isinstance(exc, pa.ArrowInvalid | pa.ArrowTypeError | pa.ArrowNotImplementedError):
+        cls = errors.InvalidRequest
+    else:
+        cls = errors.ServerError
+    return cls(message, code=code)
+
+
+@contextmanager
+def translate_errors(where: str) -> Iterator[None]:
+    """Turn errors raised by Flight calls inside the block into client errors."""
+    try:
+        yield
+    except errors.OmeroFlightError:
+        raise
+    except ProtocolError as exc:
+        raise errors.InvalidRequest(str(exc)) from exc
+    except (flight.FlightError, pa.ArrowException) as exc:
+        raise translate(exc, where) from exc
+
+
+def _transient(err: errors.OmeroFlightError) -> bool:
+    """Unreachable or busy: worth another try. Timeouts and closed connections are not."""
+    if isinstance(err, errors.ServerBusy):
+        return not isinstance(err.__cause__, flight.FlightTimedOutError)
+    return type(err) is errors.ConnectionFailed
+
+
+class Transport:
+    """One bridge: a Flight client per location, the bearer header and the retry policy."""
+
+    def __init__(
+        self,
+        location: str,
+        *,
+        tls_root_certs: bytes | None = None,
+        timeout: float | None = None,
+        retries: int = 3,
+        backoff: float = 0.2,
+    ) -> None:
+        self.location = location
+        self.timeout = timeout
+        self.retries = retries
+        self.backoff = backoff
+        self._tls_root_certs = tls_root_certs
+        self._clients: dict[str, flight.FlightClient] = {}
+        self._lock = threading.Lock()
+        self._header: tuple[bytes, bytes] | None = None
+        self._credentials: tuple[str, str] | None = None
+        self._closed = False
+
+    # -- plumbing ---------------------------------------------------------------------------
+    def _client(self, location: str | None = None) -> flight.FlightClient:
+        if self._closed:
+            raise errors.ConnectionClosed("this connection has been shut down; open a new one")
+        uri = self.location if location in (None, "", *_REUSE_URIS) else location
+        with self._lock:
+            client = self._clients.get(uri)
+            if client is None:
+                kwargs: dict[str, Any] = {}
+                if self._tls_root_certs:
+                    kwargs["tls_root_certs"] = self._tls_root_certs
+                with translate_errors(uri):
+                    client = flight.FlightClient(uri, **kwargs)
+                self._clients[uri] = client
+            return client
+
+    def options(self) -> flight.FlightCallOptions:
+        headers = [self._header] if self._header else []
+        return flight.FlightCallOptions(headers=headers, timeout=self.timeout)
+
+    def call(self, fn: Callable[[], T]) -> T:
+        """Run one Flight call with translation, retries and one re-login on expiry."""
+        delay = self.backoff
+        relogged = False
+        attempt = 0
+        while True:
+            try:
+                with translate_errors(self.location):
+                    return fn()
+            except errors.AuthenticationFailed:
+                if relogged or self._credentials is None or self._header is None:
+                    raise
+                LOGGER.info("bridge token refused; logging in again")
+                relogged = True
+                self.authenticate(*self._credentials)
+            except errors.OmeroFlightError as err:
+                if not _transient(err) or attempt >= self.retries:
+                    raise
+                attempt += 1
+                LOGGER.warning("%s; retry %d/%d in %.1fs", err, attempt, self.retries, delay)
+                time.sleep(delay)
+                delay *= 2
+
+    # -- calls ------------------------------------------------------------------------------
+    def authenticate(self, username: str, password: str) -> None:
+        """Basic-auth handshake; the returned bearer header goes on every later call."""
+        client = self._client()
+
+        def login() -> tuple[bytes, bytes]:
+            opts = flight.FlightCallOptions(timeout=self.timeout)
+            return client.authenticate_basic_token(username, password, opts)
+
+        self._header = None
+        self._header = self.call(login)
+        self._credentials = (username, password)
+
+    def action(self, name: str, **body: Any) -> dict[str, Any]:
+        """Run an action with a JSON body and return its (single) JSON result."""
+        client = self._client()
+        payload = encode_body(**body)
+
+        def run() -> list[bytes]:
+            return [r.body.to_pybytes() for r in client.do_action((name, payload), self.options())]
+
+        results = self.call(run)
+        with translate_errors(self.location):
+            return decode_body(results[0] if results else b"", f"{name} result")
+
+    def flight_info(self, command: bytes) -> flight.FlightInfo:
+        client = self._client()
+        descriptor = flight.FlightDescriptor.for_command(command)
+        return self.call(lambda: client.get_flight_info(descriptor, self.options()))
+
+    def stream(self, ticket: bytes, location: str | None = None) -> Iterator[pa.RecordBatch]:
+        """Record batches of one ``do_get``; the call is retried until the schema arrived."""
+        client = self._client(location)
+
+        def open_stream() -> flight.FlightStreamReader:
+            reader = client.do_get(flight.Ticket(ticket), self.options())
+            reader.schema  # noqa: B018 - forces the first message, so errors surface here
+            return reader
+
+        reader = self.call(open_stream)
+        finished = False
+        try:
+            with translate_errors(location or self.location):
+                while True:
+                    try:
+                        chunk = reader.read_chunk()
+                    except StopIteration:
+                        break
+                    yield chunk.data
+            finished = True
+        finally:
+            if not finished:
+                reader.cancel()
+
+    def stream_schema(self, ticket: bytes, location: str | None = None) -> pa.Schema:
+        """The schema of a ``do_get`` (reads only the first message)."""
+        client = self._client(location)
+
+        def get() -> pa.Schema:
+            reader = client.do_get(flight.Ticket(ticket), self.options())
+            try:
+                return reader.schema
+            finally:
+                reader.cancel()
+
+        return self.call(get)
+
+    def put(
+        self, command: bytes, schema: pa.Schema
+    ) -> tuple[flight.FlightStreamWriter, flight.FlightMetadataReader]:
+        """Open a ``do_put``; the caller writes batches inside :func:`translate_errors`."""
+        client = self._client()
+        descriptor = flight.FlightDescriptor.for_command(command)
+        return self.call(lambda: client.do_put(descriptor, schema, self.options()))
+
+    def close(self) -> None:
+        """Close every Flight client; later calls raise :class:`ConnectionClosed`."""
+        self._closed = True
+        with self._lock:
+            clients, self._clients = list(self._clients.values()), {}
+        for client in clients:
+            try:
+                client.close()
+            except Exception:  # noqa: BLE001 - closing must not raise at exit
+                LOGGER.debug("error closing a Flight client", exc_info=True)
+
+    @property
+    def closed(self) -> bool:
+        return self._closed

@@ -52,6 +52,12 @@ LINK_TYPES = ("Image", "Dataset", "Project", "Plate", "Screen", "Well", "Roi")
 
 MAX_ROW_LIST = 10_000_000
 
+#: With ``explicit_commit`` in an upload descriptor, the client sends this as
+#: app metadata (``writer.write_metadata(COMMIT_METADATA)``) after the last
+#: batch; a stream that ends without it is discarded. That tells a finished
+#: upload from a client that gave up half way and closed its stream cleanly.
+COMMIT_METADATA = b'{"v":1,"commit":true}'
+
 
 class ProtocolError(ValueError):
     """A ticket, descriptor or action body that does not follow the protocol."""
@@ -288,6 +294,7 @@ class UploadDescriptor:
     links: tuple[tuple[str, int], ...] = ()
     description: str = ""
     format: str = "hdf5"
+    explicit_commit: bool = False  # see COMMIT_METADATA
 
     kind = "upload"
 
@@ -297,6 +304,8 @@ class UploadDescriptor:
         object.__setattr__(self, "links", normalize_links(self.links))
         if self.format not in ("hdf5", "tiledb"):
             raise ProtocolError(f"unknown table format {self.format!r}: use 'hdf5' or 'tiledb'")
+        if not isinstance(self.explicit_commit, bool):
+            raise ProtocolError("explicit_commit must be true or false")
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -306,6 +315,7 @@ class UploadDescriptor:
             "links": [list(link) for link in self.links],
             "description": self.description,
             "format": self.format,
+            "explicit_commit": self.explicit_commit,
         }
 
     def encode(self) -> bytes:
@@ -313,8 +323,8 @@ class UploadDescriptor:
 
     @classmethod
     def from_json(cls, obj: Mapping[str, Any]) -> UploadDescriptor:
-        _reject_unknown(obj, {"v", "kind", "name", "links", "description", "format"},
-                        "upload descriptor")
+        _reject_unknown(obj, {"v", "kind", "name", "links", "description", "format",
+                              "explicit_commit"}, "upload descriptor")
         links = obj.get("links") or []
         if not isinstance(links, list):
             raise ProtocolError("links must be a list of [type, id] pairs")
@@ -323,6 +333,7 @@ class UploadDescriptor:
             links=tuple(tuple(x) if isinstance(x, list) else x for x in links),
             description=obj.get("description") or "",
             format=obj.get("format", "hdf5"),
+            explicit_commit=obj.get("explicit_commit", False),
         )
 
 
@@ -336,6 +347,7 @@ class FileUploadDescriptor:
     name: str
     links: tuple[tuple[str, int], ...] = ()
     mimetype: str = ""
+    explicit_commit: bool = False  # see COMMIT_METADATA
 
     kind = "file_upload"
 
@@ -343,6 +355,8 @@ class FileUploadDescriptor:
         if not isinstance(self.name, str) or not self.name.strip() or "/" in self.name:
             raise ProtocolError(f"invalid file name: {self.name!r}")
         object.__setattr__(self, "links", normalize_links(self.links))
+        if not isinstance(self.explicit_commit, bool):
+            raise ProtocolError("explicit_commit must be true or false")
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -351,6 +365,7 @@ class FileUploadDescriptor:
             "name": self.name,
             "links": [list(link) for link in self.links],
             "mimetype": self.mimetype,
+            "explicit_commit": self.explicit_commit,
         }
 
     def encode(self) -> bytes:
@@ -358,7 +373,8 @@ class FileUploadDescriptor:
 
     @classmethod
     def from_json(cls, obj: Mapping[str, Any]) -> FileUploadDescriptor:
-        _reject_unknown(obj, {"v", "kind", "name", "links", "mimetype"}, "file upload descriptor")
+        _reject_unknown(obj, {"v", "kind", "name", "links", "mimetype", "explicit_commit"},
+                        "file upload descriptor")
         links = obj.get("links") or []
         if not isinstance(links, list):
             raise ProtocolError("links must be a list of [type, id] pairs")
@@ -366,6 +382,7 @@ class FileUploadDescriptor:
             name=obj.get("name", ""),
             links=tuple(tuple(x) if isinstance(x, list) else x for x in links),
             mimetype=obj.get("mimetype") or "",
+            explicit_commit=obj.get("explicit_commit", False),
         )
 
 

@@ -24,6 +24,9 @@ import pyarrow as pa
 
 from flight_server.query import CheckedQuery
 
+#: The OriginalFile mimetype of an OMERO.tables HDF5 file.
+TABLE_MIMETYPE = "OMERO.tables"
+
 
 @dataclass(frozen=True)
 class Caller:
@@ -64,6 +67,8 @@ class FileInfo:
     owner_id: int
     group_id: int
     annotation_id: int | None = None
+    owner: str = ""  # owner's user name
+    group: str = ""  # group name
 
 
 @dataclass(frozen=True)
@@ -72,6 +77,7 @@ class TableSummary:
 
     file: FileInfo
     links: tuple[tuple[str, int], ...] = ()
+    rows: int | None = None
 
 
 @dataclass(frozen=True)
@@ -133,6 +139,22 @@ class TableWriter(abc.ABC):
         """Remove everything written so far. Safe to call more than once."""
 
 
+class FileWriter(abc.ABC):
+    """A plain file being stored. Nothing is visible to anyone until ``commit``."""
+
+    @abc.abstractmethod
+    def write(self, data: bytes) -> None:
+        """Append bytes to the file."""
+
+    @abc.abstractmethod
+    def commit(self) -> FileInfo:
+        """Finish the file, create its FileAnnotation and links, make it visible."""
+
+    @abc.abstractmethod
+    def abort(self) -> None:
+        """Remove everything written so far. Safe to call more than once."""
+
+
 class Backend(abc.ABC):
     """A place tables live. One instance serves many concurrent callers."""
 
@@ -170,6 +192,28 @@ class Backend(abc.ABC):
         self, caller: Caller, object_type: str | None = None, object_id: int | None = None
     ) -> list[TableSummary]:
         """Tables the caller can see; only those linked to the object when one is given."""
+
+    @abc.abstractmethod
+    def create_file(
+        self,
+        caller: Caller,
+        name: str,
+        mimetype: str,
+        links: Sequence[tuple[str, int]],
+    ) -> FileWriter:
+        """Start a new plain OriginalFile (CSV, CSV.gz, ...), to be linked on commit."""
+
+    @abc.abstractmethod
+    def authenticate(self, username: str, password: str) -> Caller:
+        """Check a user name and password; raise ``errors.Unauthenticated`` when wrong.
+
+        The user name ``__session__`` is reserved: its password is an OMERO
+        session key, which only the OMERO backend accepts.
+        """
+
+    @abc.abstractmethod
+    def lookup_caller(self, username: str) -> Caller:
+        """The caller for a user a valid token names; ``errors.Unauthenticated`` if gone."""
 
     def close(self) -> None:  # noqa: B027 - optional hook, most backends hold nothing
         """Release resources held by the backend."""

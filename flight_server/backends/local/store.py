@@ -1,0 +1,479 @@
+"""``LocalStore``: the embedded backend, a folder holding everything.
+
+Layout of the folder::
+
+    catalog.sqlite      users, groups, OriginalFiles, FileAnnotations, links
+    secret.key          HMAC key for bearer tokens (0600)
+    Files/...           OriginalFile bytes, OMERO's binary-repository layout
+    tmp/                uploads in progress (never referenced by the catalog)
+
+Visibility follows OMERO: a file belongs to its owner and its group; in a
+private group only the owner (and admins) can read it; in read-only and above
+every member can. Uploads go into the caller's default group, which is the
+first entry of ``Caller.group_ids``.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import secrets
+import sqlite3
+import time
+import uuid
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+import pyarrow as pa
+
+from flight_client.protocol import normalize_links
+from flight_server import columns as cols
+from flight_server.backends.base import (
+    TABLE_MIMETYPE,
+    Backend,
+    Caller,
+    FileInfo,
+    FileWriter,
+    TableHandle,
+    TableRef,
+    TableSummary,
+    TableWriter,
+    UploadResult,
+)
+from flight_server.backends.local.catalog import FILE_COLUMNS, FILE_JOINS, PERMISSIONS, Catalog
+from flight_server.backends.local.passwords import hash_password, verify_password
+from flight_server.errors import (
+    AlreadyExists,
+    InvalidArgument,
+    NotFound,
+    PermissionDenied,
+    Unauthenticated,
+)
+from flight_server.hdf5_layout import H5Reader, H5Writer
+from flight_server.repository import original_file_path
+
+log = logging.getLogger(__name__)
+
+SESSION_USER = "__session__"
+ADMIN_GROUP = "system"
+
+
+@dataclass(frozen=True)
+class UserInfo:
+    user_id: int
+    username: str
+    admin: bool
+    default_group: str
+    groups: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class GroupInfo:
+    group_id: int
+    name: str
+    permissions: str
+    members: tuple[str, ...]
+
+
+def _file_info(row: sqlite3.Row) -> FileInfo:
+    return FileInfo(
+        file_id=row["file_id"], name=row["name"], mimetype=row["mimetype"], size=row["size"],
+        owner_id=row["owner_id"], group_id=row["group_id"], annotation_id=row["annotation_id"],
+        owner=row["owner"] or "", group=row["grp"],
+    )
+
+
+class LocalStore(Backend):
+    """The embedded store in folder ``path`` (created on first use)."""
+
+    name = "local"
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path).expanduser().resolve()
+        self.path.mkdir(parents=True, exist_ok=True)
+        self.tmp = self.path / "tmp"
+        self.tmp.mkdir(exist_ok=True)
+        self.catalog = Catalog(self.path / "catalog.sqlite")
+
+    def __repr__(self) -> str:
+        return f"LocalStore({str(self.path)!r})"
+
+    # -- users and groups ------------------------------------------------------------
+
+    def add_group(self, name: str, permissions: str = "private") -> int:
+        """Create a group with an OMERO permission level; returns its id."""
+        if not isinstance(name, str) or not name.strip():
+            raise InvalidArgument(f"invalid group name {name!r}")
+        if permissions not in PERMISSIONS:
+            raise InvalidArgument(
+                f"unknown permissions {permissions!r}: use one of {', '.join(PERMISSIONS)}"
+            )
+        try:
+            with self.catalog.transaction() as db:
+                cur = db.execute("INSERT INTO groups (name, permissions) VALUES (?, ?)",
+                                 (name, permissions))
+                return int(cur.lastrowid)
+        except sqlite3.IntegrityError:
+            raise AlreadyExists(f"group {name!r} already exists") from None
+
+    def _group_id(self, name: str) -> int:
+        row = self.catalog.one("SELECT id FROM groups WHERE name = ?", (name,))
+        if row is None:
+            raise NotFound(f"no group named {name!r}")
+        return int(row["id"])
+
+    def add_user(
+        self, username: str, password: str, groups: Sequence[str] = (), admin: bool = False
+    ) -> UserInfo:
+        """Create a user; the first group is the default group (admins default to 'system')."""
+        if not isinstance(username, str) or not username.strip() or ":" in username:
+            raise InvalidArgument(f"invalid user name {username!r} (empty or contains ':')")
+        if username == SESSION_USER:
+            raise InvalidArgument(f"the user name {SESSION_USER!r} is reserved")
+        groups = list(groups)
+        if not groups:
+            if not admin:
+                raise InvalidArgument(f"user {username!r} needs at least one group")
+            if self.catalog.one("SELECT id FROM groups WHERE name = ?", (ADMIN_GROUP,)) is None:
+                self.add_group(ADMIN_GROUP, "private")
+            groups = [ADMIN_GROUP]
+        group_ids = [self._group_id(g) for g in groups]
+        hashed = hash_password(password)
+        try:
+            with self.catalog.transaction() as db:
+                cur = db.execute(
+                    "INSERT INTO users (username, password, admin, default_group) "
+                    "VALUES (?, ?, ?, ?)", (username, hashed, int(admin), group_ids[0]))
+                user_id = int(cur.lastrowid)
+                db.executemany("INSERT OR IGNORE INTO memberships VALUES (?, ?)",
+                               [(user_id, g) for g in group_ids])
+        except sqlite3.IntegrityError:
+            raise AlreadyExists(f"user {username!r} already exists") from None
+        return self._user_info(username)
+
+    def set_password(self, username: str, password: str) -> None:
+        hashed = hash_password(password)
+        with self.catalog.transaction() as db:
+            cur = db.execute("UPDATE users SET password = ? WHERE username = ?",
+                             (hashed, username))
+            if cur.rowcount == 0:
+                raise NotFound(f"no user named {username!r}")
+
+    def remove_user(self, username: str) -> None:
+        """Remove a user who owns no files."""
+        row = self.catalog.one("SELECT id FROM users WHERE username = ?", (username,))
+        if row is None:
+            raise NotFound(f"no user named {username!r}")
+        owned = self.catalog.one("SELECT COUNT(*) AS n FROM original_files WHERE owner_id = ?",
+                                 (row["id"],))["n"]
+        if owned:
+            raise InvalidArgument(f"user {username!r} owns {owned} file(s); cannot remove")
+        with self.catalog.transaction() as db:
+            db.execute("DELETE FROM users WHERE id = ?", (row["id"],))
+
+    def _user_info(self, username: str) -> UserInfo:
+        row = self.catalog.one(
+            "SELECT u.id, u.username, u.admin, g.name AS dflt FROM users u "
+            "JOIN groups g ON g.id = u.default_group WHERE u.username = ?", (username,))
+        if row is None:
+            raise NotFound(f"no user named {username!r}")
+        names = self.catalog.query(
+            "SELECT g.name FROM memberships m JOIN groups g ON g.id = m.group_id "
+            "WHERE m.user_id = ? ORDER BY g.id", (row["id"],))
+        return UserInfo(row["id"], row["username"], bool(row["admin"]), row["dflt"],
+                        tuple(r["name"] for r in names))
+
+    def list_users(self) -> list[UserInfo]:
+        rows = self.catalog.query("SELECT username FROM users ORDER BY id")
+        return [self._user_info(r["username"]) for r in rows]
+
+    def list_groups(self) -> list[GroupInfo]:
+        out = []
+        for g in self.catalog.query("SELECT id, name, permissions FROM groups ORDER BY id"):
+            members = self.catalog.query(
+                "SELECT u.username FROM memberships m JOIN users u ON u.id = m.user_id "
+                "WHERE m.group_id = ? ORDER BY u.id", (g["id"],))
+            out.append(GroupInfo(g["id"], g["name"], g["permissions"],
+                                 tuple(m["username"] for m in members)))
+        return out
+
+    def lookup_caller(self, username: str) -> Caller:
+        row = self.catalog.one(
+            "SELECT id, admin, default_group FROM users WHERE username = ?", (username,))
+        if row is None:
+            raise Unauthenticated(f"unknown user {username!r}")
+        others = self.catalog.query(
+            "SELECT group_id FROM memberships WHERE user_id = ? AND group_id != ? "
+            "ORDER BY group_id", (row["id"], row["default_group"]))
+        group_ids = (int(row["default_group"]), *(int(r["group_id"]) for r in others))
+        return Caller(int(row["id"]), username, group_ids, bool(row["admin"]))
+
+    def authenticate(self, username: str, password: str) -> Caller:
+        if username == SESSION_USER:
+            raise Unauthenticated(
+                "OMERO session keys (user '__session__') are only accepted by a server "
+                "running the OMERO backend; this server uses the embedded store"
+            )
+        row = self.catalog.one("SELECT password FROM users WHERE username = ?", (username,))
+        # Hash even for unknown users, so timing does not reveal which names exist.
+        stored = row["password"] if row else hash_password("not-a-user")
+        if not verify_password(password, stored) or row is None:
+            raise Unauthenticated("wrong user name or password")
+        return self.lookup_caller(username)
+
+    def token_secret(self) -> bytes:
+        """The HMAC key for bearer tokens, created (0600) on first use."""
+        path = self.path / "secret.key"
+        if not path.exists():
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(secrets.token_bytes(32))
+        return path.read_bytes()
+
+    # -- reading ---------------------------------------------------------------------
+
+    def _row(self, caller: Caller, ref: TableRef) -> sqlite3.Row:
+        if ref.file_id is not None:
+            where, arg = "f.id = ?", ref.file_id
+        else:
+            where, arg = "a.id = ?", ref.annotation_id
+        row = self.catalog.one(f"SELECT {FILE_COLUMNS} FROM {FILE_JOINS} WHERE {where}", (arg,))
+        if row is None:
+            raise NotFound(f"{ref} does not exist")
+        if not self._can_read(caller, row):
+            raise PermissionDenied(
+                f"{ref} belongs to {row['owner']} in group {row['grp']!r} "
+                f"({row['permissions']}); user {caller.username!r} may not read it"
+            )
+        return row
+
+    @staticmethod
+    def _can_read(caller: Caller, row: sqlite3.Row) -> bool:
+        if caller.is_admin or row["owner_id"] == caller.user_id:
+            return True
+        return row["group_id"] in caller.group_ids and row["permissions"] != "private"
+
+    def _disk_path(self, row: sqlite3.Row) -> Path:
+        return self.path / row["path"]
+
+    def file_info(self, caller: Caller, ref: TableRef) -> FileInfo:
+        return _file_info(self._row(caller, ref))
+
+    def open_table(self, caller: Caller, ref: TableRef) -> TableHandle:
+        row = self._row(caller, ref)
+        if row["mimetype"] != TABLE_MIMETYPE:
+            raise InvalidArgument(
+                f"{ref} ({row['name']!r}, {row['mimetype']}) is a plain file, not an "
+                "OMERO.table: read it with a file ticket (download_file)"
+            )
+        return H5Reader(self._disk_path(row), _file_info(row))
+
+    def read_file(self, caller: Caller, ref: TableRef, chunk_size: int) -> Iterator[bytes]:
+        path = self._disk_path(self._row(caller, ref))
+        fh = path.open("rb")
+
+        def chunks() -> Iterator[bytes]:
+            with fh:
+                while data := fh.read(chunk_size):
+                    yield data
+
+        return chunks()
+
+    def list_tables(
+        self, caller: Caller, object_type: str | None = None, object_id: int | None = None
+    ) -> list[TableSummary]:
+        sql = f"SELECT {FILE_COLUMNS} FROM {FILE_JOINS} WHERE f.mimetype = ?"
+        args: list[object] = [TABLE_MIMETYPE]
+        if object_type is not None:
+            sql += (" AND EXISTS (SELECT 1 FROM links l WHERE l.annotation_id = a.id "
+                    "AND l.object_type = ?" + (" AND l.object_id = ?)" if object_id is not None
+                                              else ")"))
+            args.append(object_type)
+            if object_id is not None:
+                args.append(object_id)
+        out = []
+        for row in self.catalog.query(sql + " ORDER BY f.id", args):
+            if not self._can_read(caller, row):
+                continue
+            links = self.catalog.query(
+                "SELECT object_type, object_id FROM links WHERE annotation_id = ? "
+                "ORDER BY object_type, object_id", (row["annotation_id"],))
+            out.append(TableSummary(_file_info(row),
+                                    tuple((r["object_type"], r["object_id"]) for r in links),
+                                    row["rows"]))
+        return out
+
+    # -- writing ---------------------------------------------------------------------
+
+    def create_table(
+        self,
+        caller: Caller,
+        name: str,
+        schema: pa.Schema,
+        links: Sequence[tuple[str, int]],
+        description: str = "",
+    ) -> TableWriter:
+        links = normalize_links(links)
+        for f in schema:
+            if cols.column_type_of(f) == cols.STRING and cols.string_size_of(f) is None:
+                raise InvalidArgument(f"string column {f.name!r} has no width")
+        return _LocalTableWriter(self, caller, name, schema, links, description)
+
+    def create_file(
+        self, caller: Caller, name: str, mimetype: str, links: Sequence[tuple[str, int]]
+    ) -> FileWriter:
+        return _LocalFileWriter(self, caller, name, mimetype or _guess_mimetype(name),
+                                normalize_links(links))
+
+    def add_file(
+        self,
+        owner_username: str,
+        source: str | os.PathLike[str] | bytes,
+        name: str | None = None,
+        mimetype: str | None = None,
+        links: Iterable[Sequence[object]] = (),
+    ) -> FileInfo:
+        """Store a plain file (seeding CSVs for tests and demos) as ``owner_username``."""
+        if isinstance(source, bytes):
+            if not name:
+                raise InvalidArgument("a name is required when adding bytes")
+            stream: BinaryIO = io.BytesIO(source)
+        else:
+            stream = Path(source).open("rb")
+            name = name or Path(source).name
+        writer = self.create_file(self.lookup_caller(owner_username), name, mimetype or "",
+                                  tuple(tuple(x) for x in links))  # type: ignore[misc]
+        try:
+            with stream:
+                while data := stream.read(1 << 20):
+                    writer.write(data)
+            return writer.commit()
+        except BaseException:
+            writer.abort()
+            raise
+
+    def _publish(
+        self,
+        caller: Caller,
+        tmp: Path,
+        name: str,
+        mimetype: str,
+        links: Sequence[tuple[str, int]],
+        rows: int | None,
+        description: str = "",
+    ) -> tuple[int, int]:
+        """Catalog rows and file move in one transaction; returns (file_id, annotation_id)."""
+        final: Path | None = None
+        try:
+            with self.catalog.transaction() as db:
+                cur = db.execute(
+                    "INSERT INTO original_files (name, mimetype, size, owner_id, group_id, path,"
+                    " rows, created) VALUES (?, ?, ?, ?, ?, '', ?, ?)",
+                    (name, mimetype, tmp.stat().st_size, caller.user_id, caller.group_ids[0],
+                     rows, time.time()))
+                file_id = int(cur.lastrowid)
+                final = original_file_path(self.path, file_id)
+                db.execute("UPDATE original_files SET path = ? WHERE id = ?",
+                           (str(final.relative_to(self.path)), file_id))
+                cur = db.execute(
+                    "INSERT INTO file_annotations (file_id, description) VALUES (?, ?)",
+                    (file_id, description))
+                annotation_id = int(cur.lastrowid)
+                db.executemany("INSERT INTO links VALUES (?, ?, ?)",
+                               [(annotation_id, t, i) for t, i in links])
+                final.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(tmp, final)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            if final is not None and final.exists() and not tmp.exists():
+                # The rename happened but COMMIT failed: the catalog does not know the file.
+                final.unlink(missing_ok=True)
+            raise
+        return file_id, annotation_id
+
+    def _info(self, file_id: int) -> FileInfo:
+        row = self.catalog.one(f"SELECT {FILE_COLUMNS} FROM {FILE_JOINS} WHERE f.id = ?",
+                               (file_id,))
+        return _file_info(row)
+
+
+def _guess_mimetype(name: str) -> str:
+    lower = name.lower()
+    if lower.endswith(".csv"):
+        return "text/csv"
+    if lower.endswith(".gz"):
+        return "application/gzip"
+    return "application/octet-stream"
+
+
+def _check_caller(caller: Caller) -> None:
+    if not caller.group_ids:
+        raise PermissionDenied(f"user {caller.username!r} has no default group to write into")
+
+
+class _LocalTableWriter(TableWriter):
+    def __init__(self, store: LocalStore, caller: Caller, name: str, schema: pa.Schema,
+                 links: Sequence[tuple[str, int]], description: str) -> None:
+        _check_caller(caller)
+        self._store, self._caller, self._name = store, caller, name
+        self._links, self._description = links, description
+        self._tmp = store.tmp / f"upload-{uuid.uuid4().hex}.h5"
+        self._writer: H5Writer | None = H5Writer(self._tmp, schema)
+
+    def append(self, batch: pa.RecordBatch) -> None:
+        if self._writer is None:
+            raise InvalidArgument("this upload is already finished")
+        self._writer.append(batch)
+
+    def commit(self) -> UploadResult:
+        if self._writer is None:
+            raise InvalidArgument("this upload is already finished")
+        writer, self._writer = self._writer, None
+        writer.close()
+        file_id, annotation_id = self._store._publish(
+            self._caller, self._tmp, self._name, TABLE_MIMETYPE, self._links, writer.rows,
+            self._description)
+        log.info("table %s (OriginalFile %d, %d rows) uploaded by %s", self._name, file_id,
+                 writer.rows, self._caller.username)
+        return UploadResult(annotation_id=annotation_id, file_id=file_id, rows=writer.rows)
+
+    def abort(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+        self._tmp.unlink(missing_ok=True)
+
+
+class _LocalFileWriter(FileWriter):
+    def __init__(self, store: LocalStore, caller: Caller, name: str, mimetype: str,
+                 links: Sequence[tuple[str, int]]) -> None:
+        _check_caller(caller)
+        if not name or "/" in name:
+            raise InvalidArgument(f"invalid file name {name!r}")
+        self._store, self._caller, self._name = store, caller, name
+        self._mimetype, self._links = mimetype, links
+        self._tmp = store.tmp / f"file-{uuid.uuid4().hex}"
+        self._fh: BinaryIO | None = self._tmp.open("wb")
+
+    def write(self, data: bytes) -> None:
+        if self._fh is None:
+            raise InvalidArgument("this upload is already finished")
+        self._fh.write(data)
+
+    def commit(self) -> FileInfo:
+        if self._fh is None:
+            raise InvalidArgument("this upload is already finished")
+        self._fh.close()
+        self._fh = None
+        file_id, _ = self._store._publish(self._caller, self._tmp, self._name, self._mimetype,
+                                          self._links, None)
+        return self._store._info(file_id)
+
+    def abort(self) -> None:
+        if self._fh is not None:
+            self._fh.close()
+            self._fh = None
+        self._tmp.unlink(missing_ok=True)

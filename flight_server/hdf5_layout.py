@@ -1,0 +1,258 @@
+"""OMERO.tables HDF5 files, read and written with PyTables in omero-py's exact layout.
+
+The layout is what ``omero.hdfstorageV2.HdfStorage.initialize`` writes:
+
+* group ``/OME``;
+* table ``/OME/Measurements``, one HDF5 column per OMERO column, built from the
+  descriptors of ``omero/columns.py`` (``Int64Col`` for Long and id columns,
+  ``Float64Col``, ``BoolCol``, ``StringCol(itemsize)``, array columns with a
+  ``shape``, and a MaskColumn as a nested ``i,z,t,x,y,w,h`` description);
+* VLArray ``/OME/Measurements_masks`` of ``uint8``: the mask bytes of row *n*
+  at index *n* (only when the table has a MaskColumn);
+* arrays ``/OME/ColumnTypes`` (Ice type ids) and ``/OME/ColumnDescriptions``;
+* attributes ``__version = '2'`` and ``__initialized`` (a float time) on the
+  Measurements table.
+
+libhdf5 is usually built without thread safety, so every PyTables call in this
+process goes through :data:`HDF5_LOCK` (as OMERO.tables does with its global
+lock). Callers hold it for one chunk at a time, never for a whole stream.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import tables
+
+from flight_server import columns as cols
+from flight_server.backends.base import FileInfo, TableHandle
+from flight_server.errors import InvalidArgument, NotFound
+from flight_server.query import CheckedQuery
+
+log = logging.getLogger(__name__)
+
+#: The process-wide lock around every libhdf5 call.
+HDF5_LOCK = threading.RLock()
+
+VERSION = "2"
+TITLE = "OMERO HDF Measurement Storage"
+_MASK_FIELDS = {"imageId": "i", "theZ": "z", "theT": "t", "x": "x", "y": "y", "w": "w", "h": "h"}
+
+warnings.filterwarnings("ignore", category=tables.NaturalNameWarning)
+
+
+def _mask_description(pos: int) -> tables.IsDescription:
+    class MaskDescription(tables.IsDescription):
+        _v_pos = pos
+        i = tables.Int64Col(pos=0)
+        z = tables.Int32Col(pos=1)
+        t = tables.Int32Col(pos=2)
+        x = tables.Float64Col(pos=3)
+        y = tables.Float64Col(pos=4)
+        w = tables.Float64Col(pos=5)
+        h = tables.Float64Col(pos=6)
+
+    return MaskDescription()
+
+
+def _descriptor(f: pa.Field, pos: int) -> tables.Col | tables.IsDescription:
+    """The PyTables column omero/columns.py would declare for this stored field."""
+    kind = cols.column_type_of(f)
+    if kind in cols.INTEGER_COLUMNS:
+        return tables.Int64Col(pos=pos)
+    if kind == cols.DOUBLE:
+        return tables.Float64Col(pos=pos)
+    if kind == cols.BOOL:
+        return tables.BoolCol(pos=pos)
+    if kind == cols.STRING:
+        size = cols.string_size_of(f)
+        if not size or size < 1:
+            raise InvalidArgument(f"string column {f.name!r} needs a width of at least 1 byte")
+        return tables.StringCol(itemsize=size, pos=pos)
+    if kind in cols.ARRAY_COLUMNS:
+        atom = {cols.LONG_ARRAY: tables.Int64Col, cols.FLOAT_ARRAY: tables.Float32Col,
+                cols.DOUBLE_ARRAY: tables.Float64Col}[kind]
+        return atom(pos=pos, shape=f.type.list_size)
+    return _mask_description(pos)
+
+
+def _stored_field(table: tables.Table, name: str, kind: str, description: str) -> pa.Field:
+    dtype = table.coldtypes.get(name)
+    size = None
+    if kind == cols.STRING:
+        size = dtype.itemsize
+    elif kind in cols.ARRAY_COLUMNS:
+        size = dtype.shape[0] if dtype.shape else 1
+    return cols.arrow_field(name, kind, size, description)
+
+
+def _text(value: object) -> str:
+    return value.decode("utf-8") if isinstance(value, bytes) else str(value)
+
+
+class H5Writer:
+    """Creates a new OMERO.tables file and appends conformed batches to it."""
+
+    def __init__(self, path: str | Path, schema: pa.Schema) -> None:
+        self.path = Path(path)
+        self.schema = schema
+        self.rows = 0
+        definition = {f.name: _descriptor(f, i) for i, f in enumerate(schema)}
+        self._has_mask = any(cols.column_type_of(f) == cols.MASK for f in schema)
+        with HDF5_LOCK:
+            self._h5 = tables.open_file(str(self.path), mode="w", title=TITLE)
+            try:
+                ome = self._h5.create_group("/", "OME")
+                self._table = self._h5.create_table(ome, "Measurements", definition)
+                types = [cols.column_type_of(f) for f in schema]
+                descriptions = [
+                    (f.metadata or {}).get(cols.META_DESCRIPTION, b"").decode() for f in schema
+                ]
+                self._h5.create_array(ome, "ColumnTypes", types)
+                self._h5.create_array(ome, "ColumnDescriptions", descriptions)
+                self._table.attrs["__version"] = VERSION
+                self._table.attrs["__initialized"] = time.time()
+                self._masks = (
+                    self._h5.create_vlarray(ome, "Measurements_masks", tables.UInt8Atom())
+                    if self._has_mask else None
+                )
+                self._h5.flush()
+            except BaseException:
+                self._h5.close()
+                raise
+
+    def append(self, batch: pa.RecordBatch) -> None:
+        """Append a batch already conformed to the stored schema."""
+        if batch.num_rows == 0:
+            return
+        records = np.empty(batch.num_rows, dtype=self._table.dtype)
+        mask_bytes: list[bytes] = []
+        for f, arr in zip(self.schema, batch.columns, strict=True):
+            values = cols.to_numpy(arr, f)
+            if isinstance(values, dict):
+                for src, dst in _MASK_FIELDS.items():
+                    records[f.name][dst] = values[src]
+                mask_bytes = values["bytes"]  # type: ignore[assignment]
+            else:
+                records[f.name] = values
+        with HDF5_LOCK:
+            self._table.append(records)
+            if self._masks is not None:
+                for b in mask_bytes:
+                    self._masks.append(np.frombuffer(b or b"", dtype=np.uint8))
+            self._table.flush()
+        self.rows += batch.num_rows
+
+    def close(self) -> None:
+        with HDF5_LOCK:
+            if self._h5.isopen:
+                self._h5.close()
+
+
+class H5Reader(TableHandle):
+    """An open OMERO.tables file: its stored schema and chunked reads."""
+
+    def __init__(self, path: str | Path, info: FileInfo | None = None) -> None:
+        self.path = Path(path)
+        if info is not None:
+            self.info = info
+        with HDF5_LOCK:
+            try:
+                self._h5 = tables.open_file(str(self.path), mode="r")
+            except (OSError, tables.HDF5ExtError) as exc:
+                raise NotFound(f"cannot open {self.path.name} as an HDF5 file: {exc}") from None
+            try:
+                ome = self._h5.root.OME
+                self._table = ome.Measurements
+                types = [_text(t) for t in ome.ColumnTypes.read()]
+                descriptions = [_text(d) for d in ome.ColumnDescriptions.read()]
+                self._masks = getattr(ome, "Measurements_masks", None)
+                names = list(self._table.description._v_names)
+                if len(types) != len(names):
+                    raise InvalidArgument(
+                        f"{self.path.name}: {len(types)} column types for {len(names)} columns"
+                    )
+                self._schema = pa.schema(
+                    _stored_field(self._table, n, cols._full_name(t), d)
+                    for n, t, d in zip(names, types, descriptions, strict=True)
+                )
+                self._num_rows = int(self._table.nrows)
+            except tables.NoSuchNodeError:
+                self._h5.close()
+                raise InvalidArgument(f"{self.path.name} is not an OMERO.tables file") from None
+            except BaseException:
+                self._h5.close()
+                raise
+
+    @property
+    def schema(self) -> pa.Schema:
+        return self._schema
+
+    @property
+    def num_rows(self) -> int:
+        return self._num_rows
+
+    def _field(self, name: str) -> pa.Field:
+        return self.schema.field(name)
+
+    def _to_batch(self, names: Sequence[str], records: np.ndarray, rows: np.ndarray,
+                  ) -> pa.RecordBatch:
+        arrays = []
+        for name in names:
+            f = self._field(name)
+            if cols.column_type_of(f) == cols.MASK:
+                sub = records[name]
+                values: dict = {src: sub[dst] for src, dst in _MASK_FIELDS.items()}
+                with HDF5_LOCK:
+                    values["bytes"] = [self._masks[int(r)].tobytes() for r in rows]
+                arrays.append(cols.from_numpy(values, f))
+            else:
+                arrays.append(cols.from_numpy(records[name], f))
+        fields = [self._field(n) for n in names]
+        return pa.RecordBatch.from_arrays(arrays, schema=pa.schema(fields))
+
+    def read_range(self, names: Sequence[str], start: int, stop: int) -> pa.RecordBatch:
+        """Rows ``[start, stop)`` of the named columns."""
+        stop = min(stop, self.num_rows)
+        start = min(start, stop)
+        with HDF5_LOCK:
+            records = self._table.read(start, stop)
+        return self._to_batch(names, records, np.arange(start, stop, dtype=np.int64))
+
+    def read_rows(self, names: Sequence[str], rows: np.ndarray) -> pa.RecordBatch:
+        """The given rows (any order, repeats allowed) of the named columns."""
+        rows = np.asarray(rows, dtype=np.int64)
+        unique, inverse = np.unique(rows, return_inverse=True)
+        with HDF5_LOCK:
+            records = self._table.read_coordinates(unique) if len(unique) else (
+                self._table.read(0, 0))
+        return self._to_batch(names, records[inverse], rows)
+
+    def where(self, query: CheckedQuery, start: int, stop: int) -> np.ndarray:
+        """Sorted row numbers in ``[start, stop)`` where the checked condition holds."""
+        stop = min(stop, self.num_rows)
+        if start >= stop:
+            return np.empty(0, dtype=np.int64)
+        with HDF5_LOCK:
+            condvars = query.condvars(self._table.cols._f_col)
+            try:
+                found = self._table.get_where_list(
+                    query.expression, condvars=condvars, start=start, stop=stop, sort=True
+                )
+            except (TypeError, ValueError, NotImplementedError, KeyError, SyntaxError) as exc:
+                raise InvalidArgument(
+                    f"query {query.source!r} cannot be evaluated on this table: {exc}"
+                ) from None
+        return np.asarray(found, dtype=np.int64)
+
+    def close(self) -> None:
+        with HDF5_LOCK:
+            if self._h5.isopen:
+                self._h5.close()

@@ -1,0 +1,277 @@
+"""The Flight service: each RPC decodes its request, hands off, and translates errors.
+
+Start one in-process (it serves as soon as it is constructed)::
+
+    server = FlightService(LocalStore(path), "grpc://127.0.0.1:0")
+    print(server.url)      # grpc://127.0.0.1:<port>
+    ...
+    server.shutdown()
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.flight as flight
+
+from flight_client.protocol import (
+    ACTION_FILE_INFO,
+    ACTION_HEALTH,
+    ACTION_LIST_TABLES,
+    ACTION_TABLE_COLUMNS,
+    ACTION_TABLE_SIZE,
+    ACTION_VERSION,
+    ACTION_WHOAMI,
+    PROTOCOL_VERSION,
+    FileTicket,
+    FileUploadDescriptor,
+    TableTicket,
+    UploadDescriptor,
+    decode,
+    decode_body,
+    encode_body,
+    normalize_links,
+)
+from flight_server import __version__, streaming, uploads
+from flight_server.auth import (
+    DEFAULT_TOKEN_LIFETIME,
+    MIDDLEWARE_KEY,
+    AuthMiddlewareFactory,
+    NoOpAuthHandler,
+    TokenSigner,
+    caller_of,
+)
+from flight_server.backends.base import Backend, Caller, FileInfo, TableSummary
+from flight_server.columns import META_DESCRIPTION, column_type_of, short_name
+from flight_server.errors import InvalidArgument, flight_errors
+
+log = logging.getLogger(__name__)
+
+DEFAULT_SPLIT_ROWS = 1_000_000
+
+ACTIONS = {
+    ACTION_HEALTH: "Is the server up? -> {status}",
+    ACTION_VERSION: "Server and protocol versions, backend name",
+    ACTION_TABLE_SIZE: "Body: a table ticket -> {rows, columns}",
+    ACTION_TABLE_COLUMNS: "Body: a table ticket -> {columns: [{name, type, description}]}",
+    ACTION_FILE_INFO: "Body: a table or file ticket -> the OriginalFile's details",
+    ACTION_LIST_TABLES: "Body: {object_type?, object_id?} -> {tables: [...]}",
+    ACTION_WHOAMI: "The authenticated user",
+}
+
+
+def _file_json(info: FileInfo) -> dict[str, object]:
+    return {
+        "file_id": info.file_id, "annotation_id": info.annotation_id, "name": info.name,
+        "mimetype": info.mimetype, "size": info.size, "owner": info.owner, "group": info.group,
+        "is_table": streaming.is_table_file(info),
+    }
+
+
+def _guarded(stream: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+    with flight_errors():
+        yield from stream
+
+
+class FlightService(flight.FlightServerBase):
+    """OMERO.tables over Arrow Flight, on top of any :class:`Backend`."""
+
+    def __init__(
+        self,
+        backend: Backend,
+        location: str = "grpc://127.0.0.1:0",
+        *,
+        require_auth: bool = True,
+        token_secret: bytes | None = None,
+        token_lifetime: float = DEFAULT_TOKEN_LIFETIME,
+        tls_certificates: list[tuple[bytes, bytes]] | None = None,
+        split_rows: int = DEFAULT_SPLIT_ROWS,
+        spool_dir: str | Path | None = None,
+    ) -> None:
+        if token_secret is None:
+            token_secret = backend.token_secret()  # type: ignore[attr-defined]
+        self.backend = backend
+        self.split_rows = max(1, int(split_rows))
+        self.spool_dir = spool_dir
+        self.signer = TokenSigner(token_secret, token_lifetime)
+        middleware = {MIDDLEWARE_KEY: AuthMiddlewareFactory(backend, self.signer, require_auth)}
+        super().__init__(location, auth_handler=NoOpAuthHandler(), middleware=middleware,
+                         tls_certificates=tls_certificates or [])
+        scheme = "grpc+tls" if tls_certificates else "grpc"
+        host = location.split("://", 1)[-1].rsplit(":", 1)[0]
+        self.url = f"{scheme}://{host}:{self.port}"
+        log.info("serving %s on %s", backend.name, self.url)
+
+    # -- reads -----------------------------------------------------------------------
+
+    def _table_info(self, caller: Caller, ticket: TableTicket,
+                    descriptor: flight.FlightDescriptor) -> flight.FlightInfo:
+        read = streaming.plan_read(self.backend, caller, ticket)
+        try:
+            endpoints = [flight.FlightEndpoint(t.encode(), [])
+                         for t in streaming.split_ticket(read, self.split_rows)]
+            return flight.FlightInfo(read.schema, descriptor, endpoints, read.total_records, -1)
+        finally:
+            read.close()
+
+    def get_flight_info(self, context: flight.ServerCallContext,
+                        descriptor: flight.FlightDescriptor) -> flight.FlightInfo:
+        with flight_errors():
+            caller = caller_of(context)
+            request = self._decode_command(descriptor)
+            if isinstance(request, TableTicket):
+                return self._table_info(caller, request, descriptor)
+            info = self.backend.file_info(caller, streaming.ref_of(request))
+            streaming.check_file(info, request)
+            return flight.FlightInfo(streaming.FILE_SCHEMA, descriptor,
+                                     [flight.FlightEndpoint(request.encode(), [])], -1, info.size)
+
+    def get_schema(self, context: flight.ServerCallContext,
+                   descriptor: flight.FlightDescriptor) -> flight.SchemaResult:
+        with flight_errors():
+            caller = caller_of(context)
+            request = self._decode_command(descriptor)
+            if isinstance(request, FileTicket):
+                return flight.SchemaResult(streaming.FILE_SCHEMA)
+            read = streaming.plan_read(self.backend, caller, request)
+            read.close()
+            return flight.SchemaResult(read.schema)
+
+    def do_get(self, context: flight.ServerCallContext,
+               ticket: flight.Ticket) -> flight.FlightDataStream:
+        with flight_errors():
+            caller = caller_of(context)
+            request = decode(ticket.ticket, "ticket")
+            if isinstance(request, TableTicket):
+                read = streaming.plan_read(self.backend, caller, request)
+                return flight.GeneratorStream(read.schema, _guarded(streaming.batches(read)))
+            if isinstance(request, FileTicket):
+                info = self.backend.file_info(caller, streaming.ref_of(request))
+                streaming.check_file(info, request)
+                chunks = self.backend.read_file(caller, streaming.ref_of(request),
+                                                request.chunk_size or streaming.DEFAULT_FILE_CHUNK)
+                return flight.GeneratorStream(streaming.FILE_SCHEMA,
+                                              _guarded(streaming.file_batches(chunks)))
+            raise InvalidArgument(f"a do_get ticket must be a table or file ticket, "
+                                  f"not {request.kind!r}")
+
+    def list_flights(self, context: flight.ServerCallContext,
+                     criteria: bytes) -> Iterator[flight.FlightInfo]:
+        with flight_errors():
+            caller = caller_of(context)
+            body = decode_body(criteria, "list_flights criteria")
+            tables = self._list(caller, body)
+            infos = []
+            for summary in tables:
+                ticket = TableTicket(file_id=summary.file.file_id)
+                descriptor = flight.FlightDescriptor.for_command(ticket.encode())
+                infos.append(self._table_info(caller, ticket, descriptor))
+        yield from infos
+
+    # -- writes ----------------------------------------------------------------------
+
+    def do_put(self, context: flight.ServerCallContext, descriptor: flight.FlightDescriptor,
+               reader: flight.MetadataRecordBatchReader,
+               writer: flight.FlightMetadataWriter) -> None:
+        with flight_errors():
+            caller = caller_of(context)
+            request = self._decode_command(descriptor, "upload descriptor")
+            if isinstance(request, UploadDescriptor):
+                result = uploads.receive_table(self.backend, caller, request, reader,
+                                               self.spool_dir)
+                answer = encode_body(annotation_id=result.annotation_id,
+                                     file_id=result.file_id, rows=result.rows)
+            elif isinstance(request, FileUploadDescriptor):
+                info = uploads.receive_file(self.backend, caller, request, reader)
+                answer = encode_body(**_file_json(info))
+            else:
+                raise InvalidArgument("do_put needs an upload or file_upload descriptor, "
+                                      f"not {request.kind!r}")
+            writer.write(pa.py_buffer(answer))
+
+    # -- actions ---------------------------------------------------------------------
+
+    def list_actions(self, context: flight.ServerCallContext) -> list[tuple[str, str]]:
+        return list(ACTIONS.items())
+
+    def do_action(self, context: flight.ServerCallContext,
+                  action: flight.Action) -> Iterator[bytes]:
+        with flight_errors():
+            caller = caller_of(context)
+            raw = action.body.to_pybytes() if action.body is not None else b""
+            handler = getattr(self, "_action_" + action.type, None)
+            if action.type not in ACTIONS or handler is None:
+                raise InvalidArgument(f"unknown action {action.type!r}; "
+                                      f"actions are {', '.join(ACTIONS)}")
+            result = handler(caller, raw)
+        return iter([result])
+
+    def _ticket_body(self, raw: bytes) -> TableTicket | FileTicket:
+        request = decode(raw, "action body")
+        if not isinstance(request, (TableTicket, FileTicket)):
+            raise InvalidArgument("the action body must be a table or file ticket")
+        return request
+
+    def _action_health(self, caller: Caller, raw: bytes) -> bytes:
+        return encode_body(status="ok")
+
+    def _action_version(self, caller: Caller, raw: bytes) -> bytes:
+        return encode_body(server=__version__, protocol=PROTOCOL_VERSION,
+                           backend=self.backend.name)
+
+    def _action_whoami(self, caller: Caller, raw: bytes) -> bytes:
+        return encode_body(username=caller.username, user_id=caller.user_id,
+                           admin=caller.is_admin, group_ids=list(caller.group_ids))
+
+    def _action_table_size(self, caller: Caller, raw: bytes) -> bytes:
+        request = self._ticket_body(raw)
+        with self.backend.open_table(caller, streaming.ref_of(request)) as handle:
+            return encode_body(rows=handle.num_rows, columns=len(handle.schema))
+
+    def _action_table_columns(self, caller: Caller, raw: bytes) -> bytes:
+        request = self._ticket_body(raw)
+        with self.backend.open_table(caller, streaming.ref_of(request)) as handle:
+            columns = [
+                {"name": f.name, "type": short_name(column_type_of(f)),
+                 "description": (f.metadata or {}).get(META_DESCRIPTION, b"").decode()}
+                for f in handle.schema
+            ]
+        return encode_body(columns=columns)
+
+    def _action_file_info(self, caller: Caller, raw: bytes) -> bytes:
+        request = self._ticket_body(raw)
+        return encode_body(**_file_json(self.backend.file_info(caller,
+                                                               streaming.ref_of(request))))
+
+    def _action_list_tables(self, caller: Caller, raw: bytes) -> bytes:
+        tables = [
+            {**_file_json(s.file), "links": [list(link) for link in s.links], "rows": s.rows}
+            for s in self._list(caller, decode_body(raw))
+        ]
+        return encode_body(tables=tables)
+
+    # -- helpers ---------------------------------------------------------------------
+
+    def _list(self, caller: Caller, body: dict[str, object]) -> list[TableSummary]:
+        object_type = body.get("object_type")
+        object_id = body.get("object_id")
+        if object_type is not None and not isinstance(object_type, str):
+            raise InvalidArgument("object_type must be a string such as 'Image'")
+        if object_id is not None and (isinstance(object_id, bool)
+                                      or not isinstance(object_id, int)):
+            raise InvalidArgument("object_id must be an integer")
+        if object_id is not None and object_type is None:
+            raise InvalidArgument("object_id needs an object_type")
+        if object_type is not None:
+            object_type = normalize_links([(object_type, object_id or 0)])[0][0]
+        return self.backend.list_tables(caller, object_type, object_id)
+
+    @staticmethod
+    def _decode_command(descriptor: flight.FlightDescriptor, what: str = "descriptor"):
+        if descriptor.descriptor_type != flight.DescriptorType.CMD:
+            raise InvalidArgument(f"the {what} must be a command (JSON), not a path")
+        return decode(descriptor.command, what)
+

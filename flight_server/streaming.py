@@ -1,0 +1,222 @@
+"""Tickets to record batches: validate a read, plan its endpoints, stream it chunk by chunk.
+
+Memory stays bounded at any table size: a range read fetches ``chunk_size``
+rows at a time, a row list is read ``chunk_size`` rows at a time, and a query
+is evaluated over ``scan_rows`` rows at a time with the matches read in
+``chunk_size`` pieces. The HDF5 lock is taken per chunk inside the handle, so
+other streams interleave with this one.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
+
+import numpy as np
+import pyarrow as pa
+
+from flight_client.protocol import ROW_NUMBER_COLUMN, FileTicket, RowRange, TableTicket
+from flight_server import columns as cols
+from flight_server.backends.base import (
+    TABLE_MIMETYPE,
+    Backend,
+    Caller,
+    FileInfo,
+    TableHandle,
+    TableRef,
+)
+from flight_server.errors import InvalidArgument
+from flight_server.query import CheckedQuery, check_query
+
+TARGET_BATCH_BYTES = 4 << 20
+MAX_CHUNK_ROWS = 1_000_000
+SCAN_ROWS = 1_000_000
+DEFAULT_FILE_CHUNK = 1 << 20
+MAX_ENDPOINTS = 16
+CSV_MIMETYPES = {"text/csv", "application/csv", "text/comma-separated-values"}
+
+ROW_FIELD = pa.field(ROW_NUMBER_COLUMN, pa.int64(), nullable=False)
+FILE_SCHEMA = pa.schema([pa.field("data", pa.binary(), nullable=False)])
+
+
+def ref_of(ticket: TableTicket | FileTicket) -> TableRef:
+    return TableRef(file_id=ticket.file_id, annotation_id=ticket.annotation_id)
+
+
+def row_width(schema: pa.Schema) -> int:
+    """Rough bytes per row, to size batches."""
+    width = 8
+    for f in schema:
+        kind = cols.column_type_of(f) if f.metadata else cols.LONG
+        if kind == cols.STRING:
+            width += (cols.string_size_of(f) or 16) + 4
+        elif kind in cols.ARRAY_COLUMNS:
+            width += 8 * f.type.list_size
+        elif kind == cols.MASK:
+            width += 64 + 256
+        else:
+            width += 8
+    return width
+
+
+def default_chunk_rows(schema: pa.Schema) -> int:
+    return max(1, min(MAX_CHUNK_ROWS, TARGET_BATCH_BYTES // row_width(schema)))
+
+
+def output_schema(table_schema: pa.Schema, names: list[str], row_numbers: bool) -> pa.Schema:
+    fields = [table_schema.field(n) for n in names]
+    return pa.schema(([ROW_FIELD] if row_numbers else []) + fields)
+
+
+@dataclass
+class TableRead:
+    """A validated table read: what to send and how, over an open handle."""
+
+    handle: TableHandle
+    ticket: TableTicket
+    names: list[str]
+    schema: pa.Schema
+    chunk_rows: int
+    rows: np.ndarray | None = None  # an explicit row list
+    start: int = 0
+    stop: int = 0
+    query: CheckedQuery | None = None
+
+    @property
+    def total_records(self) -> int:
+        if self.query is not None:
+            return -1
+        if self.rows is not None:
+            return len(self.rows)
+        return self.stop - self.start
+
+    def close(self) -> None:
+        self.handle.close()
+
+
+def _select_columns(schema: pa.Schema, wanted: tuple[str, ...] | None) -> list[str]:
+    if wanted is None:
+        return list(schema.names)
+    present = set(schema.names)
+    missing = [c for c in wanted if c not in present]
+    if missing:
+        raise InvalidArgument(
+            f"column(s) {', '.join(repr(c) for c in missing)} not in this table; "
+            f"its columns are {', '.join(repr(c) for c in schema.names)}"
+        )
+    chosen = set(wanted)
+    return [n for n in schema.names if n in chosen]  # table order, as omero2pandas
+
+
+def plan_read(backend: Backend, caller: Caller, ticket: TableTicket) -> TableRead:
+    """Open the table and validate the ticket against it (closing it again on failure)."""
+    handle = backend.open_table(caller, ref_of(ticket))
+    try:
+        schema = handle.schema
+        names = _select_columns(schema, ticket.columns)
+        if not names and not ticket.row_numbers:
+            raise InvalidArgument("no columns selected and row_numbers is false: nothing to send")
+        out = output_schema(schema, names, ticket.row_numbers)
+        chunk = ticket.chunk_size or default_chunk_rows(out)
+        read = TableRead(handle, ticket, names, out, chunk, stop=handle.num_rows)
+        n = handle.num_rows
+        if isinstance(ticket.rows, RowRange):
+            read.stop = n if ticket.rows.stop is None else min(ticket.rows.stop, n)
+            read.start = min(ticket.rows.start, read.stop)
+        elif ticket.rows is not None:
+            rows = np.asarray(ticket.rows, dtype=np.int64)
+            beyond = rows[rows >= n]
+            if len(beyond):
+                raise InvalidArgument(
+                    f"row {int(beyond[0])} is beyond the end of the table ({n} rows: 0..{n - 1})"
+                )
+            read.rows = rows
+        elif ticket.query is not None:
+            types = {f.name: cols.column_type_of(f) for f in schema}
+            read.query = check_query(ticket.query, types, ticket.variables)
+        return read
+    except BaseException:
+        handle.close()
+        raise
+
+
+def _with_row_numbers(read: TableRead, batch: pa.RecordBatch, rows: np.ndarray
+                      ) -> pa.RecordBatch:
+    arrays = list(batch.columns)
+    if read.ticket.row_numbers:
+        arrays.insert(0, pa.array(rows, type=pa.int64()))
+    return pa.RecordBatch.from_arrays(arrays, schema=read.schema)
+
+
+def _row_batches(read: TableRead, rows: np.ndarray) -> Iterator[pa.RecordBatch]:
+    for i in range(0, len(rows), read.chunk_rows):
+        part = rows[i:i + read.chunk_rows]
+        yield _with_row_numbers(read, read.handle.read_rows(read.names, part), part)
+
+
+def batches(read: TableRead) -> Iterator[pa.RecordBatch]:
+    """The read's record batches, one chunk at a time; closes the handle when done."""
+    try:
+        if read.rows is not None:
+            yield from _row_batches(read, read.rows)
+        elif read.query is not None:
+            n = read.handle.num_rows
+            scan = max(SCAN_ROWS, read.chunk_rows)
+            for start in range(0, n, scan):
+                found = read.handle.where(read.query, start, min(start + scan, n))
+                yield from _row_batches(read, found)
+        else:
+            for start in range(read.start, read.stop, read.chunk_rows):
+                stop = min(start + read.chunk_rows, read.stop)
+                batch = read.handle.read_range(read.names, start, stop)
+                yield _with_row_numbers(read, batch, np.arange(start, stop, dtype=np.int64))
+    finally:
+        read.close()
+
+
+def split_ticket(read: TableRead, split_rows: int) -> list[TableTicket]:
+    """Endpoints for a read: plain range reads over ``split_rows`` rows are split in ranges."""
+    ticket = read.ticket
+    if read.query is not None or read.rows is not None:
+        return [ticket]
+    total = read.stop - read.start
+    if total <= split_rows:
+        return [replace(ticket, rows=RowRange(read.start, read.stop))]
+    parts = min(MAX_ENDPOINTS, math.ceil(total / split_rows))
+    per = math.ceil(total / parts)
+    return [
+        replace(ticket, rows=RowRange(s, min(s + per, read.stop)))
+        for s in range(read.start, read.stop, per)
+    ]
+
+
+def is_table_file(info: FileInfo) -> bool:
+    return info.mimetype == TABLE_MIMETYPE
+
+
+def is_csv_file(info: FileInfo) -> bool:
+    """CSV or CSV.gz, by mimetype or by name."""
+    name = info.name.lower()
+    return info.mimetype.lower() in CSV_MIMETYPES or name.endswith((".csv", ".csv.gz"))
+
+
+def check_file(info: FileInfo, ticket: FileTicket) -> None:
+    """Refuse OMERO.tables files always, and non-CSV files when ``check_type`` is set."""
+    if is_table_file(info):
+        raise InvalidArgument(
+            f"OriginalFile {info.file_id} ({info.name!r}) is an OMERO.table: "
+            "read it with a table ticket (download_table / read_table)"
+        )
+    if ticket.check_type and not is_csv_file(info):
+        raise InvalidArgument(
+            f"OriginalFile {info.file_id} ({info.name!r}, {info.mimetype or 'no mimetype'}) "
+            "is not a CSV or CSV.gz file; set check_type false to read it anyway"
+        )
+
+
+def file_batches(chunks: Iterator[bytes]) -> Iterator[pa.RecordBatch]:
+    """Bytes chunks as one-column ``data`` batches."""
+    for data in chunks:
+        yield pa.RecordBatch.from_arrays([pa.array([data], type=pa.binary())],
+                                         schema=FILE_SCHEMA)

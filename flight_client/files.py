@@ -26,7 +26,7 @@ LOGGER = logging.getLogger(__name__)
 
 DEFAULT_CHUNK_BYTES = 1_048_576
 _GZIP_TYPES = ("application/x-gzip", "application/gzip")
-_CSV_TYPES = ("text/csv", "text/plain", "application/csv")
+_CSV_TYPES = ("text/csv", "application/csv", "text/comma-separated-values")
 
 
 def infer_compression(mimetype: str | None, name: str | None) -> str | None:
@@ -78,8 +78,7 @@ def _file_ticket(file_id: Any, annotation_id: Any, chunk_size: int,
 
 def file_info(conn: Connection, ticket: FileTicket) -> dict[str, Any]:
     """The file's ``file_id``, ``name``, ``mimetype`` and ``size``."""
-    return conn.transport.action(ACTION_FILE_INFO, file_id=ticket.file_id,
-                                 annotation_id=ticket.annotation_id)
+    return conn.transport.action(ACTION_FILE_INFO, **ticket.to_json())
 
 
 def file_chunks(conn: Connection, ticket: FileTicket, progress_bar: Any) -> Iterator[bytes]:

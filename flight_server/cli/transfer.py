@@ -1,0 +1,196 @@
+"""Client subcommands of ``omero-flight``: ``ls``, ``info``, ``download``, ``upload``.
+
+They talk to a running bridge with :mod:`flight_client`, like any other client;
+connection details come from the options or the ``OMERO_FLIGHT_*`` variables.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+import flight_client
+from flight_client.connection import Connection
+from flight_client.reading import column_details
+from flight_server.cli import CliError
+
+CONNECTION_HELP = """\
+connection: --server (or OMERO_FLIGHT_URL / OMERO_FLIGHT_HOST), --port (default 8815),
+--user (or OMERO_FLIGHT_USER); the password comes from OMERO_FLIGHT_PASSWORD or a prompt.
+"""
+
+
+def _connection_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("connection")
+    group.add_argument("--server", help="bridge host or URL, e.g. grpc://bridge:8815")
+    group.add_argument("--port", type=int, help="bridge port (default 8815)")
+    group.add_argument("--user", help="user name")
+    group.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def _table_options(parser: argparse.ArgumentParser) -> None:
+    which = parser.add_mutually_exclusive_group(required=True)
+    which.add_argument("-f", "--file-id", type=int, help="the table's OriginalFile id")
+    which.add_argument("-a", "--annotation-id", type=int, help="the table's FileAnnotation id")
+
+
+def _add(subparsers: Any, name: str, help: str, description: str,
+         examples: str) -> argparse.ArgumentParser:
+    return subparsers.add_parser(
+        name, help=help, description=description,
+        epilog="examples:\n" + examples + "\n" + CONNECTION_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+
+
+def _connect(args: argparse.Namespace) -> Connection:
+    return Connection(args.server, args.port, args.user).connect(interactive=None,
+                                                                 keep_alive=False)
+
+
+def _progress(args: argparse.Namespace) -> bool | None:
+    return False if args.no_progress else None
+
+
+def parse_link(text: str) -> tuple[str, int]:
+    """``Image:1`` -> ``("Image", 1)``."""
+    kind, sep, number = text.partition(":")
+    if not sep or not number.strip().isdigit():
+        raise argparse.ArgumentTypeError(f"expected Type:ID such as Image:1, got {text!r}")
+    return kind.strip(), int(number)
+
+
+def parse_rows(text: str) -> range | list[int]:
+    """``0:100`` -> ``range(0, 100)``; ``1,5,9`` -> a list."""
+    try:
+        if ":" in text:
+            start, _, stop = text.partition(":")
+            return range(int(start or 0), int(stop))
+        return [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected START:STOP or a comma-separated list, got {text!r}"
+        ) from None
+
+
+# -- ls ------------------------------------------------------------------------------------------
+def _ls(args: argparse.Namespace) -> int:
+    object_type, object_id = args.object if args.object else (None, None)
+    with _connect(args) as conn:
+        tables = flight_client.list_tables(object_type, object_id, omero_connector=conn)
+    if args.json:
+        json.dump(tables, sys.stdout, indent=2)
+        print()
+        return 0
+    if not tables:
+        print("no tables", file=sys.stderr)
+        return 0
+    print(f"{'ANNOTATION':>10} {'FILE':>8} {'ROWS':>10}  {'OWNER':<10} NAME")
+    for t in tables:
+        rows = "" if t.get("rows") is None else t["rows"]
+        print(f"{t.get('annotation_id')!s:>10} {t.get('file_id')!s:>8} {rows!s:>10}  "
+              f"{t.get('owner') or '':<10} {t.get('name')}")
+    return 0
+
+
+# -- info ----------------------------------------------------------------------------------------
+def _info(args: argparse.Namespace) -> int:
+    with _connect(args) as conn:
+        rows, ncols = flight_client.get_table_size(args.file_id, args.annotation_id,
+                                                   omero_connector=conn)
+        columns = column_details(conn, args.file_id, args.annotation_id)
+    if args.json:
+        json.dump({"rows": rows, "columns": columns}, sys.stdout, indent=2)
+        print()
+        return 0
+    print(f"{rows} rows, {ncols} columns")
+    width = max([len(c["name"]) for c in columns] or [4])
+    for c in columns:
+        kind = str(c.get("type", "")).rsplit("::", 1)[-1]
+        description = f"  {c['description']}" if c.get("description") else ""
+        print(f"  {c['name']:<{width}}  {kind}{description}")
+    return 0
+
+
+# -- download ------------------------------------------------------------------------------------
+def _download(args: argparse.Namespace) -> int:
+    if args.rows is not None and args.query is not None:
+        raise CliError("--rows and --query cannot be combined")
+    columns = [c for c in args.columns.split(",") if c] if args.columns else ()
+    with _connect(args) as conn:
+        rows = flight_client.download_table(
+            args.target, args.file_id, args.annotation_id, column_names=columns,
+            rows=args.rows, query=args.query, omero_connector=conn, format=args.format,
+            progress=_progress(args),
+        )
+    print(f"wrote {rows} rows to {args.target}", file=sys.stderr)
+    return 0
+
+
+# -- upload --------------------------------------------------------------------------------------
+def _upload(args: argparse.Namespace) -> int:
+    if not args.link:
+        raise CliError("give at least one --link Type:ID to attach the table to")
+    with _connect(args) as conn:
+        annotation_id = flight_client.upload_table(
+            args.source, args.name, links=args.link, chunk_size=args.chunk_size,
+            omero_connector=conn, description=args.description or "",
+            progress=_progress(args),
+        )
+    print(annotation_id)
+    return 0
+
+
+def register(subparsers: Any) -> None:
+    """Add ``ls``, ``info``, ``download`` and ``upload`` to the ``omero-flight`` parser."""
+    p = _add(subparsers, "ls", "list tables", "List tables linked to an object, or your own.",
+             "  omero-flight ls                   your tables\n"
+             "  omero-flight ls --object Image:1  tables linked to Image 1\n")
+    p.add_argument("--object", type=parse_link, metavar="TYPE:ID",
+                   help="only tables linked to this object, e.g. Dataset:3")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a listing")
+    _connection_options(p)
+    p.set_defaults(func=_ls)
+
+    p = _add(subparsers, "info", "show a table's size and columns",
+             "Show a table's number of rows and each column's name and OMERO type.",
+             "  omero-flight info --file-id 12\n"
+             "  omero-flight info -a 34 --json\n")
+    _table_options(p)
+    p.add_argument("--json", action="store_true", help="print JSON")
+    _connection_options(p)
+    p.set_defaults(func=_info)
+
+    p = _add(subparsers, "download", "download a table as CSV or Parquet",
+             "Download a table (or some of its rows and columns) to a new CSV or Parquet "
+             "file, streamed batch by batch. The format follows the file's suffix "
+             "(.parquet/.pq: Parquet) unless --format is given.",
+             "  omero-flight download --file-id 12 table.csv\n"
+             "  omero-flight download -f 12 table.parquet --columns image,area\n"
+             "  omero-flight download -f 12 big.csv --query '(area>20) & (image==3)'\n"
+             "  omero-flight download -f 12 head.csv --rows 0:100\n")
+    _table_options(p)
+    p.add_argument("target", help="the file to create (must not exist)")
+    p.add_argument("--format", choices=("csv", "parquet"), help="file format")
+    p.add_argument("--columns", help="comma-separated column names (default: all)")
+    p.add_argument("--rows", type=parse_rows, help="START:STOP or a comma-separated list")
+    p.add_argument("--query", help="a PyTables condition, e.g. '(area>20)'")
+    _connection_options(p)
+    p.set_defaults(func=_download)
+
+    p = _add(subparsers, "upload", "upload a CSV or Parquet file as a new table",
+             "Upload a CSV or Parquet file as a new OMERO.table linked to one or more "
+             "objects; prints the new FileAnnotation id. A CSV file is read in chunks, "
+             "so it may be larger than memory.",
+             "  omero-flight upload results.csv --name 'Nuclei' --link Image:1\n"
+             "  omero-flight upload big.parquet --name big --link Dataset:2 --link Roi:5\n")
+    p.add_argument("source", help="a .csv or .parquet file")
+    p.add_argument("--name", required=True, help="the new table's name")
+    p.add_argument("--link", action="append", type=parse_link, metavar="TYPE:ID",
+                   help="object to link the table to (repeatable), e.g. Image:1")
+    p.add_argument("--description", help="the table's description")
+    p.add_argument("--chunk-size", type=int, help="rows per batch (default: automatic)")
+    _connection_options(p)
+    p.set_defaults(func=_upload)

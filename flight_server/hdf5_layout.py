@@ -45,8 +45,6 @@ VERSION = "2"
 TITLE = "OMERO HDF Measurement Storage"
 _MASK_FIELDS = {"imageId": "i", "theZ": "z", "theT": "t", "x": "x", "y": "y", "w": "w", "h": "h"}
 
-warnings.filterwarnings("ignore", category=tables.NaturalNameWarning)
-
 
 def _mask_description(pos: int) -> tables.IsDescription:
     class MaskDescription(tables.IsDescription):
@@ -110,7 +108,9 @@ class H5Writer:
             self._h5 = tables.open_file(str(self.path), mode="w", title=TITLE)
             try:
                 ome = self._h5.create_group("/", "OME")
-                self._table = self._h5.create_table(ome, "Measurements", definition)
+                with warnings.catch_warnings():  # column names need not be identifiers
+                    warnings.simplefilter("ignore", tables.NaturalNameWarning)
+                    self._table = self._h5.create_table(ome, "Measurements", definition)
                 types = [cols.column_type_of(f) for f in schema]
                 descriptions = [
                     (f.metadata or {}).get(cols.META_DESCRIPTION, b"").decode() for f in schema

@@ -93,7 +93,8 @@ class LocalStore(Backend):
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path).expanduser().resolve()
-        self.path.mkdir(parents=True, exist_ok=True)
+        if not self.path.exists():
+            self.path.mkdir(parents=True, mode=0o700)  # the catalog holds password hashes
         self.tmp = self.path / "tmp"
         self.tmp.mkdir(exist_ok=True)
         self.catalog = Catalog(self.path / "catalog.sqlite")

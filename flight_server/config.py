@@ -1,0 +1,129 @@
+"""Server settings: arguments > environment (``OMERO_FLIGHT_*``) > TOML file > defaults.
+
+Every setting is a field of :class:`Settings`; its environment variable is
+``OMERO_FLIGHT_`` plus the field name in capitals (``OMERO_FLIGHT_PORT``), and
+its key in the config file is the field name (top level or under ``[server]``).
+The default store folder is ``$OMERO_FLIGHT_HOME`` or ``~/.local/share/omero-flight``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ENV_PREFIX = "OMERO_FLIGHT_"
+
+
+def default_store() -> Path:
+    home = os.environ.get("OMERO_FLIGHT_HOME")
+    return Path(home) if home else Path.home() / ".local" / "share" / "omero-flight"
+
+
+class ConfigError(ValueError):
+    """A setting that is missing, malformed or unsafe; the message names it."""
+
+
+@dataclass
+class Settings:
+    host: str = "127.0.0.1"
+    port: int = 8815
+    store: Path = field(default_factory=default_store)
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    insecure_no_auth: bool = False
+    split_rows: int = 1_000_000
+    log_level: str = "INFO"
+    token_lifetime: float = 12 * 3600.0
+    spool_dir: Path | None = None
+
+    @property
+    def tls(self) -> bool:
+        return self.tls_cert is not None
+
+    @property
+    def location(self) -> str:
+        scheme = "grpc+tls" if self.tls else "grpc"
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{scheme}://{host}:{self.port}"
+
+    def check(self) -> None:
+        """Refuse unsafe or incomplete combinations."""
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ConfigError("TLS needs both tls_cert and tls_key")
+        if self.insecure_no_auth and not is_loopback(self.host):
+            raise ConfigError(
+                f"refusing to serve {self.host} without authentication: "
+                "insecure_no_auth is only allowed on a loopback address (127.0.0.1, ::1)"
+            )
+        if self.split_rows < 1:
+            raise ConfigError("split_rows must be at least 1")
+        if not 0 <= self.port <= 65535:
+            raise ConfigError(f"port {self.port} is out of range")
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _convert(name: str, value: Any, kind: str) -> Any:
+    if value is None:
+        return None
+    try:
+        if "bool" in kind:
+            if isinstance(value, str):
+                if value.lower() not in ("1", "0", "true", "false", "yes", "no", "on", "off"):
+                    raise ValueError(value)
+                return value.lower() in ("1", "true", "yes", "on")
+            return bool(value)
+        if kind.startswith("int"):
+            return int(value)
+        if kind.startswith("float"):
+            return float(value)
+        if "Path" in kind:
+            return Path(value).expanduser()
+        return str(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"setting {name!r} has an invalid value {value!r}") from None
+
+
+def load_settings(
+    arguments: Mapping[str, Any] | None = None,
+    config_file: str | Path | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Settings:
+    """Merge the sources; ``arguments`` holds only what the user gave (None = not given)."""
+    environ = os.environ if environ is None else environ
+    kinds = {f.name: str(f.type) for f in dataclasses.fields(Settings)}
+    merged: dict[str, Any] = {}
+    config_file = config_file or environ.get(ENV_PREFIX + "CONFIG")
+    if config_file:
+        path = Path(config_file).expanduser()
+        try:
+            data = tomllib.loads(path.read_text())
+        except FileNotFoundError:
+            raise ConfigError(f"config file {path} does not exist") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+        data = {**data, **data.pop("server", {})}
+        unknown = sorted(set(data) - set(kinds))
+        if unknown:
+            raise ConfigError(f"unknown setting(s) in {path}: {', '.join(unknown)}")
+        merged.update(data)
+    for name in kinds:
+        if ENV_PREFIX + name.upper() in environ:
+            merged[name] = environ[ENV_PREFIX + name.upper()]
+    merged.update({k: v for k, v in (arguments or {}).items() if v is not None and k in kinds})
+    settings = Settings(**{k: _convert(k, v, kinds[k]) for k, v in merged.items()})
+    settings.check()
+    return settings

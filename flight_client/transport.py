@@ -167,8 +167,25 @@ class Transport:
             return client.authenticate_basic_token(username, password, opts)
 
         self._header = None
-        self._header = self.call(login)
+        try:
+            self._header = self.call(login)
+        except errors.ServerError as err:
+            # An unreachable server fails the handshake stream with a bare internal
+            # error; a plain call tells "unreachable" apart from a real server fault.
+            if err.code is None:
+                self._probe()
+            raise
         self._credentials = (username, password)
+
+    def _probe(self) -> None:
+        """Raise :class:`ConnectionFailed` if the bridge cannot be reached at all."""
+        client = self._client()
+        try:
+            self.call(lambda: client.list_actions(flight.FlightCallOptions(timeout=self.timeout)))
+        except errors.ConnectionFailed:
+            raise
+        except errors.OmeroFlightError:
+            pass  # reachable (it may want a login first)
 
     def action(self, name: str, **body: Any) -> dict[str, Any]:
         """Run an action with a JSON body and return its (single) JSON result."""

@@ -181,11 +181,12 @@ class FlightService(flight.FlightServerBase):
             request = self._decode_command(descriptor, "upload descriptor")
             if isinstance(request, UploadDescriptor):
                 result = uploads.receive_table(self.backend, caller, request, reader,
-                                               self.spool_dir)
+                                               self.spool_dir, context.is_cancelled)
                 answer = encode_body(annotation_id=result.annotation_id,
                                      file_id=result.file_id, rows=result.rows)
             elif isinstance(request, FileUploadDescriptor):
-                info = uploads.receive_file(self.backend, caller, request, reader)
+                info = uploads.receive_file(self.backend, caller, request, reader,
+                                            context.is_cancelled)
                 answer = encode_body(**_file_json(info))
             else:
                 raise InvalidArgument("do_put needs an upload or file_upload descriptor, "

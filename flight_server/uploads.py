@@ -15,7 +15,7 @@ import contextlib
 import logging
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pyarrow as pa
@@ -24,14 +24,22 @@ import pyarrow.flight as flight
 from flight_client.protocol import COMMIT_METADATA, FileUploadDescriptor, UploadDescriptor
 from flight_server import columns as cols
 from flight_server.backends.base import Backend, Caller, FileInfo, UploadResult
-from flight_server.errors import InvalidArgument
+from flight_server.errors import InvalidArgument, Unavailable
 
 log = logging.getLogger(__name__)
 
 
-def _chunks(reader: flight.MetadataRecordBatchReader, explicit_commit: bool
-            ) -> Iterator[pa.RecordBatch]:
-    """The stream's batches; with ``explicit_commit``, refuse a stream without the marker."""
+def _never() -> bool:
+    return False
+
+
+def _chunks(reader: flight.MetadataRecordBatchReader, explicit_commit: bool,
+            cancelled: Callable[[], bool]) -> Iterator[pa.RecordBatch]:
+    """The stream's batches; refuse a stream that was cancelled or lacks its commit marker.
+
+    gRPC ends the server's read of a vanished client like a normal end of
+    stream; only the call's cancellation flag tells the two apart.
+    """
     committed = False
     while True:
         try:
@@ -44,6 +52,8 @@ def _chunks(reader: flight.MetadataRecordBatchReader, explicit_commit: bool
             committed = True
         if chunk.data is not None:
             yield chunk.data
+    if cancelled():
+        raise Unavailable("the client disconnected during the upload; nothing was stored")
     if explicit_commit and not committed:
         raise InvalidArgument("the upload ended without its commit marker; nothing was stored")
 
@@ -61,14 +71,15 @@ def _spool_file(spool_dir: str | Path | None) -> Iterator[Path]:
 
 def receive_table(backend: Backend, caller: Caller, desc: UploadDescriptor,
                   reader: flight.MetadataRecordBatchReader,
-                  spool_dir: str | Path | None = None) -> UploadResult:
+                  spool_dir: str | Path | None = None,
+                  cancelled: Callable[[], bool] = _never) -> UploadResult:
     """Create a table from a ``do_put`` stream; see the module docstring."""
     if desc.format != "hdf5":
         raise InvalidArgument(f"this server stores tables as hdf5, not {desc.format!r}")
     stored = cols.omero_schema(reader.schema)
     unsized = [f.name for f in stored
                if cols.column_type_of(f) == cols.STRING and cols.string_size_of(f) is None]
-    chunks = _chunks(reader, desc.explicit_commit)
+    chunks = _chunks(reader, desc.explicit_commit, cancelled)
     if not unsized:
         return _write(backend, caller, desc, stored, (cols.conform_batch(b, stored)
                                                       for b in chunks))
@@ -100,7 +111,8 @@ def _write(backend: Backend, caller: Caller, desc: UploadDescriptor, schema: pa.
 
 
 def receive_file(backend: Backend, caller: Caller, desc: FileUploadDescriptor,
-                 reader: flight.MetadataRecordBatchReader) -> FileInfo:
+                 reader: flight.MetadataRecordBatchReader,
+                 cancelled: Callable[[], bool] = _never) -> FileInfo:
     """Store a plain file sent as a stream with one binary column ``data``."""
     schema = reader.schema
     if schema.names != ["data"] or not (pa.types.is_binary(schema.field(0).type)
@@ -108,7 +120,7 @@ def receive_file(backend: Backend, caller: Caller, desc: FileUploadDescriptor,
         raise InvalidArgument(f"a file upload has one binary column 'data', got {schema}")
     writer = backend.create_file(caller, desc.name, desc.mimetype, desc.links)
     try:
-        for batch in _chunks(reader, desc.explicit_commit):
+        for batch in _chunks(reader, desc.explicit_commit, cancelled):
             for value in batch.column(0):
                 data = value.as_buffer()
                 if data is not None:

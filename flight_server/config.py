@@ -115,7 +115,8 @@ def load_settings(
             raise ConfigError(f"config file {path} does not exist") from None
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
-        data = {**data, **data.pop("server", {})}
+        server = data.pop("server", {})
+        data = {**data, **server}
         unknown = sorted(set(data) - set(kinds))
         if unknown:
             raise ConfigError(f"unknown setting(s) in {path}: {', '.join(unknown)}")

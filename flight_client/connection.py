@@ -213,8 +213,8 @@ def resolve_details(
     else:
         if username is None:
             username = env.get(ENV_USER) or None
-        if password is None and username == env.get(ENV_USER):
-            password = env.get(ENV_PASSWORD)
+        if password is None and env.get(ENV_USER) in (None, "", username):
+            password = env.get(ENV_PASSWORD)  # not another user's password
         if username is None and allow_token:
             token = _user_token()
             if token is not None:

@@ -481,7 +481,7 @@ def list_tables(
     username: str | None = None,
     password: str | None = None,
 ) -> list[dict[str, Any]]:
-    """Tables linked to an object (e.g. ``("Image", 1)``), or, with no object, your own.
+    """Tables linked to an object (e.g. ``"Image", 1``), or with no object all you can read.
 
     Each entry has ``file_id``, ``annotation_id``, ``name``, ``owner``,
     ``group``, ``links`` and ``rows``.

@@ -145,8 +145,9 @@ def _upload(args: argparse.Namespace) -> int:
 
 def register(subparsers: Any) -> None:
     """Add ``ls``, ``info``, ``download`` and ``upload`` to the ``omero-flight`` parser."""
-    p = _add(subparsers, "ls", "list tables", "List tables linked to an object, or your own.",
-             "  omero-flight ls                   your tables\n"
+    p = _add(subparsers, "ls", "list tables",
+             "List the tables linked to an object, or all tables you can read.",
+             "  omero-flight ls                   every table you can read\n"
              "  omero-flight ls --object Image:1  tables linked to Image 1\n")
     p.add_argument("--object", type=parse_link, metavar="TYPE:ID",
                    help="only tables linked to this object, e.g. Dataset:3")

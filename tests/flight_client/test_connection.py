@@ -182,3 +182,11 @@ def test_omero_user_token(bridge, monkeypatch):
     with pytest.raises(flight_client.AuthenticationFailed):
         flight_client.connect_to_omero(interactive=False)
     assert resolve_details(allow_token=False).username is None
+
+
+def test_environment_password_with_argument_user():
+    env = {ENV_URL: "grpc://bridge:9999", ENV_PASSWORD: "pw"}
+    assert resolve_details(username="alice", allow_token=False, environ=env).password == "pw"
+    env[ENV_USER] = "bob"  # bob's password is not alice's
+    assert resolve_details(username="alice", allow_token=False, environ=env).password is None
+    assert resolve_details(allow_token=False, environ=env).url == "grpc://bridge:9999"

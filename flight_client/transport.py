@@ -57,6 +57,13 @@ def translate(exc: BaseException, where: str) -> errors.OmeroFlightError:
     elif isinstance(exc, flight.FlightUnauthorizedError):
         cls = errors.PermissionDenied
     elif isinstance(exc, flight.FlightUnavailableError):
+        if "ssl" in message.lower() or "handshake" in message.lower():
+            err = errors.ConnectionFailed(
+                f"TLS handshake with the bridge at {where} failed ({message}); is it a TLS "
+                "server, and is its certificate trusted (OMERO_FLIGHT_TLS_ROOT_CERTS)?"
+            )
+            err.transient = False  # type: ignore[attr-defined] - retrying cannot help
+            return err
         return errors.ConnectionFailed(f"cannot reach the bridge at {where}: {message}")
     elif isinstance(exc, flight.FlightTimedOutError):
         return errors.ServerBusy(f"the bridge at {where} did not answer in time: {message}")
@@ -88,7 +95,7 @@ def _transient(err: errors.OmeroFlightError) -> bool:
     """Unreachable or busy: worth another try. Timeouts and closed connections are not."""
     if isinstance(err, errors.ServerBusy):
         return not isinstance(err.__cause__, flight.FlightTimedOutError)
-    return type(err) is errors.ConnectionFailed
+    return type(err) is errors.ConnectionFailed and getattr(err, "transient", True)
 
 
 class Transport:

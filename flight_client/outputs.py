@@ -26,7 +26,7 @@ LOGGER = logging.getLogger(__name__)
 FORMATS = ("csv", "parquet")
 
 
-def _require(module: str, extra: str) -> Any:
+def require_module(module: str, extra: str) -> Any:
     """Import an optional library, or say which extra installs it."""
     try:
         return __import__(module)
@@ -59,12 +59,12 @@ def strip_row_numbers(table: pa.Table) -> pa.Table:
 
 
 def to_polars(table: pa.Table) -> Any:
-    pl = _require("polars", "polars")
+    pl = require_module("polars", "polars")
     return pl.from_arrow(table)
 
 
 def to_duckdb(table: pa.Table, connection: Any = None) -> Any:
-    duckdb = _require("duckdb", "duckdb")
+    duckdb = require_module("duckdb", "duckdb")
     con = connection if connection is not None else duckdb.default_connection()
     return con.from_arrow(table)
 

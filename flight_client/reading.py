@@ -362,7 +362,7 @@ def read_polars(
     progress: bool | None = None,
 ) -> Any:
     """Read a table into a ``polars.DataFrame`` (needs the ``polars`` extra)."""
-    outputs._require("polars", "polars")
+    outputs.require_module("polars", "polars")
     table = read_arrow(file_id, annotation_id, column_names, rows, chunk_size, omero_connector,
                        server, port, username, password, query, variables,
                        row_numbers=row_numbers, progress=progress)
@@ -392,7 +392,7 @@ def read_duckdb(
     ``connection`` is the DuckDB connection to create it on (default: DuckDB's
     default connection).
     """
-    outputs._require("duckdb", "duckdb")
+    outputs.require_module("duckdb", "duckdb")
     table = read_arrow(file_id, annotation_id, column_names, rows, chunk_size, omero_connector,
                        server, port, username, password, query, variables,
                        row_numbers=row_numbers, progress=progress)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 import logging
 import socket
+import time
 
 import pytest
 
@@ -190,3 +191,19 @@ def test_environment_password_with_argument_user():
     env[ENV_USER] = "bob"  # bob's password is not alice's
     assert resolve_details(username="alice", allow_token=False, environ=env).password is None
     assert resolve_details(allow_token=False, environ=env).url == "grpc://bridge:9999"
+
+
+def test_expired_token_logs_in_again(tmp_path):
+    from tests.conftest import start_bridge
+
+    b = start_bridge(tmp_path / "store", token_lifetime=1)
+    try:
+        with flight_client.connect_to_omero(server=b.url, username="alice",
+                                            password=b.passwords["alice"],
+                                            keep_alive=False) as c:
+            first = c.transport.options().headers
+            time.sleep(2.1)
+            assert c.whoami()["username"] == "alice"
+            assert c.transport.options().headers != first  # a fresh token
+    finally:
+        b.server.shutdown()

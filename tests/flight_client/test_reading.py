@@ -141,3 +141,10 @@ def test_ordered_batches_over_hand_made_endpoints(table, conn):
     batches = list(ordered_batches(conn.transport, endpoints))
     ids = [i for b in batches for i in b.column("id").to_pylist()]
     assert ids == list(range(300))
+
+
+def test_progress_bar_when_asked(table, conn, capsys):
+    flight_client.read_table(file_id=table.file_id, omero_connector=conn, progress=True)
+    assert "Reading table" in capsys.readouterr().err
+    flight_client.read_table(file_id=table.file_id, omero_connector=conn)
+    assert capsys.readouterr().err == ""  # stderr is not a terminal here

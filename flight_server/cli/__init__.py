@@ -17,7 +17,7 @@ from collections.abc import Sequence
 
 from flight_client.errors import OmeroFlightError
 
-SUBCOMMAND_MODULES = ("serve", "users", "transfer")
+SUBCOMMAND_MODULES = ("serve", "users", "transfer", "demo")
 
 EPILOG = """\
 examples:

@@ -1,0 +1,32 @@
+"""``python -m bench [--smoke]``: run the benchmarks and write bench/results/*.json."""
+
+from __future__ import annotations
+
+import argparse
+import platform
+from pathlib import Path
+
+from bench import memory
+
+RESULTS = Path(__file__).parent / "results"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench",
+        description="Measure omero-flight side by side and write the figures to bench/results/.",
+    )
+    parser.add_argument("--smoke", action="store_true",
+                        help="small tables (CI); figures go to bench/results/smoke/")
+    parser.add_argument("--rows", type=int, nargs="+",
+                        help="table sizes for the memory benchmark (default 1M and 5M rows)")
+    args = parser.parse_args()
+    sizes = args.rows or ([100_000, 400_000] if args.smoke else [1_000_000, 5_000_000])
+    out_dir = RESULTS / "smoke" if args.smoke else RESULTS
+    print(f"omero-flight benchmarks on {platform.node()} ({platform.machine()}, "
+          f"{platform.python_version()})\n")
+    memory.run(sizes, out_dir / "memory.json")
+
+
+if __name__ == "__main__":
+    main()

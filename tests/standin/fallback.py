@@ -1,6 +1,8 @@
 """Make every Slice operation a servant does not implement fail loudly.
 
-slice2py's generated ``_XxxDisp`` classes define each operation as ``pass``.
+slice2py (Ice 3.6) generates each interface's servant base class (e.g.
+``omero.api.IQuery``, with an ``_op_<name>`` descriptor per operation) and
+defines each operation there as ``pass``.
 For an asynchronous (AMD) operation that means the client never gets an
 answer and hangs; for a synchronous one it silently returns None. The
 ``answers_unimplemented`` class decorator replaces every such inherited stub
@@ -28,14 +30,14 @@ def unsupported(interface: str, operation: str) -> omero.ApiUsageException:
 def answers_unimplemented(cls: T) -> T:
     """Class decorator: replace the generated ``pass`` stubs of ``cls``'s Slice bases."""
     for base in cls.__mro__:
-        if not (base.__name__.startswith("_") and base.__name__.endswith("Disp")):
+        if base is Ice.Object or "ice_staticId" not in vars(base):
             continue
-        if base is Ice.Object:
-            continue
-        interface = base.__name__[1:-4]
-        for name, stub in vars(base).items():
+        interface = base.__name__
+        for name, stub in list(vars(base).items()):
             if name in _SKIP or not inspect.isfunction(stub):
                 continue
+            if f"_op_{name.removesuffix('_async')}" not in vars(base):
+                continue  # not a Slice operation
             if getattr(cls, name) is not stub:
                 continue  # implemented somewhere in cls's own hierarchy
             setattr(cls, name, _make_fallback(interface, name))

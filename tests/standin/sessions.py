@@ -33,11 +33,14 @@ class Sessions:
         self._lock = threading.RLock()
         self._sessions: dict[str, Session] = {}
         self._seq = 0
+        self._ended: dict[str, str] = {}  # session key -> "closed" or "expired"
         self.on_close: list[Callable[[Session], None]] = []
 
     def login(self, username: str, password: str, agent: str = "") -> Session:
         """A new session for ``username``, or the session ``username`` names (joining by key)."""
         with self._lock:
+            if username in self._ended and password == username:
+                raise PermissionDenied(f"session {username} has been {self._ended[username]}")
             joined = self._sessions.get(username)
             if joined is not None and password == username:
                 if not self.alive(joined):
@@ -72,12 +75,13 @@ class Sessions:
                 self.close(session)
             return session.refcount
 
-    def close(self, session: Session) -> None:
+    def close(self, session: Session, reason: str = "closed") -> None:
         with self._lock:
             if session.closed:
                 return
             session.closed = True
             self._sessions.pop(session.uuid, None)
+            self._ended[session.uuid] = reason
         for callback in list(self.on_close):
             callback(session)
 
@@ -86,7 +90,7 @@ class Sessions:
         with self._lock:
             stale = [s for s in self._sessions.values() if not self.alive(s)]
         for session in stale:
-            self.close(session)
+            self.close(session, "expired")
         return stale
 
     def open_count(self) -> int:

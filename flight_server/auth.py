@@ -4,8 +4,10 @@ A client calls ``FlightClient.authenticate_basic_token(user, password)``; the
 middleware checks the password with the backend and answers with an
 ``authorization: Bearer <token>`` header. Every later call (``list_flights``
 and ``do_action`` included) must carry that header. A token is
-``base64url(json{"u": user, "exp": unix time}) "." base64url(HMAC-SHA256)``,
+``base64url(json{"u": subject, "exp": unix time}) "." base64url(HMAC-SHA256)``,
 signed with a secret the server keeps to itself and compared in constant time.
+The subject is the user name for the embedded store, and the handle of the
+caller's own OMERO session for the OMERO backend (see :func:`token_subject`).
 """
 
 from __future__ import annotations
@@ -126,12 +128,19 @@ class AuthMiddlewareFactory(flight.ServerMiddlewareFactory):
             if not sep:
                 raise Unauthenticated("malformed basic credentials")
             caller = self.backend.authenticate(username, password)
-            log.info("user %s signed in", username)
-            return AuthMiddleware(caller, self.signer.issue(caller.username))
+            log.info("user %s signed in", caller.username)
+            return AuthMiddleware(caller, self.signer.issue(token_subject(self.backend, caller)))
         if scheme == "bearer":
             username = self.signer.verify(credentials.strip())
             return AuthMiddleware(self.backend.lookup_caller(username))
         raise Unauthenticated(f"unsupported authorization scheme {scheme!r}: use Basic or Bearer")
+
+
+def token_subject(backend: Backend, caller: Caller) -> str:
+    """What a token names: the user, or for a backend with per-sign-in sessions (OMERO) that
+    session, so a token reaches exactly the session it was issued for."""
+    subject = getattr(backend, "token_subject", None)
+    return subject(caller) if subject is not None else caller.username
 
 
 class NoOpAuthHandler(flight.ServerAuthHandler):

@@ -51,6 +51,7 @@ from flight_server.errors import InvalidArgument, flight_errors
 log = logging.getLogger(__name__)
 
 DEFAULT_SPLIT_ROWS = 1_000_000
+ACTION_LOGOUT = "logout"
 
 ACTIONS = {
     ACTION_HEALTH: "Is the server up? -> {status}",
@@ -60,6 +61,7 @@ ACTIONS = {
     ACTION_FILE_INFO: "Body: a table or file ticket -> the OriginalFile's details",
     ACTION_LIST_TABLES: "Body: {object_type?, object_id?} -> {tables: [...]}",
     ACTION_WHOAMI: "The authenticated user",
+    ACTION_LOGOUT: "End this sign-in (the OMERO backend closes the user's OMERO session)",
 }
 
 
@@ -226,6 +228,12 @@ class FlightService(flight.FlightServerBase):
     def _action_whoami(self, caller: Caller, raw: bytes) -> bytes:
         return encode_body(username=caller.username, user_id=caller.user_id,
                            admin=caller.is_admin, group_ids=list(caller.group_ids))
+
+    def _action_logout(self, caller: Caller, raw: bytes) -> bytes:
+        logout = getattr(self.backend, "logout", None)
+        if logout is not None:  # backends without per-sign-in state have nothing to end
+            logout(caller)
+        return encode_body(status="signed out")
 
     def _action_table_size(self, caller: Caller, raw: bytes) -> bytes:
         request = self._ticket_body(raw)

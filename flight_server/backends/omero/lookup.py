@@ -1,0 +1,159 @@
+"""Finding OMERO objects as the caller: OriginalFiles, FileAnnotations, link targets, listings.
+
+All queries run across the caller's groups (``omero.group: -1``), so OMERO
+decides what the caller sees: something they may not read looks exactly like
+something that does not exist. Object kinds in HQL come only from the link
+allowlist (``flight_client.protocol.normalize_links``); ids always travel as
+query parameters.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import omero
+import omero.sys
+from omero.rtypes import rlist, rlong, rstring, unwrap
+
+from flight_server.backends.base import TABLE_MIMETYPE, FileInfo, TableRef, TableSummary
+from flight_server.backends.omero.calls import ALL_GROUPS, CallGate
+from flight_server.backends.omero.sessions import OmeroSession
+from flight_server.errors import InvalidArgument, NotFound, PermissionDenied
+
+LINK_KINDS = ("Image", "Dataset", "Project", "Plate", "Screen", "Well", "Roi")
+
+_DETAILS = "join fetch f.details.owner join fetch f.details.group"
+_FILE_BY_ID = f"select f from OriginalFile f {_DETAILS} where f.id = :id"
+_ANNOTATION_BY_ID = (f"select fa from FileAnnotation fa join fetch fa.file f {_DETAILS} "
+                     "where fa.id = :id")
+_ANNOTATIONS_OF_FILE = "select fa from FileAnnotation fa where fa.file.id = :id order by fa.id"
+_ALL_TABLES = (f"select fa from FileAnnotation fa join fetch fa.file f {_DETAILS} "
+               "where f.mimetype = :mimetype order by fa.id")
+_SOME_TABLES = (f"select fa from FileAnnotation fa join fetch fa.file f {_DETAILS} "
+                "where fa.id in (:ids) and f.mimetype = :mimetype order by fa.id")
+
+
+def _params(**values: Any) -> Any:
+    params = omero.sys.ParametersI()
+    for name, value in values.items():
+        if isinstance(value, list):
+            params.map[name] = rlist([rlong(v) for v in value])
+        elif isinstance(value, str):
+            params.map[name] = rstring(value)
+        else:
+            params.map[name] = rlong(value)
+    return params
+
+
+def file_info(ofile: Any, annotation_id: int | None) -> FileInfo:
+    """FileInfo for a loaded OriginalFile (with loaded owner and group details)."""
+    details = ofile.getDetails()
+    owner, group = details.getOwner(), details.getGroup()
+    return FileInfo(
+        file_id=unwrap(ofile.id), name=unwrap(ofile.name) or "",
+        mimetype=unwrap(ofile.mimetype) or "", size=unwrap(ofile.size) or 0,
+        owner_id=unwrap(owner.id) if owner is not None else -1,
+        group_id=unwrap(group.id) if group is not None else -1,
+        annotation_id=annotation_id,
+        owner=(unwrap(owner.omeName) or "") if owner is not None and owner.isLoaded() else "",
+        group=(unwrap(group.name) or "") if group is not None and group.isLoaded() else "",
+    )
+
+
+@dataclass
+class Lookup:
+    """Queries one caller's OMERO session through the gate."""
+
+    gate: CallGate
+    session: OmeroSession
+
+    def _query(self, doing: str) -> Any:
+        return self.gate.call(self.session, doing)
+
+    def original_file(self, ref: TableRef) -> tuple[Any, FileInfo]:
+        """The OriginalFile a ref names, loaded, with its FileInfo; NotFound if not visible."""
+        user = self.session.username
+        with self._query(f"looking up {ref}") as sf:
+            query = sf.getQueryService()
+            if ref.annotation_id is not None:
+                annotation = query.findByQuery(_ANNOTATION_BY_ID,
+                                               _params(id=ref.annotation_id), ALL_GROUPS)
+                if annotation is None:
+                    raise NotFound(f"{ref} does not exist or user {user!r} may not read it")
+                ofile = annotation.getFile()
+                if ofile is None:
+                    raise NotFound(f"{ref} has no file")
+                return ofile, file_info(ofile, ref.annotation_id)
+            ofile = query.findByQuery(_FILE_BY_ID, _params(id=ref.file_id), ALL_GROUPS)
+            if ofile is None:
+                raise NotFound(f"{ref} does not exist or user {user!r} may not read it")
+            annotations = query.findAllByQuery(_ANNOTATIONS_OF_FILE, _params(id=ref.file_id),
+                                               ALL_GROUPS)
+            annotation_id = unwrap(annotations[0].id) if annotations else None
+            return ofile, file_info(ofile, annotation_id)
+
+    def link_group(self, links: Sequence[tuple[str, int]]) -> int:
+        """The one group all link targets share (the session's group without links)."""
+        if not links:
+            return self.session.group_id
+        groups: dict[int, tuple[str, int]] = {}
+        user = self.session.username
+        with self._query("checking the link targets") as sf:
+            query = sf.getQueryService()
+            for kind, object_id in links:
+                if kind not in LINK_KINDS:
+                    raise InvalidArgument(f"cannot link a table to a {kind}")
+                found = query.findByQuery(f"select o from {kind} o where o.id = :id",
+                                          _params(id=object_id), ALL_GROUPS)
+                if found is None:
+                    raise NotFound(f"link target {kind} {object_id} does not exist or user "
+                                   f"{user!r} may not read it")
+                perms = found.getDetails().getPermissions()
+                if perms is not None and not perms.canAnnotate():
+                    raise PermissionDenied(f"user {user!r} may not annotate {kind} {object_id}")
+                groups.setdefault(unwrap(found.getDetails().getGroup().id), (kind, object_id))
+        if len(groups) > 1:
+            first, *others = groups.items()
+            odd = ", ".join(f"{k} {i} is in group {g}" for g, (k, i) in others)
+            raise InvalidArgument(
+                f"all link targets must be in one OMERO group: {first[1][0]} {first[1][1]} is "
+                f"in group {first[0]}, but {odd}")
+        return next(iter(groups))
+
+    def tables(self, object_type: str | None, object_id: int | None) -> list[TableSummary]:
+        """Tables the caller can see, optionally only those linked to an object (or a kind)."""
+        with self._query("listing tables") as sf:
+            query = sf.getQueryService()
+            if object_type is None:
+                annotations = query.findAllByQuery(
+                    _ALL_TABLES, _params(mimetype=TABLE_MIMETYPE), ALL_GROUPS)
+            else:
+                if object_type not in LINK_KINDS:
+                    raise InvalidArgument(f"tables cannot be linked to a {object_type}")
+                hql = f"select l.child.id from {object_type}AnnotationLink l"
+                params = _params()
+                if object_id is not None:
+                    hql += " where l.parent.id = :id"
+                    params = _params(id=object_id)
+                rows = query.projection(hql, params, ALL_GROUPS)
+                candidates = sorted({unwrap(r[0]) for r in rows if r and r[0] is not None})
+                annotations = query.findAllByQuery(
+                    _SOME_TABLES, _params(ids=candidates, mimetype=TABLE_MIMETYPE),
+                    ALL_GROUPS) if candidates else []
+            ids = [unwrap(a.id) for a in annotations]
+            links: dict[int, list[tuple[str, int]]] = {i: [] for i in ids}
+            if ids:
+                for kind in LINK_KINDS:
+                    rows = query.projection(
+                        f"select l.parent.id, l.child.id from {kind}AnnotationLink l "
+                        "where l.child.id in (:ids)", _params(ids=ids), ALL_GROUPS)
+                    for row in rows:
+                        parent, child = unwrap(row[0]), unwrap(row[1])
+                        if parent is not None and child in links:
+                            links[child].append((kind, parent))
+        out = [TableSummary(file_info(a.getFile(), unwrap(a.id)),
+                            tuple(sorted(links[unwrap(a.id)])), None) for a in annotations]
+        out.sort(key=lambda s: s.file.file_id)
+        return out

@@ -1,0 +1,190 @@
+"""One OMERO session per sign-in: create or join, map to a bearer token, keep alive, expire.
+
+A sign-in with a user name and password creates a new OMERO session for that
+user (``omero.client(host, port).createSession``); the reserved user name
+``__session__`` joins the OMERO session whose key is the password
+(``joinSession``). Either way the bridge keeps its own :class:`OmeroSession`
+under a random *handle*; the bearer token names that handle, never a user,
+so a token reaches exactly the session it was issued for.
+
+A background thread pings OMERO (``keepAlive``) for sessions used within the
+idle timeout and closes those idle for longer. A session OMERO itself ended
+is dropped the first time a call notices (see ``errors.SessionGone``).
+Joined sessions are detached, not closed, when the bridge lets go of them:
+they belong to whoever created them.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import omero
+import omero.clients  # noqa: F401 - registers the model and rtypes factories
+
+from flight_server.backends.base import Caller
+from flight_server.backends.omero.errors import omero_errors
+from flight_server.errors import Unauthenticated
+
+log = logging.getLogger(__name__)
+
+SESSION_USER = "__session__"
+HANDLE_PREFIX = "omero-session:"
+DEFAULT_IDLE_TIMEOUT = 600.0
+AGENT = "omero-flight"
+
+ClientFactory = Callable[[str, int], Any]
+
+
+def _client(host: str, port: int) -> Any:
+    client = omero.client(host, port)
+    client.setAgent(AGENT)
+    return client
+
+
+@dataclass
+class OmeroSession:
+    """A signed-in user's OMERO session, as the bridge holds it."""
+
+    handle: str
+    client: Any = field(repr=False)
+    sf: Any = field(repr=False)  # the ServiceFactory proxy
+    user_id: int
+    username: str
+    group_id: int
+    group_ids: tuple[int, ...]
+    is_admin: bool
+    joined: bool
+    last_used: float = field(default_factory=time.monotonic)
+    closed: bool = False
+
+    def touch(self) -> None:
+        self.last_used = time.monotonic()
+
+    def caller(self) -> Caller:
+        return Caller(self.user_id, self.username, self.group_ids, self.is_admin, session=self)
+
+
+class SessionManager:
+    """The bridge's OMERO sessions, by handle; thread-safe."""
+
+    def __init__(self, host: str, port: int, idle_timeout: float = DEFAULT_IDLE_TIMEOUT,
+                 client_factory: ClientFactory = _client) -> None:
+        self.host = host
+        self.port = port
+        self.idle_timeout = float(idle_timeout)
+        self._factory = client_factory
+        self._lock = threading.Lock()
+        self._sessions: dict[str, OmeroSession] = {}
+        self._stop = threading.Event()
+        self._reaper = threading.Thread(target=self._reap, name="omero-session-reaper",
+                                        daemon=True)
+        self._reaper.start()
+
+    # -- signing in and out ----------------------------------------------------------
+
+    def login(self, username: str, password: str) -> OmeroSession:
+        """A new bridge session for ``username``/``password`` or for a session key."""
+        if not username or not password:
+            raise Unauthenticated("give a user name and password, or user '__session__' "
+                                  "with an OMERO session key as the password")
+        joined = username == SESSION_USER
+        client = self._factory(self.host, self.port)
+        try:
+            with omero_errors(f"signing in to OMERO at {self.host}:{self.port}"):
+                if joined:
+                    client.joinSession(password)
+                else:
+                    client.createSession(username, password)
+                sf = client.getSession()
+                context = sf.getAdminService().getEventContext()
+        except BaseException:
+            _destroy(client)
+            raise
+        others = tuple(g for g in context.memberOfGroups if g != context.groupId)
+        session = OmeroSession(
+            handle=HANDLE_PREFIX + secrets.token_urlsafe(24), client=client, sf=sf,
+            user_id=int(context.userId), username=context.userName,
+            group_id=int(context.groupId), group_ids=(int(context.groupId), *others),
+            is_admin=bool(context.isAdmin), joined=joined)
+        with self._lock:
+            self._sessions[session.handle] = session
+        log.info("OMERO session for %s %s", session.username,
+                 "joined by key" if joined else "created")
+        return session
+
+    def get(self, handle: str) -> OmeroSession:
+        """The live session a token's handle names, or :class:`Unauthenticated`."""
+        with self._lock:
+            session = self._sessions.get(handle)
+        if session is None or session.closed:
+            raise Unauthenticated("this sign-in has ended (logged out, idle for too long, or "
+                                  "the OMERO session closed): sign in again")
+        session.touch()
+        return session
+
+    def logout(self, handle: str) -> None:
+        with self._lock:
+            session = self._sessions.pop(handle, None)
+        if session is not None:
+            self._close(session, "logged out")
+
+    def forget(self, session: OmeroSession, reason: str) -> None:
+        """Drop a session OMERO has ended."""
+        with self._lock:
+            self._sessions.pop(session.handle, None)
+        self._close(session, reason)
+
+    def active(self) -> list[OmeroSession]:
+        with self._lock:
+            return list(self._sessions.values())
+
+    def close(self) -> None:
+        """Close every session and stop the reaper."""
+        self._stop.set()
+        with self._lock:
+            sessions = list(self._sessions.values())
+            self._sessions.clear()
+        for session in sessions:
+            self._close(session, "bridge shutting down")
+
+    # -- keep-alive and idle timeout --------------------------------------------------
+
+    def _reap(self) -> None:
+        interval = max(0.5, min(60.0, self.idle_timeout / 4))
+        while not self._stop.wait(interval):
+            self.sweep()
+
+    def sweep(self, now: float | None = None) -> None:
+        """Close idle sessions; ping OMERO for the ones in use."""
+        now = time.monotonic() if now is None else now
+        for session in self.active():
+            if now - session.last_used > self.idle_timeout:
+                self.forget(session, f"idle for more than {self.idle_timeout:g} s")
+                continue
+            try:
+                session.sf.keepAlive(None)
+            except Exception as exc:  # noqa: BLE001 - any failure means the session is unusable
+                self.forget(session, f"keep-alive failed ({type(exc).__name__})")
+
+    def _close(self, session: OmeroSession, reason: str) -> None:
+        session.closed = True
+        log.info("closing the OMERO session of %s: %s", session.username, reason)
+        if session.joined:
+            try:  # the session belongs to whoever created it: only let go of it
+                session.sf.detachOnDestroy()
+            except Exception:  # noqa: BLE001 - already gone is fine
+                pass
+        _destroy(session.client)
+
+
+def _destroy(client: Any) -> None:
+    try:
+        client.closeSession()
+    except Exception:  # noqa: BLE001 - closing what may already be closed
+        log.debug("closing an OMERO client failed", exc_info=True)

@@ -1,0 +1,145 @@
+"""An open OMERO.table (``omero.grid.TablePrx``) as a :class:`TableHandle`.
+
+Reads use ``Table.read`` for row ranges, ``Table.slice`` for row lists and
+``Table.getWhereList`` for checked queries, one OMERO call per chunk the
+streaming layer asks for, each through the call gate. The handle closes the
+table exactly once; ``streaming.batches`` closes it when a stream ends, fails,
+or is dropped by a client that went away.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+from omero.rtypes import rbool, rdouble, rlong, rstring
+
+from flight_server.backends.base import FileInfo, TableHandle
+from flight_server.backends.omero.calls import CallGate
+from flight_server.backends.omero.grid import schema_of, to_arrow
+from flight_server.backends.omero.sessions import OmeroSession
+from flight_server.query import CheckedQuery
+
+log = logging.getLogger(__name__)
+
+_VALUE_NAME = re.compile(r"\b(v\d+)\b")
+_PLAIN_BYTE = frozenset(b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789")
+
+
+def bytes_literal(data: bytes) -> str:
+    """A ``b'...'`` literal with every byte but letters and digits written ``\\xNN``.
+
+    No quote, backslash-letter, dot or whitespace survives in the text, so
+    numexpr's own blacklist and PyTables' parser see a plain constant.
+    """
+    return "b'" + "".join(chr(b) if b in _PLAIN_BYTE else f"\\x{b:02x}" for b in data) + "'"
+
+
+def where_arguments(query: CheckedQuery) -> tuple[str, dict[str, Any]]:
+    """``(condition, variables)`` for ``Table.getWhereList`` from a checked query.
+
+    Columns travel as rstring variables (OMERO.tables looks them up by name);
+    numbers and booleans as rlong/rdouble/rbool. OMERO.tables would take an
+    rstring as a column name, so string values are written into the condition
+    as escaped bytes literals instead.
+    """
+    variables: dict[str, Any] = {k: rstring(name) for k, name in query.columns.items()}
+    literals: dict[str, str] = {}
+    for key, value in query.values.items():
+        if isinstance(value, bytes | str):
+            literals[key] = bytes_literal(value.encode() if isinstance(value, str) else value)
+        elif isinstance(value, bool):
+            variables[key] = rbool(value)
+        elif isinstance(value, int):
+            variables[key] = rlong(value)
+        else:
+            variables[key] = rdouble(float(value))
+    condition = _VALUE_NAME.sub(lambda m: literals.get(m.group(1), m.group(1)), query.expression)
+    return condition, variables
+
+
+class OmeroTable(TableHandle):
+    """A table opened through ``SharedResources.openTable`` as the caller."""
+
+    def __init__(self, gate: CallGate, session: OmeroSession, info: FileInfo, table: Any) -> None:
+        self.info = info
+        self._gate, self._session, self._table = gate, session, table
+        self._lock = threading.Lock()
+        self._closed = False
+        try:
+            with self._call("reading the table's columns"):
+                self._schema = schema_of(table.getHeaders())
+                self._rows = int(table.getNumberOfRows())
+        except BaseException:
+            self.close()
+            raise
+        self._index = {name: i for i, name in enumerate(self._schema.names)}
+
+    def _call(self, doing: str) -> Any:
+        return self._gate.call(self._session, f"{doing} ({self.info.name!r}, "
+                                              f"OriginalFile {self.info.file_id})")
+
+    @property
+    def schema(self) -> pa.Schema:
+        return self._schema
+
+    @property
+    def num_rows(self) -> int:
+        return self._rows
+
+    def _batch(self, names: Sequence[str], data_columns: list[Any]) -> pa.RecordBatch:
+        fields = [self._schema.field(n) for n in names]
+        arrays = [to_arrow(c, f) for c, f in zip(data_columns, fields, strict=True)]
+        return pa.RecordBatch.from_arrays(arrays, schema=pa.schema(fields))
+
+    def read_range(self, columns: Sequence[str], start: int, stop: int) -> pa.RecordBatch:
+        stop = min(stop, self._rows)
+        if not columns or stop <= start:
+            return self._empty(columns)
+        with self._call(f"reading rows {start}..{stop}"):
+            data = self._table.read([self._index[c] for c in columns], start, stop)
+        return self._batch(columns, list(data.columns))
+
+    def read_rows(self, columns: Sequence[str], rows: np.ndarray) -> pa.RecordBatch:
+        rows = np.asarray(rows, dtype=np.int64)
+        if not columns or len(rows) == 0:
+            return self._empty(columns)
+        # OMERO.tables reads coordinates in ascending order: read each row once, then reorder.
+        unique, order = np.unique(rows, return_inverse=True)
+        with self._call(f"reading {len(unique)} rows"):
+            data = self._table.slice([self._index[c] for c in columns], unique.tolist())
+        batch = self._batch(columns, list(data.columns))
+        if len(unique) == len(rows) and np.array_equal(unique, rows):
+            return batch
+        return batch.take(pa.array(order, type=pa.int64()))
+
+    def _empty(self, columns: Sequence[str]) -> pa.RecordBatch:
+        """No rows (or no columns: the streaming layer adds the row numbers)."""
+        fields = [self._schema.field(c) for c in columns]
+        return pa.RecordBatch.from_arrays([pa.array([], type=f.type) for f in fields],
+                                          schema=pa.schema(fields))
+
+    def where(self, query: CheckedQuery, start: int, stop: int) -> np.ndarray:
+        stop = min(stop, self._rows)
+        if stop <= start:
+            return np.empty(0, dtype=np.int64)
+        condition, variables = where_arguments(query)
+        with self._call(f"running the query {query.source!r}"):
+            found = self._table.getWhereList(condition, variables, start, stop, 1)
+        return np.asarray(found, dtype=np.int64)
+
+    def close(self) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+        try:
+            with self._call("closing the table"):
+                self._table.close()
+        except Exception:  # noqa: BLE001 - the session may be gone; OMERO then closes it
+            log.warning("closing OriginalFile %s failed", self.info.file_id, exc_info=True)

@@ -50,20 +50,25 @@ def write_json_atomically(path: Path, data: Any) -> None:
     os.replace(tmp, path)
 
 
-def make_certificate(directory: Path) -> tuple[Path, Path]:
-    """A self-signed certificate for the SSL endpoint (as OMERO servers use)."""
+def make_certificate(directory: Path) -> Path:
+    """A self-signed certificate and key, as PKCS#12, for the SSL endpoint (as OMERO uses)."""
     directory.mkdir(parents=True, exist_ok=True)
-    cert, key = directory / "server.pem", directory / "server.key"
-    if cert.exists() and key.exists():
-        return cert, key
+    bundle = directory / "server.p12"
+    if bundle.exists():
+        return bundle
     openssl = shutil.which("openssl")
     if openssl is None:
         raise RuntimeError("the OMERO stand-in needs the openssl command for its SSL endpoint")
+    cert, key = directory / "server.pem", directory / "server.key"
     subprocess.run(
         [openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "30",
          "-subj", "/CN=localhost", "-keyout", str(key), "-out", str(cert)],
         check=True, capture_output=True)
-    return cert, key
+    subprocess.run(
+        [openssl, "pkcs12", "-export", "-in", str(cert), "-inkey", str(key),
+         "-out", str(bundle), "-passout", "pass:"],
+        check=True, capture_output=True)
+    return bundle
 
 
 class StandinServer:
@@ -92,14 +97,14 @@ class StandinServer:
     # Lifetime ------------------------------------------------------------
 
     def start(self, host: str = "127.0.0.1", port: int = 0, tcp_port: int = 0) -> dict[str, Any]:
-        cert, key = make_certificate(self.data_dir / "ssl")
+        bundle = make_certificate(self.data_dir / "ssl")
         init = Ice.InitializationData()
         init.properties = Ice.createProperties()
         for name, value in {
             "Ice.Plugin.IceSSL": "IceSSL:createIceSSL",
-            "IceSSL.DefaultDir": str(cert.parent),
-            "IceSSL.CertFile": cert.name,
-            "IceSSL.KeyFile": key.name,
+            "IceSSL.DefaultDir": str(bundle.parent),
+            "IceSSL.CertFile": bundle.name,
+            "IceSSL.Password": "",
             "IceSSL.VerifyPeer": "0",
             "Ice.ThreadPool.Server.Size": "4",
             "Ice.ThreadPool.Server.SizeMax": "32",

@@ -150,3 +150,30 @@ def test_read_csv_and_csv_gz(omero_standin, omero_world, connection, frame, tmp_
     omero2pandas.download_csv(str(target), annotation_id=packed.annotation_id,
                               omero_connector=connection)
     assert gzip.decompress(target.read_bytes()) == frame.to_csv(index=False).encode()
+
+
+def test_upload_links_to_every_container_kind(omero_standin, omero_world, connection):
+    seed = omero_standin.seed
+    group = omero_world.shared_group
+    image = omero_world.images[group]
+    plate = seed.plate("alice", group)
+    links = [("Image", image), ("Dataset", seed.dataset("alice", group)),
+             ("Project", seed.project("alice", group)), ("Plate", plate),
+             ("Well", seed.well("alice", group, plate, row=1, column=2)),
+             ("Screen", seed.screen("alice", group)),
+             ("Roi", seed.roi("alice", group, image))]
+    frame = pd.DataFrame({"image": [image, image], "score": [0.5, 1.5]})
+    ann_id = omero2pandas.upload_table(frame, "linked everywhere", links=links,
+                                       omero_connector=connection)
+    client = omero_standin.login("bob")
+    try:
+        query = client.sf.getQueryService()
+        for kind, parent in links:
+            children = query.findAllByQuery(
+                f"select l.child from {kind}AnnotationLink l where l.parent.id = :id",
+                omero.sys.ParametersI().addId(parent), {"omero.group": "-1"})
+            assert ann_id in [c.id.val for c in children], kind
+    finally:
+        client.closeSession()
+    result = omero2pandas.read_table(annotation_id=ann_id, omero_connector=connection)
+    pd.testing.assert_frame_equal(result, frame, check_dtype=False)

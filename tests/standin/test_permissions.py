@@ -131,3 +131,20 @@ def test_owner_can_write_own_table(omero_login, omero_world, tables):
 
 def omero_standin_group_id(client, name: str) -> int:
     return client.sf.getAdminService().lookupGroup(name).id.val
+
+
+def test_owner_deletes_table(omero_standin, omero_login, omero_world):
+    from flight_server.repository import original_file_path
+
+    group = omero_world.shared_group
+    seeded = omero_standin.seed.table("alice", group, pd.DataFrame({"x": [1.0]}), "doomed",
+                                      links=[("Image", omero_world.images[group])])
+    path = original_file_path(omero_standin.data_dir, seeded.file_id)
+    assert path.exists()
+    alice = omero_login("alice")
+    _open(alice, seeded.file_id).delete()
+    query = alice.sf.getQueryService()
+    assert query.find("OriginalFile", seeded.file_id, ALL_GROUPS) is None
+    assert query.find("FileAnnotation", seeded.annotation_id, ALL_GROUPS) is None
+    assert not path.exists()
+    assert seeded.file_id not in [t["file_id"] for t in omero_standin.open_tables()]

@@ -4,6 +4,8 @@ Every setting is a field of :class:`Settings`; its environment variable is
 ``OMERO_FLIGHT_`` plus the field name in capitals (``OMERO_FLIGHT_PORT``), and
 its key in the config file is the field name (top level or under ``[server]``).
 The default store folder is ``$OMERO_FLIGHT_HOME`` or ``~/.local/share/omero-flight``.
+Setting ``omero_host`` (``--omero-host``, ``OMERO_FLIGHT_OMERO_HOST``) serves an
+OMERO server through omero-py instead of the embedded store.
 """
 
 from __future__ import annotations
@@ -41,6 +43,15 @@ class Settings:
     log_level: str = "INFO"
     token_lifetime: float = 12 * 3600.0
     spool_dir: Path | None = None
+    # The OMERO backend: set omero_host to serve an OMERO server instead of the store.
+    omero_host: str | None = None
+    omero_port: int = 4064
+    omero_idle_timeout: float = 600.0
+    omero_max_calls: int = 8
+
+    @property
+    def uses_omero(self) -> bool:
+        return bool(self.omero_host)
 
     @property
     def tls(self) -> bool:
@@ -65,6 +76,15 @@ class Settings:
             raise ConfigError("split_rows must be at least 1")
         if not 0 <= self.port <= 65535:
             raise ConfigError(f"port {self.port} is out of range")
+        if not 0 < self.omero_port <= 65535:
+            raise ConfigError(f"omero_port {self.omero_port} is out of range")
+        if self.omero_max_calls < 1:
+            raise ConfigError("omero_max_calls must be at least 1")
+        if self.omero_idle_timeout <= 0:
+            raise ConfigError("omero_idle_timeout must be positive")
+        if self.uses_omero and self.insecure_no_auth:
+            raise ConfigError("insecure_no_auth cannot be used with the OMERO backend: every "
+                              "call runs as its signed-in OMERO user, never a shared account")
 
 
 def is_loopback(host: str) -> bool:

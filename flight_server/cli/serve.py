@@ -1,4 +1,4 @@
-"""``omero-flight serve``: run the bridge over the embedded store."""
+"""``omero-flight serve``: run the bridge over the embedded store, or over OMERO."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import secrets
 import sys
 from pathlib import Path
 
+from flight_server.backends.base import Backend
 from flight_server.backends.local import LocalStore
 from flight_server.config import ConfigError, Settings, is_loopback, load_settings
 from flight_server.errors import BridgeError
@@ -21,8 +22,10 @@ ROOT_PASSWORD_FILE = "root-password"
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
-        "serve", help="run the Flight server over the embedded store",
-        description="Serve OMERO.tables over Arrow Flight from an embedded store folder. "
+        "serve", help="run the Flight server over the embedded store or an OMERO server",
+        description="Serve OMERO.tables over Arrow Flight from an embedded store folder, or "
+                    "with --omero-host from an OMERO server (each user signs in with their "
+                    "OMERO account or session key). "
                     "Settings: arguments > OMERO_FLIGHT_* environment > --config TOML > defaults.",
     )
     p.add_argument("--host", help="address to listen on (default 127.0.0.1)")
@@ -37,6 +40,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--split-rows", type=int,
                    help="rows per endpoint for large range reads (default 1000000)")
     p.add_argument("--log-level", help="DEBUG, INFO, WARNING, ... (default INFO)")
+    p.add_argument("--omero-host", help="serve this OMERO server instead of the store")
+    p.add_argument("--omero-port", type=int, help="OMERO's SSL port (default 4064)")
+    p.add_argument("--omero-idle-timeout", type=float,
+                   help="close a user's OMERO session after this many idle seconds (default 600)")
+    p.add_argument("--omero-max-calls", type=int,
+                   help="OMERO calls the bridge runs at once, across users (default 8)")
     p.set_defaults(func=run)
 
 
@@ -55,8 +64,24 @@ def ensure_root(store: LocalStore, out=sys.stdout) -> str | None:
     return password
 
 
-def make_server(settings: Settings, store: LocalStore) -> FlightService:
-    """A started server for these settings over ``store``."""
+def make_backend(settings: Settings) -> Backend:
+    """The backend these settings choose: OMERO with ``omero_host``, else the store."""
+    if settings.uses_omero:
+        try:
+            from flight_server.backends.omero import OmeroBackend
+        except ImportError as exc:
+            raise BridgeError(str(exc)) from None
+        assert settings.omero_host is not None
+        return OmeroBackend(settings.omero_host, settings.omero_port,
+                            idle_timeout=settings.omero_idle_timeout,
+                            max_calls=settings.omero_max_calls)
+    store = LocalStore(settings.store)
+    ensure_root(store)
+    return store
+
+
+def make_server(settings: Settings, store: Backend) -> FlightService:
+    """A started server for these settings over ``store`` (any backend)."""
     tls = None
     if settings.tls_cert is not None and settings.tls_key is not None:
         tls = [(Path(settings.tls_cert).read_bytes(), Path(settings.tls_key).read_bytes())]
@@ -75,24 +100,30 @@ def run(args: argparse.Namespace) -> int:
 
     given = {k: getattr(args, k, None) for k in
              ("host", "port", "store", "tls_cert", "tls_key", "insecure_no_auth", "split_rows",
-              "log_level")}
+              "log_level", "omero_host", "omero_port", "omero_idle_timeout", "omero_max_calls")}
     try:
         settings = load_settings(given, args.config)
     except ConfigError as exc:
         raise CliError(str(exc)) from None
     logging.getLogger().setLevel(settings.log_level.upper())
     try:
-        store = LocalStore(settings.store)
-        ensure_root(store)
-        server = make_server(settings, store)
+        backend = make_backend(settings)
     except (BridgeError, OSError) as exc:
         raise CliError(str(exc)) from None
+    try:
+        server = make_server(settings, backend)
+    except (BridgeError, OSError) as exc:
+        backend.close()
+        raise CliError(str(exc)) from None
     auth = "no authentication" if settings.insecure_no_auth else "authentication required"
-    print(f"omero-flight serving {store.path} on {server.url} ({auth})", flush=True)
+    source = (f"OMERO at {settings.omero_host}:{settings.omero_port}" if settings.uses_omero
+              else str(getattr(backend, "path", settings.store)))
+    print(f"omero-flight serving {source} on {server.url} ({auth})", flush=True)
     try:
         server.serve()
     except KeyboardInterrupt:
         pass
     finally:
         server.shutdown()
+        backend.close()
     return 0

@@ -265,7 +265,10 @@ class UpdateI(omero.api.IUpdate):
         if record is None:
             raise omero.ValidationException(None, None, f"no {kind_of(row)}:{unwrap(row.id)}")
         catalog.check_write(self.sf.user, record)
-        catalog.delete(record.kind, record.id)
+        if record.kind == "OriginalFile":
+            self.sf.server.delete_file(record)  # its bytes, annotations and links too
+        else:
+            catalog.delete(record.kind, record.id)
         return VOID
 
 

@@ -78,8 +78,9 @@ def _omero(standin: Any) -> Iterator[Site]:
     image = seed.image(owner, shared, "conformance image")
     plate = seed.plate(owner, shared, "conformance plate")
     targets = {
-        "Image": image, "Dataset": seed.dataset(owner, shared), "Project": seed.project(owner, shared),
-        "Plate": plate, "Screen": seed.screen(owner, shared), "Well": seed.well(owner, shared, plate),
+        "Image": image, "Dataset": seed.dataset(owner, shared),
+        "Project": seed.project(owner, shared), "Plate": plate,
+        "Screen": seed.screen(owner, shared), "Well": seed.well(owner, shared, plate),
         "Roi": seed.roi(owner, shared, image),
     }
     users = {role: (name, seed.passwords[name]) for role, name in names.items()}
@@ -99,7 +100,8 @@ def _omero(standin: Any) -> Iterator[Site]:
     backend.close()
 
 
-@pytest.fixture(scope="session", params=["embedded", pytest.param("omero", marks=pytest.mark.omero)])
+@pytest.fixture(scope="session",
+                params=["embedded", pytest.param("omero", marks=pytest.mark.omero)])
 def site(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
          ) -> Iterator[Site]:
     if request.param == "embedded":

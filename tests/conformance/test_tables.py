@@ -139,7 +139,8 @@ def test_other_outputs(owner, table, tmp_path):
     ann, _, frame = table
     arrow = flight_client.read_arrow(annotation_id=ann, omero_connector=owner)
     assert arrow.num_rows == ROWS and arrow.column_names == list(frame.columns)
-    polars = flight_client.read_polars(annotation_id=ann, column_names=["id"], omero_connector=owner)
+    polars = flight_client.read_polars(annotation_id=ann, column_names=["id"],
+                                       omero_connector=owner)
     assert polars["id"].to_list() == frame.id.tolist()
     import duckdb
 

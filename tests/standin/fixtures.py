@@ -53,6 +53,18 @@ class Standin:
         """Tables currently open on the stand-in (OMERO.tables' view)."""
         return self.status()["open_tables"]
 
+    def wait_for_open_tables(self, condition: Callable[[list[dict[str, Any]]], bool],
+                             timeout: float = 10.0) -> list[dict[str, Any]]:
+        """Poll ``open_tables()`` until ``condition(tables)`` holds; AssertionError on timeout."""
+        deadline = time.monotonic() + timeout
+        while True:
+            tables = self.open_tables()
+            if condition(tables):
+                return tables
+            if time.monotonic() > deadline:
+                raise AssertionError(f"open tables still {tables} after {timeout}s")
+            time.sleep(0.05)
+
     def login(self, user: str, password: str | None = None, secure: bool = True) -> Any:
         """A new omero.client logged in as ``user``; the caller closes it."""
         import omero

@@ -8,7 +8,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-omero = pytest.importorskip("omero", reason="omero-py is not installed; run make test")
+from tests.standin.fixtures import SKIP_REASON  # noqa: E402
+
+omero = pytest.importorskip("omero", reason=SKIP_REASON)
 omero2pandas = pytest.importorskip("omero2pandas", reason="omero2pandas is not installed")
 
 pytestmark = pytest.mark.omero

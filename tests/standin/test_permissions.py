@@ -6,7 +6,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-omero = pytest.importorskip("omero", reason="omero-py is not installed; run make test")
+from tests.standin.fixtures import SKIP_REASON  # noqa: E402
+
+omero = pytest.importorskip("omero", reason=SKIP_REASON)
 
 pytestmark = pytest.mark.omero
 ALL_GROUPS = {"omero.group": "-1"}

@@ -5,7 +5,9 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-omero = pytest.importorskip("omero", reason="omero-py is not installed; run make test")
+from tests.standin.fixtures import SKIP_REASON  # noqa: E402
+
+omero = pytest.importorskip("omero", reason=SKIP_REASON)
 from omero.rtypes import rlist, rlong, rstring, unwrap  # noqa: E402
 
 pytestmark = pytest.mark.omero

@@ -12,7 +12,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-omero = pytest.importorskip("omero", reason="omero-py is not installed; run make test")
+from tests.standin.fixtures import SKIP_REASON  # noqa: E402
+
+omero = pytest.importorskip("omero", reason=SKIP_REASON)
 import Glacier2  # noqa: E402 - installed with omero-py's zeroc-ice
 import Ice  # noqa: E402
 
@@ -148,8 +150,8 @@ def test_client_process_dying_closes_its_tables(omero_standin, omero_world, tabl
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                           timeout=60, check=True)
     session = done.stdout.strip()
-    assert _wait_for(lambda: not [t for t in omero_standin.open_tables()
-                                  if t["session"] == session])
+    omero_standin.wait_for_open_tables(
+        lambda tables: not [t for t in tables if t["session"] == session])
 
 
 def test_concurrent_reads(omero_login, omero_world, table):

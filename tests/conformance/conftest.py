@@ -34,6 +34,7 @@ class Site:
     port: int
     users: dict[str, tuple[str, str]]  # role -> (user name, password)
     targets: dict[str, int]
+    outsider_image: int  # an Image of the outsider's, in their private group
     add_file: Callable[[str, bytes, str, str, list[tuple[str, int]]], tuple[int, int]]
     open_tables: Callable[[], list[Any]] = field(default=lambda: [])
     server: Any = None
@@ -58,7 +59,7 @@ def _embedded(tmp: Path) -> Iterator[Site]:
     users = {role: (name, bridge.passwords[name])
              for role, name in (("owner", "alice"), ("peer", "bob"), ("outsider", "carol"))}
     targets = {kind: 10 + i for i, kind in enumerate(LINK_KINDS)}
-    yield Site("embedded", bridge.host, bridge.port, users, targets, add_file,
+    yield Site("embedded", bridge.host, bridge.port, users, targets, 99, add_file,
                server=bridge.server)
     bridge.server.shutdown()
 
@@ -93,7 +94,8 @@ def _omero(standin: Any) -> Iterator[Site]:
 
     backend = OmeroBackend(standin.host, standin.port)
     server = FlightService(backend, "grpc://127.0.0.1:0")
-    yield Site("omero", "127.0.0.1", server.port, users, targets, add_file,
+    outsider_image = seed.image(names["outsider"], private, "outsider image")
+    yield Site("omero", "127.0.0.1", server.port, users, targets, outsider_image, add_file,
                open_tables=standin.open_tables, server=server,
                extra={"backend": backend, "standin": standin, "groups": groups})
     server.shutdown()

@@ -74,8 +74,10 @@ def receive_table(backend: Backend, caller: Caller, desc: UploadDescriptor,
                   spool_dir: str | Path | None = None,
                   cancelled: Callable[[], bool] = _never) -> UploadResult:
     """Create a table from a ``do_put`` stream; see the module docstring."""
-    if desc.format != "hdf5":
-        raise InvalidArgument(f"this server stores tables as hdf5, not {desc.format!r}")
+    formats = getattr(backend, "table_formats", ("hdf5",))
+    if desc.format not in formats:
+        raise InvalidArgument(
+            f"this server stores tables as {' or '.join(formats)}, not {desc.format!r}")
     stored = cols.omero_schema(reader.schema)
     unsized = [f.name for f in stored
                if cols.column_type_of(f) == cols.STRING and cols.string_size_of(f) is None]
@@ -100,7 +102,10 @@ def receive_table(backend: Backend, caller: Caller, desc: UploadDescriptor,
 
 def _write(backend: Backend, caller: Caller, desc: UploadDescriptor, schema: pa.Schema,
            batches: Iterator[pa.RecordBatch]) -> UploadResult:
-    writer = backend.create_table(caller, desc.name, schema, desc.links, desc.description)
+    # Only a backend that offers other formats takes the keyword (hdf5 is everyone's default).
+    extra = {"format": desc.format} if desc.format != "hdf5" else {}
+    writer = backend.create_table(caller, desc.name, schema, desc.links, desc.description,
+                                  **extra)
     try:
         for batch in batches:
             writer.append(batch)

@@ -19,13 +19,14 @@ import io
 import logging
 import os
 import secrets
+import shutil
 import sqlite3
 import time
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 import pyarrow as pa
 
@@ -54,6 +55,9 @@ from flight_server.errors import (
 )
 from flight_server.hdf5_layout import H5Reader, H5Writer
 from flight_server.repository import original_file_path
+
+if TYPE_CHECKING:
+    from flight_server.tiledb_layout import TileDBWriter
 
 log = logging.getLogger(__name__)
 
@@ -87,9 +91,15 @@ def _file_info(row: sqlite3.Row) -> FileInfo:
 
 
 class LocalStore(Backend):
-    """The embedded store in folder ``path`` (created on first use)."""
+    """The embedded store in folder ``path`` (created on first use).
+
+    Tables are HDF5 files (OMERO.tables' own layout) or, when an upload asks
+    for ``format="tiledb"``, TileDB arrays (folders) in OMERO Plus's layout.
+    """
 
     name = "local"
+    #: Table formats ``create_table`` accepts (``uploads.receive_table`` checks this).
+    table_formats = ("hdf5", "tiledb")
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path).expanduser().resolve()
@@ -270,10 +280,18 @@ class LocalStore(Backend):
                 f"{ref} ({row['name']!r}, {row['mimetype']}) is a plain file, not an "
                 "OMERO.table: read it with a file ticket (download_file)"
             )
-        return H5Reader(self._disk_path(row), _file_info(row))
+        path = self._disk_path(row)
+        if path.is_dir():  # a TileDB array is a folder
+            from flight_server.tiledb_layout import TileDBReader
+
+            return TileDBReader(path, _file_info(row))
+        return H5Reader(path, _file_info(row))
 
     def read_file(self, caller: Caller, ref: TableRef, chunk_size: int) -> Iterator[bytes]:
         path = self._disk_path(self._row(caller, ref))
+        if path.is_dir():
+            raise InvalidArgument(f"{ref} is a TileDB table (a folder), not a single file: "
+                                  "read it as a table")
         fh = path.open("rb")
 
         def chunks() -> Iterator[bytes]:
@@ -316,12 +334,16 @@ class LocalStore(Backend):
         schema: pa.Schema,
         links: Sequence[tuple[str, int]],
         description: str = "",
+        format: str = "hdf5",
     ) -> TableWriter:
+        if format not in self.table_formats:
+            raise InvalidArgument(f"unknown table format {format!r}: use one of "
+                                  f"{', '.join(self.table_formats)}")
         links = normalize_links(links)
         for f in schema:
             if cols.column_type_of(f) == cols.STRING and cols.string_size_of(f) is None:
                 raise InvalidArgument(f"string column {f.name!r} has no width")
-        return _LocalTableWriter(self, caller, name, schema, links, description)
+        return _LocalTableWriter(self, caller, name, schema, links, description, format)
 
     def create_file(
         self, caller: Caller, name: str, mimetype: str, links: Sequence[tuple[str, int]]
@@ -373,7 +395,7 @@ class LocalStore(Backend):
                 cur = db.execute(
                     "INSERT INTO original_files (name, mimetype, size, owner_id, group_id, path,"
                     " rows, created) VALUES (?, ?, ?, ?, ?, '', ?, ?)",
-                    (name, mimetype, tmp.stat().st_size, caller.user_id, caller.group_ids[0],
+                    (name, mimetype, _disk_size(tmp), caller.user_id, caller.group_ids[0],
                      rows, time.time()))
                 file_id = int(cur.lastrowid)
                 final = original_file_path(self.path, file_id)
@@ -388,10 +410,10 @@ class LocalStore(Backend):
                 final.parent.mkdir(parents=True, exist_ok=True)
                 os.replace(tmp, final)
         except BaseException:
-            tmp.unlink(missing_ok=True)
+            _remove(tmp)
             if final is not None and final.exists() and not tmp.exists():
                 # The rename happened but COMMIT failed: the catalog does not know the file.
-                final.unlink(missing_ok=True)
+                _remove(final)
             raise
         return file_id, annotation_id
 
@@ -399,6 +421,21 @@ class LocalStore(Backend):
         row = self.catalog.one(f"SELECT {FILE_COLUMNS} FROM {FILE_JOINS} WHERE f.id = ?",
                                (file_id,))
         return _file_info(row)
+
+
+def _disk_size(path: Path) -> int:
+    """Bytes of a file, or of every file in a folder (a TileDB array)."""
+    if path.is_dir():
+        return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+    return path.stat().st_size
+
+
+def _remove(path: Path) -> None:
+    """Remove a file or a folder (a TileDB array), if it exists."""
+    if path.is_dir():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
 
 
 def _guess_mimetype(name: str) -> str:
@@ -417,12 +454,20 @@ def _check_caller(caller: Caller) -> None:
 
 class _LocalTableWriter(TableWriter):
     def __init__(self, store: LocalStore, caller: Caller, name: str, schema: pa.Schema,
-                 links: Sequence[tuple[str, int]], description: str) -> None:
+                 links: Sequence[tuple[str, int]], description: str,
+                 format: str = "hdf5") -> None:
         _check_caller(caller)
         self._store, self._caller, self._name = store, caller, name
         self._links, self._description = links, description
-        self._tmp = store.tmp / f"upload-{uuid.uuid4().hex}.h5"
-        self._writer: H5Writer | None = H5Writer(self._tmp, schema)
+        self._writer: H5Writer | TileDBWriter | None
+        if format == "tiledb":
+            from flight_server.tiledb_layout import TileDBWriter
+
+            self._tmp = store.tmp / f"upload-{uuid.uuid4().hex}.tiledb"
+            self._writer = TileDBWriter(self._tmp, schema)
+        else:
+            self._tmp = store.tmp / f"upload-{uuid.uuid4().hex}.h5"
+            self._writer = H5Writer(self._tmp, schema)
 
     def append(self, batch: pa.RecordBatch) -> None:
         if self._writer is None:
@@ -445,7 +490,7 @@ class _LocalTableWriter(TableWriter):
         if self._writer is not None:
             self._writer.close()
             self._writer = None
-        self._tmp.unlink(missing_ok=True)
+        _remove(self._tmp)
 
 
 class _LocalFileWriter(FileWriter):

@@ -424,6 +424,15 @@ class Connection:
         state = "closed" if self._closed else "open" if self._transport else "unopened"
         return f"<Connection {self.url} user={self.details.username!r} {state}>"
 
+    def get_gateway(self) -> Any:
+        """omero2pandas returns a BlitzGateway here; a bridge does not expose the OMERO API."""
+        raise errors.NotSupported(
+            "an omero-flight connection has no BlitzGateway: the bridge serves tables only; "
+            "use omero-py directly for the rest of the OMERO API"
+        )
+
+    get_client = get_gateway
+
     # -- small server calls -----------------------------------------------------------------
     def whoami(self) -> dict[str, Any]:
         """Who the bridge thinks we are: user name, groups, ..."""

@@ -12,6 +12,8 @@ import flight_client
 from flight_client.connection import ENV_HOST, ENV_PASSWORD, ENV_PORT, ENV_URL, ENV_USER
 
 ROWS = 300
+#: The image the client tests link to; other test folders share the bridge and use Image 1.
+IMAGE = 7001
 
 
 def make_measurements(rows: int = ROWS) -> pd.DataFrame:
@@ -54,11 +56,11 @@ def conn(bridge, alice):
 
 @pytest.fixture(scope="session")
 def table(conn) -> Uploaded:
-    """A 300-row table of alice's, linked to Image 1."""
+    """A 300-row table of alice's, linked to Image 7001."""
     df = make_measurements()
-    ann = flight_client.upload_table(df, "measurements", parent_id=1, omero_connector=conn,
+    ann = flight_client.upload_table(df, "measurements", parent_id=IMAGE, omero_connector=conn,
                                      progress=False)
-    entry = next(t for t in flight_client.list_tables("Image", 1, omero_connector=conn)
+    entry = next(t for t in flight_client.list_tables("Image", IMAGE, omero_connector=conn)
                  if t["annotation_id"] == ann)
     return Uploaded(ann, entry["file_id"], df)
 
@@ -74,8 +76,8 @@ def csv_files(bridge, csv_text):
     import gzip
 
     store = bridge.store
-    plain = store.add_file("alice", csv_text.encode(), "cells.csv", "text/csv", [("Image", 1)])
+    plain = store.add_file("alice", csv_text.encode(), "cells.csv", "text/csv", [("Image", IMAGE)])
     packed = store.add_file("alice", gzip.compress(csv_text.encode()), "cells.csv.gz",
-                            "application/x-gzip", [("Image", 1)])
+                            "application/x-gzip", [("Image", IMAGE)])
     other = store.add_file("alice", b"not a table\n", "notes.txt", "text/plain")
     return {"csv": plain, "gz": packed, "txt": other}

@@ -22,7 +22,7 @@ def as_alice(bridge, monkeypatch):
 
 
 def test_ls(table, as_alice, capsys):
-    assert main(["ls", "--object", "Image:1"]) == 0
+    assert main(["ls", "--object", "Image:7001"]) == 0
     out = capsys.readouterr().out
     assert "measurements" in out and str(table.annotation_id) in out
     assert main(["ls", "--json"]) == 0

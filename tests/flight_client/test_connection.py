@@ -207,3 +207,8 @@ def test_expired_token_logs_in_again(tmp_path):
             assert c.transport.options().headers != first  # a fresh token
     finally:
         b.server.shutdown()
+
+
+def test_no_omero_gateway(conn):
+    with pytest.raises(flight_client.NotSupported, match="BlitzGateway"):
+        conn.get_gateway()

@@ -92,14 +92,14 @@ def test_download_csv_format_argument_and_query(table, conn, tmp_path):
 def test_list_tables(table, conn, bridge):
     mine = flight_client.list_tables(omero_connector=conn)
     assert table.annotation_id in {t["annotation_id"] for t in mine}
-    on_image = flight_client.list_tables("image", 1, omero_connector=conn)
+    on_image = flight_client.list_tables("image", 7001, omero_connector=conn)
     entry = next(t for t in on_image if t["annotation_id"] == table.annotation_id)
     assert entry["rows"] == 300 and entry["owner"] == "alice"
     assert flight_client.list_tables("Image", 999, omero_connector=conn) == []
     with pytest.raises(ValueError, match="both"):
         flight_client.list_tables("Image", omero_connector=conn)
     # carol (another, private group) does not see alice's table
-    carol = flight_client.list_tables("Image", 1, server=bridge.url, username="carol",
+    carol = flight_client.list_tables("Image", 7001, server=bridge.url, username="carol",
                                       password=bridge.passwords["carol"])
     assert table.annotation_id not in {t["annotation_id"] for t in carol}
 

@@ -18,7 +18,7 @@ from flight_client.writing import (
 
 
 def upload(source, conn, **kwargs) -> int:
-    return flight_client.upload_table(source, "t", parent_id=1, omero_connector=conn,
+    return flight_client.upload_table(source, "t", parent_id=7001, omero_connector=conn,
                                       progress=False, **kwargs)
 
 

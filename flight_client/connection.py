@@ -338,7 +338,12 @@ class Connection:
             if _in_jupyter():
                 self._login_form(keep_alive)
                 return self
-            self.details = _prompt_terminal(self.details)
+            try:
+                self.details = _prompt_terminal(self.details)
+            except EOFError:  # no one to answer (stdin closed or redirected)
+                raise errors.MissingConnectionDetails(
+                    "cannot connect: missing " + "; ".join(self.details.missing())
+                ) from None
             if self.details.missing():
                 raise errors.MissingConnectionDetails(
                     "cannot connect: missing " + "; ".join(self.details.missing())

@@ -212,3 +212,12 @@ def test_expired_token_logs_in_again(tmp_path):
 def test_no_omero_gateway(conn):
     with pytest.raises(flight_client.NotSupported, match="BlitzGateway"):
         conn.get_gateway()
+
+
+def test_prompt_without_answers(monkeypatch):
+    def no_input(prompt=""):
+        raise EOFError
+
+    monkeypatch.setattr("builtins.input", no_input)
+    with pytest.raises(flight_client.MissingConnectionDetails, match="bridge address"):
+        flight_client.connect_to_omero(allow_token=False)

@@ -16,6 +16,7 @@ from typing import Any
 
 import pandas as pd
 import pyarrow as pa
+import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from flight_client import errors
@@ -90,34 +91,76 @@ def check_target(target_path: str | os.PathLike[str]) -> Path:
     return path
 
 
+INDEX_COLUMN = "__index_level_0__"  # where pandas keeps an unnamed index in Parquet
+
+
+def _indexed(batch: pa.RecordBatch, index_name: str, last: bool) -> pa.RecordBatch:
+    """The batch with its row numbers renamed to ``index_name``, first or last."""
+    rows, rest = split_row_numbers(batch)
+    if rows is None:
+        rows = pa.array(range(batch.num_rows), type=pa.int64())
+    columns, names = list(rest.columns), list(rest.schema.names)
+    if last:
+        return pa.RecordBatch.from_arrays([*columns, rows], names=[*names, index_name])
+    return pa.RecordBatch.from_arrays([rows, *columns], names=[index_name, *names])
+
+
+def _csv_writable(schema: pa.Schema) -> bool:
+    return not any(pa.types.is_nested(f.type) for f in schema)
+
+
 class _CsvSink:
+    """CSV as omero2pandas writes it: an unnamed first column with the row numbers.
+
+    Arrow's CSV writer does the formatting; tables with array or mask columns,
+    which it cannot write, go through pandas (one batch at a time either way).
+    """
+
     def __init__(self, path: Path, schema: pa.Schema) -> None:
-        self._fh = open(path, "x", newline="", encoding="utf-8")  # noqa: SIM115
+        self._path = path
         self._schema = schema
+        self._arrow = _csv_writable(schema)
+        self._writer: pacsv.CSVWriter | None = None
+        self._fh = None if self._arrow else open(path, "x", newline="", encoding="utf-8")  # noqa: SIM115
         self._header = True
 
     def write(self, batch: pa.RecordBatch) -> None:
-        to_pandas(batch).to_csv(self._fh, header=self._header, index=True)
-        self._header = False
+        if not self._arrow:
+            to_pandas(batch).to_csv(self._fh, header=self._header, index=True)
+            self._header = False
+            return
+        out = _indexed(batch, "", last=False)
+        if self._writer is None:
+            self._writer = pacsv.CSVWriter(self._path, out.schema)
+        self._writer.write_batch(out)
 
     def close(self) -> None:
-        if self._header:  # nothing written yet: still give the file its header
-            self.write(pa.RecordBatch.from_pylist([], schema=self._schema))
-        self._fh.close()
+        if self._writer is None and self._fh is None:  # nothing arrived: still write a header
+            self._arrow = True
+            empty = pa.RecordBatch.from_pylist([], schema=self._schema)
+            self.write(empty)
+        if self._writer is not None:
+            self._writer.close()
+        if self._fh is not None:
+            if self._header:
+                self._fh.write(to_pandas(self._schema.empty_table()).to_csv(index=True))
+            self._fh.close()
 
 
 class _ParquetSink:
+    """Parquet written batch by batch, with pandas metadata that makes the row numbers
+    the index when read back with pandas."""
+
     def __init__(self, path: Path, schema: pa.Schema) -> None:
-        # Derive the Parquet schema once from an empty frame so that pandas
-        # metadata marks the row numbers as the index when read back.
-        empty = to_pandas(schema.empty_table())
-        self._schema = pa.Schema.from_pandas(empty, preserve_index=True)
+        empty = _indexed(pa.RecordBatch.from_pylist([], schema=schema), INDEX_COLUMN, last=True)
+        pandas_meta = pa.Schema.from_pandas(to_pandas(schema.empty_table()),
+                                            preserve_index=True).metadata
+        self._schema = empty.schema.with_metadata(pandas_meta)
         self._writer = pq.ParquetWriter(path, self._schema)
 
     def write(self, batch: pa.RecordBatch) -> None:
-        frame = to_pandas(batch)
-        self._writer.write_table(pa.Table.from_pandas(frame, schema=self._schema,
-                                                      preserve_index=True))
+        out = _indexed(batch, INDEX_COLUMN, last=True)
+        self._writer.write_batch(pa.RecordBatch.from_arrays(out.columns, schema=self._schema))
 
     def close(self) -> None:
         self._writer.close()

@@ -41,9 +41,12 @@ from flight_client.transport import Transport
 
 LOGGER = logging.getLogger(__name__)
 
-#: Endpoints fetched at the same time, and batches buffered per endpoint.
-MAX_PARALLEL_ENDPOINTS = 4
-PREFETCH_BATCHES = 4
+#: Endpoints fetched at the same time for in-memory reads, and batches buffered per
+#: endpoint. Every open stream also holds gRPC buffers (tens of MiB for a fast
+#: server), so streaming reads and downloads fetch one endpoint at a time and keep
+#: memory flat; in-memory reads, which hold their result anyway, overlap two.
+MAX_PARALLEL_ENDPOINTS = int(os.environ.get("OMERO_FLIGHT_PARALLEL_ENDPOINTS", "2"))
+PREFETCH_BATCHES = 2
 
 
 # -- selection ---------------------------------------------------------------------------------
@@ -187,16 +190,16 @@ def _fetch_into(transport: Transport, endpoint: flight.FlightEndpoint, q: queue.
         stream.close()
 
 
-def ordered_batches(transport: Transport,
-                    endpoints: list[flight.FlightEndpoint]) -> Iterator[pa.RecordBatch]:
-    """Batches of all endpoints in endpoint order; several endpoints are fetched at once."""
-    if len(endpoints) <= 1:
+def ordered_batches(transport: Transport, endpoints: list[flight.FlightEndpoint],
+                    parallel: int = MAX_PARALLEL_ENDPOINTS) -> Iterator[pa.RecordBatch]:
+    """Batches of all endpoints in endpoint order; up to ``parallel`` endpoints at once."""
+    if len(endpoints) <= 1 or parallel <= 1:
         for endpoint in endpoints:
             yield from _endpoint_batches(transport, endpoint)
         return
     stop = threading.Event()
     queues: list[queue.Queue] = [queue.Queue(maxsize=PREFETCH_BATCHES) for _ in endpoints]
-    workers = min(MAX_PARALLEL_ENDPOINTS, len(endpoints))
+    workers = min(parallel, len(endpoints))
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="omero-flight-get") as pool:
         futures = [pool.submit(_fetch_into, transport, ep, q, stop)
                    for ep, q in zip(endpoints, queues, strict=True)]
@@ -241,8 +244,12 @@ def _counted(batches: Iterator[pa.RecordBatch], progress_bar: Any) -> Iterator[p
 
 
 def open_read(conn: Connection, ticket: TableTicket, progress: bool | None = None,
-              desc: str = "Reading table") -> TableRead:
-    """Ask for the read's FlightInfo; batches are fetched as they are consumed."""
+              desc: str = "Reading table", parallel: int = MAX_PARALLEL_ENDPOINTS) -> TableRead:
+    """Ask for the read's FlightInfo; batches are fetched as they are consumed.
+
+    ``parallel=1`` fetches the endpoints one after another: the memory-bounded
+    choice for streams and downloads.
+    """
     transport = conn.transport
     info = transport.flight_info(ticket.encode())
     what = f"file {ticket.file_id}" if ticket.file_id is not None else (
@@ -251,8 +258,8 @@ def open_read(conn: Connection, ticket: TableTicket, progress: bool | None = Non
                 info.total_records if info.total_records >= 0 else "unknown",
                 len(info.endpoints))
     progress_bar = bar(desc, info.total_records, "rows", progress)
-    batches = _counted(_conformed(ordered_batches(transport, list(info.endpoints)), info.schema),
-                       progress_bar)
+    batches = _counted(_conformed(ordered_batches(transport, list(info.endpoints), parallel),
+                                  info.schema), progress_bar)
     return TableRead(info.schema, info.total_records, batches)
 
 
@@ -332,7 +339,7 @@ def read_arrow(
     stack = ExitStack()
     try:
         conn = stack.enter_context(use_connection(**connect))
-        read = open_read(conn, ticket, progress)
+        read = open_read(conn, ticket, progress, parallel=1)
     except BaseException:
         stack.close()
         raise
@@ -429,7 +436,7 @@ def download_table(
                           chunk_size)
     outputs.check_target(target_path)
     with use_connection(omero_connector, server, port, username, password) as conn:
-        read = open_read(conn, ticket, progress, desc="Downloading table")
+        read = open_read(conn, ticket, progress, desc="Downloading table", parallel=1)
         return outputs.write_file(target_path, read.schema, read.batches, fmt)
 
 

@@ -19,9 +19,9 @@ def main() -> None:
     parser.add_argument("--smoke", action="store_true",
                         help="small tables (CI); figures go to bench/results/smoke/")
     parser.add_argument("--rows", type=int, nargs="+",
-                        help="table sizes for the memory benchmark (default 1M and 5M rows)")
+                        help="table sizes for the memory benchmark (default 1M, 5M and 10M rows)")
     args = parser.parse_args()
-    sizes = args.rows or ([100_000, 400_000] if args.smoke else [1_000_000, 5_000_000])
+    sizes = args.rows or ([100_000, 400_000] if args.smoke else [1_000_000, 5_000_000, 10_000_000])
     out_dir = RESULTS / "smoke" if args.smoke else RESULTS
     print(f"omero-flight benchmarks on {platform.node()} ({platform.machine()}, "
           f"{platform.python_version()})\n")

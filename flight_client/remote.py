@@ -1,0 +1,458 @@
+"""TileDB tables and their in-place registration with OMERO Plus (the ``tiledb`` extra).
+
+Two steps, as in omero2pandas:
+
+1. :func:`create_tiledb` writes a table (DataFrame, CSV path read in chunks,
+   Arrow table, or a stream of record batches) to a new TileDB array in the
+   layout OMERO Plus reads, with a random ``SecretToken`` in its metadata.
+2. :func:`register_table` asks OMERO Plus (its OMERO.web, over HTTPS) to
+   register the array where the server sees it: it fetches a CSRF token and
+   cookie from ``<web>/<prefix>/api/v0/token``, then POSTs the path, name and
+   link targets as JSON to ``<web>/<prefix>/omero_plus/api/v0/table?bsession=<key>``
+   with the ``X-CSRFToken``, ``X-SecretToken`` and ``Referer`` headers. The
+   server opens the array, checks the token and answers with the new
+   FileAnnotation id.
+
+:func:`create_remote_table` does both and maps the local path to the
+server's view (:func:`remote_location`). omero2pandas takes the web address
+and session from its OMERO connection; this client talks to a bridge instead,
+so the OMERO.web address is ``web_url=`` or ``OMERO_FLIGHT_WEB_URL`` and the
+session key is ``session_key=`` or the key of a connection logged in as
+``__session__`` (or an omero-py client's session).
+"""
+
+from __future__ import annotations
+
+import http.cookiejar
+import json
+import logging
+import os
+import re
+import secrets
+import shutil
+import ssl
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Iterable, Iterator
+from pathlib import Path, PurePosixPath, PureWindowsPath
+from typing import Any
+
+import pyarrow as pa
+
+from flight_client import errors
+from flight_client.connection import SESSION_USER, Connection, _omero_session
+from flight_client.outputs import check_target
+from flight_client.progress import bar
+from flight_client.protocol import ROW_NUMBER_COLUMN, ProtocolError, normalize_links
+
+LOGGER = logging.getLogger(__name__)
+
+ENV_WEB_URL = "OMERO_FLIGHT_WEB_URL"
+TOKEN_ENDPOINT = "/api/v0/token"
+REGISTER_ENDPOINT = "/omero_plus/api/v0/table"
+CSRF_HEADER = "X-CSRFToken"
+SECRET_HEADER = "X-SecretToken"
+DEFAULT_CHUNK_SIZE = 1000
+SUFFIX = ".tiledb"
+_WINDOWS_PATH = re.compile(r"^(?:[A-Za-z]:[\\/]|\\\\)")
+
+
+def _layout() -> Any:
+    """``flight_server.tiledb_layout``, or MissingDependency naming the extra."""
+    try:
+        import tiledb  # noqa: F401
+    except ImportError:
+        raise errors.MissingDependency(
+            "TileDB tables need tiledb: pip install 'omero-flight[tiledb]'") from None
+    from flight_server import tiledb_layout
+
+    return tiledb_layout
+
+
+# -- writing an array ----------------------------------------------------------------------------
+def _reader_batches(reader: Any, chunk_size: int) -> tuple[pa.Schema, Iterator[pa.RecordBatch]]:
+    """Schema and batches (at most ``chunk_size`` rows) of a RecordBatchReader or Flight stream."""
+    if hasattr(reader, "to_reader"):  # a Flight stream reader
+        reader = reader.to_reader()
+
+    def batches() -> Iterator[pa.RecordBatch]:
+        """Batches of exactly ``chunk_size`` rows (the last may be shorter)."""
+        pending: list[pa.RecordBatch] = []
+        held = 0
+        for batch in reader:
+            while batch.num_rows:
+                part = batch.slice(0, chunk_size - held)
+                batch = batch.slice(part.num_rows)
+                pending.append(part)
+                held += part.num_rows
+                if held == chunk_size:
+                    yield pa.Table.from_batches(pending).combine_chunks().to_batches()[0]
+                    pending, held = [], 0
+        if held:
+            yield pa.Table.from_batches(pending).combine_chunks().to_batches()[0]
+
+    return reader.schema, batches()
+
+
+def _source_batches(source: Any, chunk_size: int
+                    ) -> tuple[pa.Schema, int | None, Iterator[pa.RecordBatch]]:
+    if isinstance(source, pa.RecordBatchReader) or hasattr(source, "to_reader"):
+        schema, batches = _reader_batches(source, chunk_size)
+        return schema, None, batches
+    from flight_client.writing import upload_source  # the same readers as upload_table
+
+    data = upload_source(source, chunk_size)
+    return data.schema, data.total_rows, data.batches
+
+
+def write_tiledb(path: str | os.PathLike[str], schema: pa.Schema,
+                 batches: Iterable[pa.RecordBatch], total_rows: int | None = None,
+                 progress: bool | None = None) -> tuple[str, int]:
+    """Write batches to a new TileDB table array, one TileDB write each; (SecretToken, rows).
+
+    Types follow OMERO.tables (``flight_server.columns``); a ``__row__``
+    column (row numbers sent by the bridge) is dropped, and rows are numbered
+    0, 1, ... in the array. A partial array is removed on failure.
+    """
+    layout = _layout()
+    from flight_server import columns as cols
+
+    target = check_target(path)
+    keep = [n for n in schema.names if n != ROW_NUMBER_COLUMN]
+    try:
+        stored = cols.omero_schema(pa.schema([schema.field(n) for n in keep]))
+    except cols.UnsupportedColumn as exc:
+        raise errors.InvalidRequest(str(exc)) from None
+    token = secrets.token_urlsafe()
+    try:
+        writer = layout.TileDBWriter(target, stored, token=token)
+    except cols.UnsupportedColumn as exc:
+        raise errors.InvalidRequest(str(exc)) from None
+    progress_bar = bar("Writing TileDB table", total_rows, "rows", progress)
+    try:
+        for batch in batches:
+            if batch.schema.names != keep:
+                batch = batch.select(keep)
+            try:
+                writer.append(cols.conform_batch(batch, stored))
+            except cols.UnsupportedColumn as exc:
+                raise errors.InvalidRequest(str(exc)) from None
+            progress_bar.update(batch.num_rows)
+        writer.close()
+    except BaseException:
+        writer.close()
+        shutil.rmtree(target, ignore_errors=True)
+        raise
+    finally:
+        progress_bar.close()
+    LOGGER.info("wrote %d rows in %d writes to TileDB array %s", writer.rows, writer.writes,
+                target)
+    return token, writer.rows
+
+
+def create_tiledb(
+    source: Any,
+    path: str | os.PathLike[str],
+    chunk_size: int | None = DEFAULT_CHUNK_SIZE,
+    *,
+    progress: bool | None = None,
+) -> str:
+    """Write ``source`` to a new TileDB array at ``path``; returns its ``SecretToken``.
+
+    ``source``: a pandas DataFrame, a CSV (or Parquet) path read ``chunk_size``
+    rows at a time, a pyarrow Table, or a ``RecordBatchReader`` / Flight
+    stream reader. Each chunk is one TileDB write. The array is laid out as
+    OMERO Plus expects (sparse, row dimension ``__tiledb_rows``, metadata
+    ``__version = '3'``, ``__initialized`` and the random ``SecretToken``
+    returned here, which :func:`register_table` needs). An existing ``path``
+    raises ``FileExistsError``; MaskColumns are refused.
+    """
+    size = chunk_size or DEFAULT_CHUNK_SIZE
+    if isinstance(size, bool) or not isinstance(size, int) or size <= 0:
+        raise errors.InvalidRequest(f"chunk_size must be a positive integer, got {chunk_size!r}")
+    check_target(path)
+    schema, total, batches = _source_batches(source, size)
+    token, _ = write_tiledb(path, schema, batches, total, progress)
+    return token
+
+
+# -- where the server sees the array -------------------------------------------------------------
+def _pure_local(path: str | os.PathLike[str]) -> Path | PureWindowsPath:
+    text = os.fspath(path)
+    if os.name != "nt" and _WINDOWS_PATH.match(text):
+        return PureWindowsPath(text)  # a drive or UNC path, given on another system
+    return Path(text)
+
+
+def remote_location(
+    local_path: str | os.PathLike[str],
+    remote_path: str | os.PathLike[str] | None,
+    table_name: str,
+) -> tuple[Path | PureWindowsPath, PurePosixPath]:
+    """(where this machine writes the array, where the OMERO Plus server sees it).
+
+    A ``local_path`` folder without a ``.tiledb`` suffix gets ``<table_name>.tiledb``
+    inside it. ``remote_path`` (a POSIX path on the server) may name the array
+    or the folder that holds it; without it the server must see the array at
+    the local path, which therefore has to be a POSIX path. A Windows drive
+    path such as ``J:\\data\\t.tiledb`` is mapped with ``remote_path``.
+    """
+    local = _pure_local(local_path)
+    if local.suffix != SUFFIX:
+        if isinstance(local, Path) and local.exists() and not local.is_dir():
+            raise errors.InvalidRequest(f"local_path {str(local)!r} is a file, not a folder "
+                                        "or a .tiledb array path")
+        local = local / f"{table_name}{SUFFIX}"
+    if remote_path is None:
+        if isinstance(local, PureWindowsPath):
+            raise errors.InvalidRequest(
+                f"the OMERO Plus server cannot open the Windows path {str(local)!r}: give "
+                "remote_path, the array's (POSIX) path as the server sees it")
+        remote = PurePosixPath(Path(local).resolve().as_posix())
+    else:
+        text = os.fspath(remote_path)
+        if _WINDOWS_PATH.match(text) or not text.startswith("/"):
+            raise errors.InvalidRequest(
+                f"remote_path {text!r} must be an absolute POSIX path on the OMERO Plus server")
+        remote = PurePosixPath(text)
+        if remote.suffix != SUFFIX:
+            remote = remote / local.name
+    return local, remote
+
+
+# -- registration over HTTPS ---------------------------------------------------------------------
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    """A redirect means OMERO.web wants a login: report it instead of following it."""
+
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+
+def web_base_url(web_url: str | None = None) -> str:
+    """The OMERO.web base URL: ``web_url`` or ``OMERO_FLIGHT_WEB_URL``; must be HTTPS."""
+    url = web_url or os.environ.get(ENV_WEB_URL)
+    if not url:
+        raise errors.MissingConnectionDetails(
+            f"registration needs the OMERO Plus web address: give web_url= or set {ENV_WEB_URL} "
+            "(e.g. https://omero.example.org)")
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme != "https" or not parts.netloc:
+        raise errors.InvalidRequest(
+            f"the OMERO Plus web address must be an https:// URL (the session key and "
+            f"SecretToken travel in it), got {url!r}")
+    return f"https://{parts.netloc}{parts.path.rstrip('/')}"
+
+
+def session_key_of(connector: Any = None, session_key: str | None = None) -> str:
+    """The OMERO session key: ``session_key``, a ``__session__`` connection's, or a client's."""
+    if session_key:
+        return session_key
+    if isinstance(connector, Connection):
+        if connector.details.username == SESSION_USER and connector.details.password:
+            return connector.details.password
+    elif connector is not None and hasattr(getattr(connector, "c", None) or connector,
+                                           "getSessionId"):
+        return _omero_session(connector)[0]
+    raise errors.MissingConnectionDetails(
+        "registration needs an OMERO session key: pass session_key=, or a connection logged in "
+        f"with username {SESSION_USER!r} and the session key as password, or an omero-py client")
+
+
+def _prefix(prefix: str) -> str:
+    prefix = (prefix or "").strip()
+    if prefix and not prefix.startswith("/"):
+        prefix = "/" + prefix
+    return prefix.rstrip("/")
+
+
+def _server_message(exc: urllib.error.HTTPError) -> str:
+    try:
+        body = exc.read()
+    except OSError:
+        body = b""
+    try:
+        content = json.loads(body)
+    except ValueError:
+        return body.decode("utf-8", "replace").strip()[:300] or "<no further message>"
+    if isinstance(content, dict) and "message" in content:
+        return str(content["message"])
+    return json.dumps(content)[:300]
+
+
+def _error(exc: urllib.error.HTTPError, url: str) -> errors.OmeroFlightError:
+    code = exc.code
+    if 300 <= code < 400:
+        return errors.AuthenticationFailed(
+            f"OMERO.web redirected {url} to {exc.headers.get('Location')!r}: the OMERO session "
+            "key was not accepted (expired or wrong); log in again")
+    message = f"OMERO Plus answered HTTP {code} for {url}: {_server_message(exc)}"
+    if code == 404:
+        return errors.NotFound(message + " (is this OMERO Plus with TileDB tables, and is the "
+                               "prefix right?)")
+    kinds: dict[int, type[errors.OmeroFlightError]] = {
+        400: errors.InvalidRequest, 401: errors.AuthenticationFailed,
+        403: errors.PermissionDenied, 409: errors.AlreadyExists}
+    return kinds.get(code, errors.ServerError)(message, code=str(code))
+
+
+def _call(opener: urllib.request.OpenerDirector, request: urllib.request.Request,
+          timeout: float) -> dict[str, Any]:
+    url = request.full_url.split("?", 1)[0]  # never log the session key
+    try:
+        with opener.open(request, timeout=timeout) as response:
+            body = response.read()
+    except urllib.error.HTTPError as exc:
+        raise _error(exc, url) from None
+    except urllib.error.URLError as exc:
+        hint = (" (a private CA? pass ca_file=)"
+                if isinstance(exc.reason, ssl.SSLCertVerificationError) else "")
+        raise errors.ConnectionFailed(f"cannot reach OMERO.web at {url}: {exc.reason}{hint}"
+                                      ) from None
+    except (TimeoutError, OSError) as exc:
+        raise errors.ConnectionFailed(f"cannot reach OMERO.web at {url}: {exc}") from None
+    try:
+        content = json.loads(body)
+    except ValueError:
+        raise errors.ServerError(f"OMERO.web's answer from {url} is not JSON") from None
+    if not isinstance(content, dict):
+        raise errors.ServerError(f"OMERO.web's answer from {url} is not a JSON object")
+    return content
+
+
+def register_table(
+    connector: Any,
+    remote_path: str | os.PathLike[str],
+    table_name: str,
+    links: Iterable[tuple[str, int]],
+    token: str | None,
+    prefix: str = "",
+    *,
+    web_url: str | None = None,
+    session_key: str | None = None,
+    ca_file: str | os.PathLike[str] | None = None,
+    timeout: float = 60.0,
+) -> int:
+    """Register a TileDB array with OMERO Plus in place; returns the new FileAnnotation id.
+
+    ``remote_path`` is the array's path as the OMERO Plus server sees it,
+    ``token`` the ``SecretToken`` :func:`create_tiledb` returned (the server
+    checks it against the array's metadata). ``links`` are ``(type, id)``
+    pairs. The request goes to OMERO.web at ``web_url`` (or
+    ``OMERO_FLIGHT_WEB_URL``; HTTPS only) under ``prefix``, authenticated by
+    the OMERO session key: ``session_key=``, or that of ``connector`` when it is
+    a bridge connection logged in as ``__session__`` or an omero-py client.
+    ``ca_file`` trusts a private certificate authority. Refusals raise the
+    client's errors with the server's message (wrong token: PermissionDenied).
+    """
+    base = web_base_url(web_url)
+    key = session_key_of(connector, session_key)
+    if not isinstance(table_name, str) or not table_name.strip():
+        raise errors.InvalidRequest(f"invalid table name: {table_name!r}")
+    try:
+        targets = [f"{kind}:{oid}" for kind, oid in normalize_links(list(links))]
+    except ProtocolError as exc:
+        raise errors.InvalidRequest(str(exc)) from None
+    if not targets:
+        raise errors.InvalidRequest("no OMERO objects to link the table to: give links")
+    if not token:
+        LOGGER.warning("registering %s without a SecretToken: OMERO Plus may refuse it, and "
+                       "anyone who knows the path could register it", remote_path)
+    context = ssl.create_default_context(cafile=None if ca_file is None else os.fspath(ca_file))
+    opener = urllib.request.build_opener(
+        urllib.request.HTTPSHandler(context=context),
+        urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar()),
+        _NoRedirect())
+    root = base + _prefix(prefix)
+    csrf = _call(opener, urllib.request.Request(root + TOKEN_ENDPOINT), timeout).get("data")
+    if not isinstance(csrf, str) or not csrf:
+        raise errors.ServerError(f"OMERO.web gave no CSRF token at {root + TOKEN_ENDPOINT}")
+    body = json.dumps({"uri": str(PurePosixPath(remote_path)), "name": table_name,
+                       "targets": targets}).encode()
+    headers = {"Content-Type": "application/json", "Accept": "application/json",
+               CSRF_HEADER: csrf, "Referer": base}
+    if token:
+        headers[SECRET_HEADER] = token
+    query = urllib.parse.urlencode({"bsession": key})
+    request = urllib.request.Request(f"{root}{REGISTER_ENDPOINT}?{query}", data=body,
+                                     headers=headers, method="POST")
+    LOGGER.info("registering %s as %r with OMERO Plus at %s", remote_path, table_name, base)
+    content = _call(opener, request, timeout)
+    try:
+        annotation_id = int(content["data"]["file_annotation"])
+    except (KeyError, TypeError, ValueError):
+        raise errors.ServerError(
+            f"OMERO Plus's answer has no data.file_annotation: {json.dumps(content)[:300]}"
+        ) from None
+    LOGGER.info("registered %s as FileAnnotation %d", remote_path, annotation_id)
+    return annotation_id
+
+
+def create_remote_table(
+    source: Any,
+    table_name: str,
+    local_path: str | os.PathLike[str],
+    remote_path: str | os.PathLike[str] | None = None,
+    links: Iterable[tuple[str, int]] = (),
+    chunk_size: int | None = None,
+    connector: Any = None,
+    prefix: str = "",
+    *,
+    web_url: str | None = None,
+    session_key: str | None = None,
+    ca_file: str | os.PathLike[str] | None = None,
+    progress: bool | None = None,
+) -> int:
+    """:func:`create_tiledb` at ``local_path`` then :func:`register_table` at ``remote_path``.
+
+    Paths are mapped by :func:`remote_location`. Everything about the server
+    (web address, session) is checked before any data is written.
+    """
+    local, remote = remote_location(local_path, remote_path, table_name)
+    web_base_url(web_url)
+    session_key_of(connector, session_key)
+    if isinstance(local, PureWindowsPath):
+        raise errors.InvalidRequest(f"cannot write the Windows path {str(local)!r} here")
+    token = create_tiledb(source, local, chunk_size or DEFAULT_CHUNK_SIZE, progress=progress)
+    return register_table(connector, remote, table_name, links, token, prefix, web_url=web_url,
+                          session_key=session_key, ca_file=ca_file)
+
+
+# -- bridge tables to local arrays ----------------------------------------------------------------
+def download_tiledb(
+    target_path: str | os.PathLike[str],
+    file_id: int | None = None,
+    annotation_id: int | None = None,
+    column_names: Iterable[str] = (),
+    rows: Iterable[int] | None = None,
+    chunk_size: int | None = None,
+    omero_connector: Any = None,
+    server: str | None = None,
+    port: int | None = None,
+    username: str | None = None,
+    password: str | None = None,
+    query: str | None = None,
+    variables: Any = None,
+    *,
+    progress: bool | None = None,
+) -> int:
+    """Write a table (or a selection of it) to a new local TileDB array; returns the row count.
+
+    The table is streamed from the bridge and written batch by batch (one
+    TileDB write each), so memory stays flat. Column types and descriptions
+    are kept; the array's rows are numbered from 0 (a query's matches become
+    rows 0, 1, ...). The array gets a fresh ``SecretToken``, readable with
+    ``flight_server.tiledb_layout.secret_token``, so it can be registered later.
+    """
+    from flight_client.reading import read_arrow
+
+    _layout()
+    check_target(target_path)
+    reader = read_arrow(file_id, annotation_id, column_names, rows, chunk_size, omero_connector,
+                        server, port, username, password, query, variables, stream=True,
+                        progress=progress)
+    try:
+        _, written = write_tiledb(target_path, reader.schema, reader, None, progress=False)
+    finally:
+        reader.close()
+    return written

@@ -22,9 +22,11 @@ import pyarrow as pa
 import pyarrow.flight as flight
 
 from flight_client import errors
-from flight_client.protocol import ProtocolError, decode_body, encode_body
+from flight_client.protocol import ACTION_LOGOUT, ProtocolError, decode_body, encode_body
 
 LOGGER = logging.getLogger(__name__)
+
+LOGOUT_TIMEOUT = 2.0  # seconds; closing must not hang on a bridge that went away
 T = TypeVar("T")
 
 #: Endpoint location meaning "the server you asked" (Flight's reuse-connection URI).
@@ -256,8 +258,19 @@ class Transport:
         descriptor = flight.FlightDescriptor.for_command(command)
         return self.call(lambda: client.do_put(descriptor, schema, self.options()))
 
+    def _logout(self) -> None:
+        """Best effort: end this sign-in on the bridge, which frees the user's OMERO session."""
+        try:
+            client = self._client()
+            opts = flight.FlightCallOptions(headers=[self._header], timeout=LOGOUT_TIMEOUT)
+            list(client.do_action(flight.Action(ACTION_LOGOUT, encode_body()), opts))
+        except Exception:  # noqa: BLE001 - the bridge may be gone; closing goes on
+            LOGGER.debug("logout at close failed", exc_info=True)
+
     def close(self) -> None:
-        """Close every Flight client; later calls raise :class:`ConnectionClosed`."""
+        """Log out, then close every Flight client; later calls raise :class:`ConnectionClosed`."""
+        if not self._closed and self._header is not None:
+            self._logout()
         self._closed = True
         with self._lock:
             clients, self._clients = list(self._clients.values()), {}

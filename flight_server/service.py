@@ -21,6 +21,7 @@ from flight_client.protocol import (
     ACTION_FILE_INFO,
     ACTION_HEALTH,
     ACTION_LIST_TABLES,
+    ACTION_LOGOUT,
     ACTION_TABLE_COLUMNS,
     ACTION_TABLE_SIZE,
     ACTION_VERSION,
@@ -51,7 +52,6 @@ from flight_server.errors import InvalidArgument, flight_errors
 log = logging.getLogger(__name__)
 
 DEFAULT_SPLIT_ROWS = 1_000_000
-ACTION_LOGOUT = "logout"
 
 ACTIONS = {
     ACTION_HEALTH: "Is the server up? -> {status}",
@@ -100,10 +100,16 @@ class FlightService(flight.FlightServerBase):
         self.spool_dir = spool_dir
         self.signer = TokenSigner(token_secret, token_lifetime)
         middleware = {MIDDLEWARE_KEY: AuthMiddlewareFactory(backend, self.signer, require_auth)}
+        scheme, _, address = location.partition("://")
+        if scheme not in ("grpc", "grpc+tcp", "grpc+tls"):
+            raise ValueError(f"unsupported location {location!r}: use grpc:// or grpc+tls://")
+        if scheme == "grpc+tls" and not tls_certificates:
+            raise ValueError("a grpc+tls:// location needs tls_certificates")
+        scheme = "grpc+tls" if tls_certificates else "grpc"
+        location = f"{scheme}://{address}"
         super().__init__(location, auth_handler=NoOpAuthHandler(), middleware=middleware,
                          tls_certificates=tls_certificates or [])
-        scheme = "grpc+tls" if tls_certificates else "grpc"
-        host = location.split("://", 1)[-1].rsplit(":", 1)[0]
+        host = address.rsplit(":", 1)[0]
         self.url = f"{scheme}://{host}:{self.port}"
         log.info("serving %s on %s", backend.name, self.url)
 

@@ -58,6 +58,10 @@ EXPECTED_TYPES = {
 }
 
 
+#: An image id no other test module links to (the bridge is shared by the session).
+TYPED_IMAGE = 910_001
+
+
 @pytest.fixture(scope="module")
 def alice(connect):
     return connect("alice")
@@ -66,7 +70,7 @@ def alice(connect):
 @pytest.fixture(scope="module")
 def typed(alice):
     data = all_types_table()
-    answer = upload(*alice, data, "all types", links=[("Image", 1)], batch_rows=3)
+    answer = upload(*alice, data, "all types", links=[("Image", TYPED_IMAGE)], batch_rows=3)
     return data, answer
 
 
@@ -199,10 +203,10 @@ def test_plain_files_and_listing(connect, bridge, typed):
     assert b"".join(v.as_py() for c in stream for v in c.data.column(0)) == b"x\n1\n"
 
     listing = action(client, options, "list_tables",
-                     encode_body(object_type="image", object_id=1))
+                     encode_body(object_type="image", object_id=TYPED_IMAGE))
     assert [t["name"] for t in listing["tables"]] == ["all types"]
-    assert listing["tables"][0]["links"] == [["Image", 1]]
-    flights = list(client.list_flights(encode_body(object_type="Image", object_id=1),
+    assert listing["tables"][0]["links"] == [["Image", TYPED_IMAGE]]
+    flights = list(client.list_flights(encode_body(object_type="Image", object_id=TYPED_IMAGE),
                                        options=options))
     assert len(flights) == 1 and flights[0].total_records == 7
     assert TableTicket.from_json(json.loads(flights[0].descriptor.command)).file_id == \

@@ -118,3 +118,21 @@ def test_idle_sessions_are_closed(omero_standin, omero_world):
             backend.lookup_caller(session.handle)
     finally:
         backend.close()
+
+
+def test_client_shutdown_logs_out_and_frees_the_omero_session(omero_bridge, sign_in):
+    import Glacier2
+    import omero
+
+    conn = sign_in("alice")
+    conn.whoami()
+    token = conn.transport._header[1].decode().split(" ", 1)[1]
+    key = omero_bridge.backend.sessions.get(omero_bridge.server.signer.verify(token)) \
+        .client.getSessionId()
+    conn.shutdown()
+    joiner = omero.client(omero_bridge.standin.host, omero_bridge.standin.port)
+    try:
+        with pytest.raises(Glacier2.PermissionDeniedException, match="closed"):
+            joiner.joinSession(key)
+    finally:
+        joiner.closeSession()

@@ -9,7 +9,8 @@ once it points at a bridge (``server=``, or ``OMERO_FLIGHT_URL``)::
 
 Beyond omero2pandas: :func:`read_arrow` (optionally streaming),
 :func:`read_polars`, :func:`read_duckdb`, Parquet downloads and
-:func:`list_tables`. Errors are in :mod:`flight_client.errors`.
+:func:`list_tables`. TileDB tables for OMERO Plus (``tiledb`` extra):
+:func:`create_tiledb` and :func:`register_table`. Errors are in :mod:`flight_client.errors`.
 """
 
 from flight_client.connection import Connection, OMEROConnection, connect_to_omero
@@ -39,6 +40,7 @@ from flight_client.reading import (
     read_polars,
     read_table,
 )
+from flight_client.remote import create_tiledb, register_table
 from flight_client.writing import upload_table
 
 __all__ = [
@@ -58,6 +60,7 @@ __all__ = [
     "ServerBusy",
     "ServerError",
     "connect_to_omero",
+    "create_tiledb",
     "download_csv",
     "download_table",
     "get_table_columns",
@@ -68,5 +71,6 @@ __all__ = [
     "read_duckdb",
     "read_polars",
     "read_table",
+    "register_table",
     "upload_table",
 ]

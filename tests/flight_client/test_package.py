@@ -16,6 +16,7 @@ def test_all_is_sorted_and_complete():
                         "get_table_columns", "get_table_size", "read_csv", "read_table",
                         "upload_table"}
     assert omero2pandas_api <= set(flight_client.__all__)
+    assert {"create_tiledb", "register_table"} <= set(flight_client.__all__)  # omero2pandas.remote
 
 
 def test_import_needs_neither_omero_nor_ice_nor_the_server():

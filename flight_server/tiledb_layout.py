@@ -115,7 +115,7 @@ def _cell_values(arr: pa.Array, f: pa.Field, cell: np.dtype) -> np.ndarray:
     """
     kind = cols.column_type_of(f)
     if kind == cols.STRING:
-        return np.asarray(arr.to_pylist(), dtype=object)
+        return np.asarray(arr.to_numpy(zero_copy_only=False), dtype=object)
     values = cols.to_numpy(arr, f)
     if kind in cols.ARRAY_COLUMNS:
         assert isinstance(values, np.ndarray)

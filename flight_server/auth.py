@@ -139,8 +139,7 @@ class AuthMiddlewareFactory(flight.ServerMiddlewareFactory):
 def token_subject(backend: Backend, caller: Caller) -> str:
     """What a token names: the user, or for a backend with per-sign-in sessions (OMERO) that
     session, so a token reaches exactly the session it was issued for."""
-    subject = getattr(backend, "token_subject", None)
-    return subject(caller) if subject is not None else caller.username
+    return backend.token_subject(caller)
 
 
 class NoOpAuthHandler(flight.ServerAuthHandler):

@@ -94,7 +94,7 @@ class FlightService(flight.FlightServerBase):
         spool_dir: str | Path | None = None,
     ) -> None:
         if token_secret is None:
-            token_secret = backend.token_secret()  # type: ignore[attr-defined]
+            token_secret = backend.token_secret()
         self.backend = backend
         self.split_rows = max(1, int(split_rows))
         self.spool_dir = spool_dir
@@ -236,9 +236,7 @@ class FlightService(flight.FlightServerBase):
                            admin=caller.is_admin, group_ids=list(caller.group_ids))
 
     def _action_logout(self, caller: Caller, raw: bytes) -> bytes:
-        logout = getattr(self.backend, "logout", None)
-        if logout is not None:  # backends without per-sign-in state have nothing to end
-            logout(caller)
+        self.backend.logout(caller)
         return encode_body(status="signed out")
 
     def _action_table_size(self, caller: Caller, raw: bytes) -> bytes:

@@ -74,7 +74,7 @@ def receive_table(backend: Backend, caller: Caller, desc: UploadDescriptor,
                   spool_dir: str | Path | None = None,
                   cancelled: Callable[[], bool] = _never) -> UploadResult:
     """Create a table from a ``do_put`` stream; see the module docstring."""
-    formats = getattr(backend, "table_formats", ("hdf5",))
+    formats = backend.table_formats
     if desc.format not in formats:
         raise InvalidArgument(
             f"this server stores tables as {' or '.join(formats)}, not {desc.format!r}")

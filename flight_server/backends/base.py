@@ -215,5 +215,20 @@ class Backend(abc.ABC):
     def lookup_caller(self, username: str) -> Caller:
         """The caller for a user a valid token names; ``errors.Unauthenticated`` if gone."""
 
+    @abc.abstractmethod
+    def token_secret(self) -> bytes:
+        """The key that signs this server's bearer tokens (kept by the backend)."""
+
+    #: Table formats ``create_table`` accepts (``UploadDescriptor.format``).
+    table_formats: tuple[str, ...] = ("hdf5",)
+
+    def token_subject(self, caller: Caller) -> str:
+        """What a bearer token names: the user, or one sign-in for backends with
+        per-user sessions (OMERO), so a token reaches exactly its own session."""
+        return caller.username
+
+    def logout(self, caller: Caller) -> None:  # noqa: B027 - stateless backends: nothing to end
+        """End the caller's sign-in."""
+
     def close(self) -> None:  # noqa: B027 - optional hook, most backends hold nothing
         """Release resources held by the backend."""

@@ -55,6 +55,7 @@ from flight_server.errors import (
 )
 from flight_server.hdf5_layout import H5Reader, H5Writer
 from flight_server.repository import original_file_path
+from flight_server.streaming import guess_mimetype
 
 if TYPE_CHECKING:
     from flight_server.tiledb_layout import TileDBWriter
@@ -348,7 +349,7 @@ class LocalStore(Backend):
     def create_file(
         self, caller: Caller, name: str, mimetype: str, links: Sequence[tuple[str, int]]
     ) -> FileWriter:
-        return _LocalFileWriter(self, caller, name, mimetype or _guess_mimetype(name),
+        return _LocalFileWriter(self, caller, name, mimetype or guess_mimetype(name),
                                 normalize_links(links))
 
     def add_file(
@@ -436,15 +437,6 @@ def _remove(path: Path) -> None:
         shutil.rmtree(path, ignore_errors=True)
     else:
         path.unlink(missing_ok=True)
-
-
-def _guess_mimetype(name: str) -> str:
-    lower = name.lower()
-    if lower.endswith(".csv"):
-        return "text/csv"
-    if lower.endswith(".gz"):
-        return "application/gzip"
-    return "application/octet-stream"
 
 
 def _check_caller(caller: Caller) -> None:

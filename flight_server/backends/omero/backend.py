@@ -29,7 +29,6 @@ from flight_server.backends.base import (
     TableSummary,
     TableWriter,
 )
-from flight_server.backends.local.store import _guess_mimetype  # one guess for both backends
 from flight_server.backends.omero.calls import ALL_GROUPS, DEFAULT_MAX_CALLS, CallGate
 from flight_server.backends.omero.files import OmeroFileWriter, file_chunks
 from flight_server.backends.omero.lookup import Lookup
@@ -43,6 +42,7 @@ from flight_server.backends.omero.sessions import (
 from flight_server.backends.omero.tables import OmeroTable
 from flight_server.backends.omero.writer import OmeroTableWriter
 from flight_server.errors import InvalidArgument, Unauthenticated
+from flight_server.streaming import guess_mimetype
 
 log = logging.getLogger(__name__)
 
@@ -143,5 +143,5 @@ class OmeroBackend(Backend):
         lookup = self._lookup(caller)
         group = lookup.link_group(links)
         return OmeroFileWriter(self.gate, self._session(caller), name,
-                               mimetype or _guess_mimetype(name), links, group,
+                               mimetype or guess_mimetype(name), links, group,
                                lambda file_id: lookup.original_file(TableRef(file_id=file_id))[1])

@@ -221,3 +221,34 @@ def test_session_key_from_a_session_connection(omero_plus, bridge, monkeypatch):
     annotation_id = flight_client.register_table(session, path, "via session", [("Image", IMAGE)],
                                                  token, "/omero/", ca_file=omero_plus.ca_file)
     assert omero_plus.registrations[-1].annotation_id == annotation_id
+
+
+def test_create_remote_table_writes_then_registers(omero_plus, tmp_path, monkeypatch):  # noqa: F811
+    monkeypatch.setenv(remote.ENV_WEB_URL, omero_plus.url)
+    shared = omero_plus.path_map[SERVER_ROOT]
+    csv = tmp_path / "cells.csv"
+    pd.DataFrame({"image": [1, 2, 3], "area": [0.5, 1.5, 2.5]}).to_csv(csv, index=False)
+    annotation_id = remote.create_remote_table(
+        csv, "cells", shared / "lab", f"{SERVER_ROOT}/lab", links=[("Image", 3)],
+        connector=_FakeOmeroClient(KEY), prefix="omero", ca_file=omero_plus.ca_file,
+        progress=False)
+    done = omero_plus.registrations[-1]
+    assert (done.annotation_id, done.uri, done.targets) == (
+        annotation_id, f"{SERVER_ROOT}/lab/cells.tiledb", ["Image:3"])
+    assert read_back(shared / "lab" / "cells.tiledb").to_pydict() == {
+        "image": [1, 2, 3], "area": [0.5, 1.5, 2.5]}
+    # Nothing is written when the server side is not configured.
+    monkeypatch.delenv(remote.ENV_WEB_URL)
+    with pytest.raises(errors.MissingConnectionDetails):
+        remote.create_remote_table(csv, "again", shared / "lab2", session_key=KEY)
+    assert not (shared / "lab2").exists()
+
+
+class _FakeOmeroClient:
+    """Duck-types an omero-py client: only its session id is used."""
+
+    def __init__(self, key: str) -> None:
+        self._key = key
+
+    def getSessionId(self) -> str:  # noqa: N802 - omero-py's name
+        return self._key

@@ -53,12 +53,18 @@ _BASE_DTYPES = {cols.LONG_ARRAY: np.int64, cols.FLOAT_ARRAY: np.float32,
                 cols.DOUBLE_ARRAY: np.float64}
 
 
+class TileDBUnavailable(InvalidArgument, ImportError):
+    """tiledb is not installed here (a client gets ``invalid_argument`` with this message)."""
+
+
 def tiledb_module() -> Any:
-    """The ``tiledb`` package, or an ImportError saying how to install it."""
+    """The ``tiledb`` package, or :class:`TileDBUnavailable` saying how to install it."""
     try:
         import tiledb
     except ImportError:
-        raise ImportError("TileDB tables need tiledb: pip install 'omero-flight[tiledb]'") from None
+        raise TileDBUnavailable(
+            "TileDB tables need tiledb, which is not installed here: "
+            "pip install 'omero-flight[tiledb]'") from None
     return tiledb
 
 

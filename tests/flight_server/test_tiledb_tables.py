@@ -197,3 +197,14 @@ def test_reads_arrays_without_omero_column_metadata(tmp_path):
         query = check_query("area >= 2", dict(zip(table.schema.names, [
             cols.column_type_of(f) for f in table.schema], strict=True)))
         assert table.where(query, 0, 3).tolist() == [1, 2]
+
+
+def test_missing_tiledb_is_a_clear_refusal(monkeypatch, tmp_path):
+    import sys
+
+    from flight_server.errors import InvalidArgument
+
+    monkeypatch.setitem(sys.modules, "tiledb", None)
+    stored = cols.omero_schema(pa.schema([("a", pa.int64())]))
+    with pytest.raises(InvalidArgument, match=r"omero-flight\[tiledb\]"):
+        tiledb_layout.TileDBWriter(tmp_path / "t.tiledb", stored)

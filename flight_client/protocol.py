@@ -105,6 +105,23 @@ def _reject_unknown(obj: Mapping[str, Any], allowed: set[str], what: str) -> Non
         raise ProtocolError(f"{what} has unknown field(s): {', '.join(unknown)}")
 
 
+class _Message:
+    """What every ticket and descriptor shares: its JSON form, and that as bytes."""
+
+    def to_json(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def encode(self) -> bytes:
+        return json.dumps(self.to_json(), separators=(",", ":")).encode()
+
+
+def _links_from_json(obj: Mapping[str, Any]) -> tuple[Any, ...]:
+    links = obj.get("links") or []
+    if not isinstance(links, list):
+        raise ProtocolError("links must be a list of [type, id] pairs")
+    return tuple(tuple(x) if isinstance(x, list) else x for x in links)
+
+
 @dataclass(frozen=True)
 class RowRange:
     """Rows ``start`` (inclusive) to ``stop`` (exclusive); ``stop=None`` means to the end."""
@@ -117,7 +134,7 @@ class RowRange:
 
 
 @dataclass(frozen=True)
-class TableTicket:
+class TableTicket(_Message):
     """A read of one OMERO.table: the body of a ``do_get`` ticket or a descriptor command."""
 
     file_id: int | None = None
@@ -190,9 +207,6 @@ class TableTicket:
             "row_numbers": self.row_numbers,
         }
 
-    def encode(self) -> bytes:
-        return json.dumps(self.to_json(), separators=(",", ":")).encode()
-
     @classmethod
     def from_json(cls, obj: Mapping[str, Any]) -> TableTicket:
         allowed = {"v", "kind", "file_id", "annotation_id", "columns", "rows", "query",
@@ -223,7 +237,7 @@ class TableTicket:
 
 
 @dataclass(frozen=True)
-class FileTicket:
+class FileTicket(_Message):
     """A read of a plain OriginalFile (CSV, CSV.gz, ...), streamed as binary chunks."""
 
     file_id: int | None = None
@@ -253,9 +267,6 @@ class FileTicket:
             "chunk_size": self.chunk_size,
             "check_type": self.check_type,
         }
-
-    def encode(self) -> bytes:
-        return json.dumps(self.to_json(), separators=(",", ":")).encode()
 
     @classmethod
     def from_json(cls, obj: Mapping[str, Any]) -> FileTicket:
@@ -288,7 +299,7 @@ def normalize_links(links: Iterable[Sequence[Any]]) -> tuple[tuple[str, int], ..
 
 
 @dataclass(frozen=True)
-class UploadDescriptor:
+class UploadDescriptor(_Message):
     """The ``do_put`` descriptor command: create a new table and link it."""
 
     name: str
@@ -319,19 +330,13 @@ class UploadDescriptor:
             "explicit_commit": self.explicit_commit,
         }
 
-    def encode(self) -> bytes:
-        return json.dumps(self.to_json(), separators=(",", ":")).encode()
-
     @classmethod
     def from_json(cls, obj: Mapping[str, Any]) -> UploadDescriptor:
         _reject_unknown(obj, {"v", "kind", "name", "links", "description", "format",
                               "explicit_commit"}, "upload descriptor")
-        links = obj.get("links") or []
-        if not isinstance(links, list):
-            raise ProtocolError("links must be a list of [type, id] pairs")
         return cls(
             name=obj.get("name", ""),
-            links=tuple(tuple(x) if isinstance(x, list) else x for x in links),
+            links=_links_from_json(obj),
             description=obj.get("description") or "",
             format=obj.get("format", "hdf5"),
             explicit_commit=obj.get("explicit_commit", False),
@@ -339,7 +344,7 @@ class UploadDescriptor:
 
 
 @dataclass(frozen=True)
-class FileUploadDescriptor:
+class FileUploadDescriptor(_Message):
     """The ``do_put`` descriptor command that stores a plain file (CSV, CSV.gz, ...).
 
     The stream has one ``binary`` column, ``data``: the file's bytes in order.
@@ -369,19 +374,13 @@ class FileUploadDescriptor:
             "explicit_commit": self.explicit_commit,
         }
 
-    def encode(self) -> bytes:
-        return json.dumps(self.to_json(), separators=(",", ":")).encode()
-
     @classmethod
     def from_json(cls, obj: Mapping[str, Any]) -> FileUploadDescriptor:
         _reject_unknown(obj, {"v", "kind", "name", "links", "mimetype", "explicit_commit"},
                         "file upload descriptor")
-        links = obj.get("links") or []
-        if not isinstance(links, list):
-            raise ProtocolError("links must be a list of [type, id] pairs")
         return cls(
             name=obj.get("name", ""),
-            links=tuple(tuple(x) if isinstance(x, list) else x for x in links),
+            links=_links_from_json(obj),
             mimetype=obj.get("mimetype") or "",
             explicit_commit=obj.get("explicit_commit", False),
         )

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import platform
+import shlex
+import sys
 from pathlib import Path
 
 from bench import memory
@@ -20,12 +22,21 @@ def main() -> None:
                         help="small tables (CI); figures go to bench/results/smoke/")
     parser.add_argument("--rows", type=int, nargs="+",
                         help="table sizes for the memory benchmark (default 1M, 5M and 10M rows)")
+    parser.add_argument("--only", choices=["memory", "perf"],
+                        help="run only one benchmark (default: both)")
     args = parser.parse_args()
     sizes = args.rows or ([100_000, 400_000] if args.smoke else [1_000_000, 5_000_000, 10_000_000])
     out_dir = RESULTS / "smoke" if args.smoke else RESULTS
     print(f"omero-flight benchmarks on {platform.node()} ({platform.machine()}, "
           f"{platform.python_version()})\n")
-    memory.run(sizes, out_dir / "memory.json")
+    if args.only in (None, "memory"):
+        memory.run(sizes, out_dir / "memory.json")
+    if args.only in (None, "perf"):
+        from bench import perf
+
+        command = "python -m bench " + shlex.join(sys.argv[1:])
+        perf.run(perf.SMOKE if args.smoke else perf.FULL, out_dir / "perf.json",
+                 command.strip())
 
 
 if __name__ == "__main__":

@@ -5,7 +5,9 @@ Every setting is a field of :class:`Settings`; its environment variable is
 its key in the config file is the field name (top level or under ``[server]``).
 The default store folder is ``$OMERO_FLIGHT_HOME`` or ``~/.local/share/omero-flight``.
 Setting ``omero_host`` (``--omero-host``, ``OMERO_FLIGHT_OMERO_HOST``) serves an
-OMERO server through omero-py instead of the embedded store.
+OMERO server through omero-py instead of the embedded store; with
+``omero_data_dir`` as well, table reads are authorized through the caller's
+OMERO session and then read from OMERO's binary repository directly.
 """
 
 from __future__ import annotations
@@ -48,6 +50,8 @@ class Settings:
     omero_port: int = 4064
     omero_idle_timeout: float = 600.0
     omero_max_calls: int = 8
+    # OMERO's data directory (binary repository), readable here: read tables directly.
+    omero_data_dir: Path | None = None
 
     @property
     def uses_omero(self) -> bool:
@@ -82,6 +86,9 @@ class Settings:
             raise ConfigError("omero_max_calls must be at least 1")
         if self.omero_idle_timeout <= 0:
             raise ConfigError("omero_idle_timeout must be positive")
+        if self.omero_data_dir is not None and not self.uses_omero:
+            raise ConfigError("omero_data_dir needs omero_host: direct reads are authorized "
+                              "through the caller's OMERO session")
         if self.uses_omero and self.insecure_no_auth:
             raise ConfigError("insecure_no_auth cannot be used with the OMERO backend: every "
                               "call runs as its signed-in OMERO user, never a shared account")

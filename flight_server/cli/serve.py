@@ -46,6 +46,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="close a user's OMERO session after this many idle seconds (default 600)")
     p.add_argument("--omero-max-calls", type=int,
                    help="OMERO calls the bridge runs at once, across users (default 8)")
+    p.add_argument("--omero-data-dir",
+                   help="OMERO's data directory (e.g. /OMERO), readable by the bridge: after "
+                        "the caller's OMERO session may load a table's OriginalFile, read its "
+                        "HDF5 file directly instead of through OMERO.tables")
     p.set_defaults(func=run)
 
 
@@ -74,7 +78,8 @@ def make_backend(settings: Settings) -> Backend:
         assert settings.omero_host is not None
         return OmeroBackend(settings.omero_host, settings.omero_port,
                             idle_timeout=settings.omero_idle_timeout,
-                            max_calls=settings.omero_max_calls)
+                            max_calls=settings.omero_max_calls,
+                            data_dir=settings.omero_data_dir)
     store = LocalStore(settings.store)
     ensure_root(store)
     return store
@@ -100,7 +105,8 @@ def run(args: argparse.Namespace) -> int:
 
     given = {k: getattr(args, k, None) for k in
              ("host", "port", "store", "tls_cert", "tls_key", "insecure_no_auth", "split_rows",
-              "log_level", "omero_host", "omero_port", "omero_idle_timeout", "omero_max_calls")}
+              "log_level", "omero_host", "omero_port", "omero_idle_timeout", "omero_max_calls",
+              "omero_data_dir")}
     try:
         settings = load_settings(given, args.config)
     except ConfigError as exc:
@@ -118,6 +124,8 @@ def run(args: argparse.Namespace) -> int:
     auth = "no authentication" if settings.insecure_no_auth else "authentication required"
     source = (f"OMERO at {settings.omero_host}:{settings.omero_port}" if settings.uses_omero
               else str(getattr(backend, "path", settings.store)))
+    if settings.omero_data_dir is not None:
+        source += f" (tables read directly from {settings.omero_data_dir})"
     print(f"omero-flight serving {source} on {server.url} ({auth})", flush=True)
     try:
         server.serve()

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import secrets
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 
 import omero.model
 import pyarrow as pa
@@ -30,6 +31,7 @@ from flight_server.backends.base import (
     TableWriter,
 )
 from flight_server.backends.omero.calls import ALL_GROUPS, DEFAULT_MAX_CALLS, CallGate
+from flight_server.backends.omero.direct import DirectReads
 from flight_server.backends.omero.files import OmeroFileWriter, file_chunks
 from flight_server.backends.omero.lookup import Lookup
 from flight_server.backends.omero.sessions import (
@@ -48,15 +50,21 @@ log = logging.getLogger(__name__)
 
 
 class OmeroBackend(Backend):
-    """OMERO.tables on ``host:port`` (the SSL port omero-py uses, 4064 by default)."""
+    """OMERO.tables on ``host:port`` (the SSL port omero-py uses, 4064 by default).
+
+    With ``data_dir`` (OMERO's data directory, readable here) tables are read
+    directly from their HDF5 files once the caller's session has found them.
+    """
 
     name = "omero"
 
     def __init__(self, host: str, port: int = 4064, *,
                  idle_timeout: float = DEFAULT_IDLE_TIMEOUT,
                  max_calls: int = DEFAULT_MAX_CALLS,
-                 client_factory: ClientFactory = _client) -> None:
+                 client_factory: ClientFactory = _client,
+                 data_dir: str | Path | None = None) -> None:
         self.host, self.port = host, int(port)
+        self.direct = DirectReads(data_dir) if data_dir is not None else None
         self.sessions = SessionManager(host, self.port, idle_timeout, client_factory)
         self.gate = CallGate(self.sessions, max_calls)
         self._secret = secrets.token_bytes(32)
@@ -108,6 +116,8 @@ class OmeroBackend(Backend):
             raise InvalidArgument(
                 f"{ref} ({info.name!r}, {info.mimetype or 'no mimetype'}) is not an "
                 "OMERO.table: read it with a file ticket (download_file)")
+        if self.direct is not None:
+            return self.direct.open(info)
         with self.gate.call(session, f"opening {ref} ({info.name!r})") as sf:
             table = sf.sharedResources().openTable(
                 omero.model.OriginalFileI(info.file_id, False), ALL_GROUPS)

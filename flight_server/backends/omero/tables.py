@@ -2,9 +2,13 @@
 
 Reads use ``Table.read`` for row ranges, ``Table.slice`` for row lists and
 ``Table.getWhereList`` for checked queries, one OMERO call per chunk the
-streaming layer asks for, each through the call gate. The handle closes the
-table exactly once; ``streaming.batches`` closes it when a stream ends, fails,
-or is dropped by a client that went away.
+streaming layer asks for, each through the call gate. A range read fetches
+the next range of the same size in a background thread while the current
+batch streams (one chunk ahead, never more), so OMERO.tables reads and Ice
+marshals the next chunk while the bridge converts and sends this one. The
+handle closes the table exactly once, after any read ahead has finished;
+``streaming.batches`` closes it when a stream ends, fails, or is dropped by a
+client that went away.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import logging
 import re
 import threading
 from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -71,6 +76,8 @@ class OmeroTable(TableHandle):
         self._gate, self._session, self._table = gate, session, table
         self._lock = threading.Lock()
         self._closed = False
+        self._ahead: tuple[tuple[tuple[str, ...], int, int], Future] | None = None
+        self._pool: ThreadPoolExecutor | None = None
         try:
             with self._call("reading the table's columns"):
                 self._schema = schema_of(table.getHeaders())
@@ -97,13 +104,29 @@ class OmeroTable(TableHandle):
         arrays = [to_arrow(c, f) for c, f in zip(data_columns, fields, strict=True)]
         return pa.RecordBatch.from_arrays(arrays, schema=pa.schema(fields))
 
+    def _fetch(self, columns: tuple[str, ...], start: int, stop: int) -> pa.RecordBatch:
+        with self._call(f"reading rows {start}..{stop}"):
+            data = self._table.read([self._index[c] for c in columns], start, stop)
+        return self._batch(columns, list(data.columns))
+
     def read_range(self, columns: Sequence[str], start: int, stop: int) -> pa.RecordBatch:
         stop = min(stop, self._rows)
         if not columns or stop <= start:
             return self._empty(columns)
-        with self._call(f"reading rows {start}..{stop}"):
-            data = self._table.read([self._index[c] for c in columns], start, stop)
-        return self._batch(columns, list(data.columns))
+        key = (tuple(columns), start, stop)
+        ahead, self._ahead = self._ahead, None
+        if ahead is not None and ahead[0] == key:
+            batch = ahead[1].result()
+        else:
+            if ahead is not None:
+                _settle(ahead[1])
+            batch = self._fetch(*key)
+        following = (key[0], stop, min(stop + (stop - start), self._rows))
+        if following[1] < following[2] and not self._closed:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(1, thread_name_prefix="omero-read-ahead")
+            self._ahead = (following, self._pool.submit(self._fetch, *following))
+        return batch
 
     def read_rows(self, columns: Sequence[str], rows: np.ndarray) -> pa.RecordBatch:
         rows = np.asarray(rows, dtype=np.int64)
@@ -138,8 +161,21 @@ class OmeroTable(TableHandle):
             if self._closed:
                 return
             self._closed = True
+        ahead, self._ahead = self._ahead, None
+        if ahead is not None:
+            _settle(ahead[1])  # never close the table under a running read
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
         try:
             with self._call("closing the table"):
                 self._table.close()
         except Exception:  # noqa: BLE001 - the session may be gone; OMERO then closes it
             log.warning("closing OriginalFile %s failed", self.info.file_id, exc_info=True)
+
+
+def _settle(future: Future) -> None:
+    """Wait for a read ahead nobody wants any more; its result or error is dropped."""
+    try:
+        future.result()
+    except Exception:  # noqa: BLE001 - the stream that wanted it has moved on or ended
+        log.debug("an unused read ahead failed", exc_info=True)

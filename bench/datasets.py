@@ -1,0 +1,103 @@
+"""The benchmark's tables, and the limit: plain PyTables reads and writes of the same data.
+
+``narrow``: five columns as in the issue (two integer ids, two doubles, a
+16-byte string). ``wide``: an integer id and 99 doubles. Values are seeded,
+so every contender reads and writes the same data.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+# PyTables as the bridge loads it (HDF5 file locking off: OMERO.tables holds its files open).
+from flight_server.hdf5_layout import tables
+
+NARROW_SUBSET = ["object", "area"]
+WIDE_SUBSET = ["object", "m1", "m2", "m3", "m4"]
+QUERY = "area < 0.01"  # about 1% of rows, scattered (area is uniform on [0, 1))
+
+
+def narrow(rows: int, seed: int = 0) -> pd.DataFrame:
+    """object, Image (ids), x, area (doubles), label (16-byte strings)."""
+    rng = np.random.default_rng(seed)
+    ids = np.arange(rows, dtype=np.int64)
+    label = pa.compute.binary_join_element_wise(
+        "cell-", pa.compute.utf8_lpad(pa.array(ids).cast(pa.string()), 11, "0"), "")
+    return pd.DataFrame({
+        "object": ids,
+        "Image": rng.integers(1, 1000, rows, dtype=np.int64),
+        "x": rng.uniform(0, 2048, rows),
+        "area": rng.uniform(0, 1, rows),
+        "label": label.to_numpy(zero_copy_only=False).astype(object),
+    })
+
+
+def wide(rows: int, seed: int = 0) -> pd.DataFrame:
+    """object (id), area (uniform on [0, 1)) and 98 more doubles m1..m98."""
+    rng = np.random.default_rng(seed)
+    data: dict[str, np.ndarray] = {"object": np.arange(rows, dtype=np.int64),
+                                   "area": rng.uniform(0, 1, rows)}
+    block = rng.standard_normal((98, rows))
+    data.update({f"m{i + 1}": block[i] for i in range(98)})
+    return pd.DataFrame(data)
+
+
+def subset_of(kind: str) -> list[str]:
+    return NARROW_SUBSET if kind == "narrow" else WIDE_SUBSET
+
+
+def records(frame: pd.DataFrame) -> np.ndarray:
+    """The frame as the structured array PyTables appends (strings as fixed-width bytes)."""
+    dtypes = []
+    for name, dtype in frame.dtypes.items():
+        if dtype.kind in "iufb":
+            dtypes.append((str(name), dtype))
+        else:
+            width = int(frame[name].str.len().max() or 1)
+            dtypes.append((str(name), f"S{width}"))
+    out = np.empty(len(frame), dtype=dtypes)
+    for name, dtype in dtypes:
+        values = frame[name].to_numpy()
+        out[name] = values.astype(dtype) if not isinstance(dtype, np.dtype) else values
+    return out
+
+
+def pytables_write(frame: pd.DataFrame, path: Path, chunk_rows: int = 1_000_000) -> None:
+    """The limit for uploads: the frame to a PyTables table, as fast as PyTables allows."""
+    data = records(frame)
+    with warnings.catch_warnings(), tables.open_file(str(path), "w") as h5:
+        warnings.simplefilter("ignore", tables.NaturalNameWarning)
+        table = h5.create_table("/", "Measurements", data.dtype, expectedrows=len(frame))
+        for start in range(0, len(data), chunk_rows):
+            table.append(data[start:start + chunk_rows])
+
+
+def _arrow_of(records_: np.ndarray, names: Sequence[str]) -> pa.Table:
+    return pa.table({n: _array(records_[n]) for n in names})
+
+
+def _array(col: np.ndarray) -> pa.Array:
+    if col.dtype.kind == "S":  # fixed-width bytes lose their NUL padding, as OMERO's do
+        return pa.array(col, type=pa.binary()).cast(pa.string())
+    return pa.array(col)
+
+
+def pytables_read(path: Path, columns: Sequence[str] | None = None,
+                  query: str | None = None) -> pa.Table:
+    """The limit for reads: an OMERO.tables HDF5 file straight into Arrow, in this process."""
+    with tables.open_file(str(path), "r") as h5:
+        table = h5.root.OME.Measurements
+        names = list(columns or table.colnames)
+        if query is not None:
+            data = table.read_where(query)
+        elif columns is not None and len(columns) < len(table.colnames):
+            return pa.table({n: _array(table.read(field=n)) for n in names})
+        else:
+            data = table.read()
+    return _arrow_of(data, names)

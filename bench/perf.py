@@ -1,0 +1,294 @@
+"""Speed side by side: omero2pandas, the bridge (Ice, direct, embedded store) and PyTables.
+
+One run starts the OMERO stand-in (omero-py's own OMERO.tables over Ice), a
+bridge over it through Ice, a bridge over it reading its data directory
+directly, and a bridge over an embedded store, then for each table (narrow and
+wide, at each size) measures, interleaved and repeated:
+
+* uploads: ``omero2pandas.upload_table`` (its default chunk size, which is its
+  own tuned size), the bridge through Ice, the embedded store, and a plain
+  PyTables write of the same data (the limit);
+* reads into pandas of the whole table, a column subset and a 1% query:
+  ``omero2pandas.read_table`` with its default ``chunk_size=1000`` and tuned
+  (50,000), the bridge through Ice, the bridge reading directly, the embedded
+  store, and PyTables reading the same HDF5 file into Arrow then pandas (the
+  limit);
+* peak memory of the servers and of a client while streaming the table.
+
+Every client call runs in this process, warm (connections are open, files are
+in the page cache for every contender alike); medians and spreads are kept.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from bench import datasets, servers
+from bench.memory import PeakSampler, run_probe
+from bench.timing import Timing, interleaved, time_once
+from flight_server.repository import original_file_path
+
+os.environ.setdefault("TQDM_DISABLE", "1")  # omero2pandas's progress bars, before tqdm loads
+
+O2P_TUNED_CHUNK = 50_000
+#: omero2pandas's default read chunk takes ~20 s per million rows: only measured up to this.
+O2P_DEFAULT_MAX_ROWS = 1_000_000
+
+
+@dataclass
+class Plan:
+    """What one run measures."""
+
+    tables: list[tuple[str, int]]  # (kind, rows)
+    reps: int
+    slow_reps: int  # repetitions for contenders that take tens of seconds
+    memory_rows: list[int] = field(default_factory=list)  # narrow sizes for peak memory
+
+
+FULL = Plan([("narrow", 1_000_000), ("narrow", 10_000_000), ("wide", 1_000_000)],
+            reps=3, slow_reps=1, memory_rows=[1_000_000, 10_000_000])
+SMOKE = Plan([("narrow", 20_000), ("wide", 5_000)], reps=2, slow_reps=1,
+             memory_rows=[20_000, 100_000])
+
+
+@dataclass
+class Clients:
+    """Open connections: omero2pandas and the three bridges."""
+
+    omero: servers.Omero
+    o2p: Any
+    ice: Any
+    direct: Any
+    store: Any
+
+
+def make_frame(kind: str, rows: int) -> pd.DataFrame:
+    return datasets.narrow(rows) if kind == "narrow" else datasets.wide(rows)
+
+
+def _check_frame(expected_rows: int, expected_cols: int) -> Callable[[str, Any], None]:
+    def check(name: str, df: Any) -> None:
+        if name.startswith("upload") or df is None:
+            return
+        if df.shape != (expected_rows, expected_cols):
+            raise AssertionError(f"{name} returned {df.shape}, not "
+                                 f"{(expected_rows, expected_cols)}")
+    return check
+
+
+def _file_id(conn: Any, annotation_id: int) -> int:
+    import flight_client
+
+    for t in flight_client.list_tables(omero_connector=conn):
+        if t["annotation_id"] == annotation_id:
+            return int(t["file_id"])
+    raise LookupError(f"FileAnnotation {annotation_id} not listed")
+
+
+def measure_uploads(c: Clients, kind: str, frame: pd.DataFrame, tmp: Path,
+                    reps: int, slow_reps: int) -> tuple[dict[str, Timing], int, int]:
+    """Upload timings; returns them with the OMERO and store file ids of one upload each."""
+    import omero2pandas
+
+    import flight_client
+
+    made: dict[str, list[int]] = {"ice": [], "store": []}
+    image = c.omero.image
+    rows = len(frame)
+
+    def o2p() -> None:
+        omero2pandas.upload_table(frame, f"o2p {kind}", parent_id=image, omero_connector=c.o2p)
+
+    def ice() -> None:
+        made["ice"].append(flight_client.upload_table(
+            frame, f"bridge {kind}", parent_id=image, omero_connector=c.ice, progress=False))
+
+    def store() -> None:
+        made["store"].append(flight_client.upload_table(
+            frame, f"store {kind}", links=[("Image", 1)], omero_connector=c.store,
+            progress=False))
+
+    def pytables() -> None:
+        datasets.pytables_write(frame, tmp / "limit.h5")
+
+    contenders = {"upload omero2pandas (default chunk)": o2p,
+                  "upload bridge via Ice": ice,
+                  "upload embedded store": store,
+                  "upload PyTables (limit)": pytables}
+    o2p_reps = reps if rows <= O2P_DEFAULT_MAX_ROWS else slow_reps
+    counts = {"upload omero2pandas (default chunk)": o2p_reps}
+    timings = interleaved(contenders, {n: counts.get(n, reps) for n in contenders})
+    return (timings, _file_id(c.ice, made["ice"][0]), _file_id(c.store, made["store"][0]))
+
+
+def measure_reads(c: Clients, kind: str, rows: int, omero_file: int, store_file: int,
+                  reps: int, slow_reps: int) -> dict[str, dict[str, Timing]]:
+    """Whole table, column subset and 1% query, for every reader."""
+    import omero2pandas
+
+    import flight_client
+
+    h5 = original_file_path(c.omero.data_dir, omero_file)
+    ncols = 5 if kind == "narrow" else 100
+    subset = datasets.subset_of(kind)
+    shapes = {"whole table": (rows, ncols), "column subset": (rows, len(subset)),
+              "1% query": None}
+    arguments: dict[str, dict[str, Any]] = {
+        "whole table": {}, "column subset": {"column_names": subset},
+        "1% query": {"query": datasets.QUERY}}
+    out: dict[str, dict[str, Timing]] = {}
+    for what, kwargs in arguments.items():
+        print(f" {kind} {rows:,} rows, {what}", flush=True)
+        contenders: dict[str, Callable[[], Any]] = {}
+        counts: dict[str, int] = {}
+        if rows <= O2P_DEFAULT_MAX_ROWS or what == "1% query":
+            contenders["omero2pandas default chunk (1000)"] = (
+                lambda kw=kwargs: omero2pandas.read_table(
+                    file_id=omero_file, omero_connector=c.o2p, **kw))
+            counts["omero2pandas default chunk (1000)"] = (
+                reps if what == "1% query" else slow_reps)
+        contenders[f"omero2pandas tuned chunk ({O2P_TUNED_CHUNK:,})"] = (
+            lambda kw=kwargs: omero2pandas.read_table(
+                file_id=omero_file, omero_connector=c.o2p, chunk_size=O2P_TUNED_CHUNK, **kw))
+        if rows > O2P_DEFAULT_MAX_ROWS and what != "1% query":
+            counts[f"omero2pandas tuned chunk ({O2P_TUNED_CHUNK:,})"] = slow_reps
+        for label, conn, fid in (("bridge via Ice", c.ice, omero_file),
+                                 ("bridge direct", c.direct, omero_file),
+                                 ("embedded store", c.store, store_file)):
+            contenders[label] = (lambda kw=kwargs, conn=conn, fid=fid: flight_client.read_table(
+                file_id=fid, omero_connector=conn, progress=False, **kw))
+        contenders["PyTables -> Arrow (limit)"] = (
+            lambda kw=kwargs: datasets.pytables_read(
+                h5, kw.get("column_names"), kw.get("query")))
+        contenders["PyTables -> Arrow -> pandas (limit)"] = (
+            lambda kw=kwargs: datasets.pytables_read(
+                h5, kw.get("column_names"), kw.get("query")).to_pandas())
+        shape = shapes[what]
+        check = _check_frame(*shape) if shape else None
+        out[what] = interleaved(contenders, {n: counts.get(n, reps) for n in contenders},
+                                check=check)
+    return out
+
+
+def measure_memory(c: Clients, omero_file: int, store_file: int, bridges: dict[str, Any]
+                   ) -> dict[str, Any]:
+    """Peak resident memory of each server while a client streams, and of that client."""
+    out: dict[str, Any] = {}
+    logins = {"bridge via Ice": (servers.OMERO_USER, servers.OMERO_PASSWORD, omero_file),
+              "bridge direct": (servers.OMERO_USER, servers.OMERO_PASSWORD, omero_file),
+              "embedded store": (servers.STORE_USER, servers.STORE_PASSWORD, store_file)}
+    for label, bridge in bridges.items():
+        user, password, fid = logins[label]
+        common = {"url": bridge.url, "username": user, "password": password, "file_id": fid}
+        omero_sampler = PeakSampler(c.omero.pid) if label == "bridge via Ice" else None
+        with PeakSampler(bridge.process.pid) as server:
+            if omero_sampler:
+                omero_sampler.__enter__()
+            stream = run_probe("stream_discard", **common)
+            if omero_sampler:
+                omero_sampler.__exit__(None, None, None)
+        full = run_probe("read_table", **common)
+        out[label] = {
+            "server_peak_delta_mib": round(server.peak_mib - server.start_mib, 1),
+            "omero_peak_delta_mib": (round(omero_sampler.peak_mib - omero_sampler.start_mib, 1)
+                                     if omero_sampler else None),
+            "client_stream_discard_mib": round(stream["peak_mib"] - stream["baseline_mib"], 1),
+            "client_read_table_mib": round(full["peak_mib"] - full["baseline_mib"], 1),
+            "client_dataframe_mib": round(full["result"]["dataframe_mib"], 1),
+            "stream_seconds": round(stream["seconds"], 3),
+        }
+    return out
+
+
+def run(plan: Plan, out: Path, command: str) -> dict[str, Any]:
+    """Run the plan; print the tables; write JSON (and the chart beside it)."""
+    import omero2pandas
+
+    import flight_client
+    from bench import chart, report
+
+    started = time.time()
+    results: dict[str, Any] = {
+        "benchmark": "perf", "command": command, "machine": machine(),
+        "o2p_default_max_rows": O2P_DEFAULT_MAX_ROWS, "tables": [], "memory": {}}
+    with tempfile.TemporaryDirectory(prefix="omero-flight-perf-") as tmpdir:
+        tmp = Path(tmpdir)
+        with (servers.running_omero(tmp / "omero") as omero,
+              servers.running_omero_bridge(omero, direct=False) as ice_bridge,
+              servers.running_omero_bridge(omero, direct=True) as direct_bridge,
+              servers.running_store_bridge(tmp / "store") as store_bridge):
+            def bridge_conn(bridge: servers.Bridge, user: str, password: str) -> Any:
+                return flight_client.connect_to_omero(
+                    server=bridge.url, username=user, password=password,
+                    interactive=False, allow_token=False, keep_alive=False)
+
+            o2p = omero2pandas.connect_to_omero(
+                server=omero.host, port=omero.port, username=servers.OMERO_USER,
+                password=servers.OMERO_PASSWORD, allow_token=False, interactive=False,
+                keep_alive=False)
+            clients = Clients(
+                omero, o2p,
+                bridge_conn(ice_bridge, servers.OMERO_USER, servers.OMERO_PASSWORD),
+                bridge_conn(direct_bridge, servers.OMERO_USER, servers.OMERO_PASSWORD),
+                bridge_conn(store_bridge, servers.STORE_USER, servers.STORE_PASSWORD))
+            bridges = {"bridge via Ice": ice_bridge, "bridge direct": direct_bridge,
+                       "embedded store": store_bridge}
+            try:
+                for kind, rows in plan.tables:
+                    print(f"\n== {kind} table, {rows:,} rows", flush=True)
+                    seconds, frame = time_once(lambda k=kind, r=rows: make_frame(k, r))
+                    print(f" uploads ({frame.shape[1]} columns)", flush=True)
+                    ups, omero_file, store_file = measure_uploads(
+                        clients, kind, frame, tmp, plan.reps, plan.slow_reps)
+                    del frame
+                    reads = measure_reads(clients, kind, rows, omero_file, store_file,
+                                          plan.reps, plan.slow_reps)
+                    entry = {"kind": kind, "rows": rows, "columns": 5 if kind == "narrow"
+                             else 100, "uploads": {k: v.as_json() for k, v in ups.items()},
+                             "reads": {w: {k: v.as_json() for k, v in t.items()}
+                                       for w, t in reads.items()}}
+                    if kind == "narrow" and rows in plan.memory_rows:
+                        print(f" peak memory, {rows:,} rows", flush=True)
+                        results["memory"][str(rows)] = measure_memory(
+                            clients, omero_file, store_file, bridges)
+                    results["tables"].append(entry)
+            finally:
+                for conn in (clients.ice, clients.direct, clients.store):
+                    conn.shutdown()
+                o2p.shutdown()
+    results["total_seconds"] = round(time.time() - started, 1)
+    print()
+    print(report.format_results(results))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=1) + "\n")
+    print(f"\nfigures written to {out}")
+    png = out.with_suffix(".png")
+    if chart.draw(results, png):
+        print(f"chart written to {png}")
+    return results
+
+
+def machine() -> dict[str, Any]:
+    import os
+
+    import psutil
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as fh:
+            cpu = next(ln.split(":", 1)[1].strip() for ln in fh if ln.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return {"node": platform.node(), "cpu": cpu, "cores": os.cpu_count(),
+            "memory_gib": round(psutil.virtual_memory().total / 2**30, 1),
+            "python": platform.python_version(), "system": platform.platform()}

@@ -22,6 +22,11 @@ $(VENV)/.omero: pyproject.toml scripts/ensure-zeroc-ice.sh $(VENV)/.base
 	$(PIP) install --quiet -e '.[test-omero]'
 	touch $@
 
+# Bench extra: the OMERO extra plus matplotlib for the chart.
+$(VENV)/.bench: pyproject.toml $(VENV)/.omero
+	$(PIP) install --quiet -e '.[bench]'
+	touch $@
+
 demo: $(VENV)/.base
 	$(VENV)/bin/omero-flight demo
 
@@ -35,7 +40,7 @@ lint: $(VENV)/.base
 serve: $(VENV)/.base
 	$(VENV)/bin/omero-flight serve
 
-bench-smoke: $(VENV)/.omero
+bench-smoke: $(VENV)/.bench
 	$(PY) -m bench --smoke
 
 clean:

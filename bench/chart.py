@@ -13,6 +13,7 @@ def draw(results: dict[str, Any], path: Path) -> bool:
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
+        from matplotlib.ticker import NullFormatter
     except ImportError:
         print("matplotlib is not installed (pip install -e '.[bench]'): no chart drawn")
         return False
@@ -34,12 +35,13 @@ def draw(results: dict[str, Any], path: Path) -> bool:
                   else "#e07b00" for n in names]
         ax.barh(names, medians, xerr=[lows, highs], color=colors)
         ax.set_xscale("log")
+        ax.xaxis.set_minor_formatter(NullFormatter())
         ax.invert_yaxis()
         ax.set_title(title, fontsize=9)
         ax.tick_params(labelsize=7)
         ax.set_xlabel("seconds (median, min-max; log scale)", fontsize=7)
         for y, m in enumerate(medians):
-            ax.text(m, y, f" {m:.2f}", va="center", fontsize=6)
+            ax.text(m, y, f" {m:.3g} s", va="center", fontsize=6)
     for ax in list(axes.flat)[len(panels):]:
         ax.axis("off")
     machine = results.get("machine", {})

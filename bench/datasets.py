@@ -78,26 +78,21 @@ def pytables_write(frame: pd.DataFrame, path: Path, chunk_rows: int = 1_000_000)
             table.append(data[start:start + chunk_rows])
 
 
-def _arrow_of(records_: np.ndarray, names: Sequence[str]) -> pa.Table:
-    return pa.table({n: _array(records_[n]) for n in names})
+def pytables_read(path: Path, columns: Sequence[str] | None = None,
+                  query: str | None = None) -> pa.Table:
+    """The limit for reads: an OMERO.tables HDF5 file straight into Arrow, in this process.
+
+    Rows are stored whole (one compound record per row), so a column subset
+    still reads whole rows: one read, then the columns are picked.
+    """
+    with tables.open_file(str(path), "r") as h5:
+        table = h5.root.OME.Measurements
+        names = list(columns or table.colnames)
+        data = table.read_where(query) if query is not None else table.read()
+    return pa.table({n: _array(data[n]) for n in names})
 
 
 def _array(col: np.ndarray) -> pa.Array:
     if col.dtype.kind == "S":  # fixed-width bytes lose their NUL padding, as OMERO's do
         return pa.array(col, type=pa.binary()).cast(pa.string())
     return pa.array(col)
-
-
-def pytables_read(path: Path, columns: Sequence[str] | None = None,
-                  query: str | None = None) -> pa.Table:
-    """The limit for reads: an OMERO.tables HDF5 file straight into Arrow, in this process."""
-    with tables.open_file(str(path), "r") as h5:
-        table = h5.root.OME.Measurements
-        names = list(columns or table.colnames)
-        if query is not None:
-            data = table.read_where(query)
-        elif columns is not None and len(columns) < len(table.colnames):
-            return pa.table({n: _array(table.read(field=n)) for n in names})
-        else:
-            data = table.read()
-    return _arrow_of(data, names)

@@ -30,12 +30,12 @@ def _block(title: str, figures: dict[str, Any], limit: str, o2p: list[tuple[str,
     limit_s = figures.get(limit, {}).get("median_s")
     refs = [(label, _median(figures, prefix)) for label, prefix in o2p]
     head = f"  {title:40}{'median s (min-max)':26}{'x limit':>9}" + "".join(
-        f"{label:>14}" for label, _ in refs)
+        f"{label:>15}" for label, _ in refs)
     lines = [head]
     for name, t in figures.items():
         ratio = f"{t['median_s'] / limit_s:8.2f}x" if limit_s else " " * 9
         speedups = "".join(
-            f"{ref / t['median_s']:13.1f}x" if ref else " " * 14 for _, ref in refs)
+            f"{ref / t['median_s']:14.1f}x" if ref else " " * 15 for _, ref in refs)
         lines.append(f"  {name:40}{_cell(t)}{ratio}{speedups}")
     return lines
 
@@ -45,14 +45,14 @@ def format_results(results: dict[str, Any]) -> str:
     lines: list[str] = []
     for entry in results["tables"]:
         lines.append(f"{entry['kind']} table: {entry['rows']:,} rows x {entry['columns']} "
-                     "columns (seconds; 'x limit' = median / PyTables; 'faster than' = "
-                     "omero2pandas median / this)")
+                     "columns (seconds; 'x limit' = median / PyTables median; 'vs o2p' = "
+                     "omero2pandas median / this median, >1 is faster)")
         lines += _block("upload a DataFrame", entry["uploads"], LIMIT_UPLOAD,
-                        [("faster:o2p", "upload omero2pandas")])
+                        [("vs o2p", "upload omero2pandas")])
         for what, figures in entry["reads"].items():
             lines += _block(f"read into pandas: {what}", figures, LIMIT_READ,
-                            [("faster:o2p-def", O2P_DEFAULT_PREFIX),
-                             ("faster:o2p-tun", O2P_TUNED_PREFIX)])
+                            [("vs o2p default", O2P_DEFAULT_PREFIX),
+                             ("vs o2p tuned", O2P_TUNED_PREFIX)])
         if entry["rows"] > results.get("o2p_default_max_rows", 0):
             lines.append(f"  (omero2pandas's default chunk size reads only measured up to "
                          f"{results['o2p_default_max_rows']:,} rows: ~20 s per million rows)")
@@ -61,7 +61,7 @@ def format_results(results: dict[str, Any]) -> str:
         lines.append("peak resident memory above start/baseline while streaming the narrow "
                      "table (MiB)")
         sizes = list(results["memory"])
-        lines.append(f"  {'':44}" + "".join(f"{int(s):>14,} rows" for s in sizes))
+        lines.append(f"  {'':52}" + "".join(f"{int(s):>14,} rows" for s in sizes))
         keys = [("server (bridge process)", "server_peak_delta_mib"),
                 ("OMERO stand-in (Ice path only)", "omero_peak_delta_mib"),
                 ("client: stream and discard", "client_stream_discard_mib"),
@@ -74,5 +74,5 @@ def format_results(results: dict[str, Any]) -> str:
                     value = results["memory"][s][label][key]
                     cells.append(f"{value:>19.1f}" if value is not None else " " * 19)
                 if any(c.strip() for c in cells):
-                    lines.append(f"  {label + ': ' + key_label:44}" + "".join(cells))
+                    lines.append(f"  {label + ': ' + key_label:52}" + "".join(cells))
     return "\n".join(lines)

@@ -24,7 +24,7 @@ from flight_client.protocol import ROW_NUMBER_COLUMN
 
 LOGGER = logging.getLogger(__name__)
 
-FORMATS = ("csv", "parquet")
+FORMATS = ("csv", "parquet", "tiledb")
 
 
 def require_module(module: str, extra: str) -> Any:
@@ -71,10 +71,10 @@ def to_duckdb(table: pa.Table, connection: Any = None) -> Any:
 
 
 def file_format(target_path: str | os.PathLike[str], format: str | None) -> str:
-    """``format`` if given, else ``parquet`` for a ``.parquet``/``.pq`` suffix, else ``csv``."""
+    """``format`` if given, else by suffix: ``.parquet``/``.pq``, ``.tiledb``, else ``csv``."""
     if format is None:
         suffix = Path(target_path).suffix.lower()
-        return "parquet" if suffix in (".parquet", ".pq") else "csv"
+        return {".parquet": "parquet", ".pq": "parquet", ".tiledb": "tiledb"}.get(suffix, "csv")
     fmt = format.lower()
     if fmt not in FORMATS:
         raise errors.InvalidRequest(f"unknown format {format!r}: use one of {', '.join(FORMATS)}")

@@ -424,12 +424,15 @@ def download_table(
     format: str | None = None,
     progress: bool | None = None,
 ) -> int:
-    """Write a table to a new CSV or Parquet file, batch by batch; returns the row count.
+    """Write a table to a new CSV, Parquet or TileDB target, batch by batch; returns the row count.
 
     CSV (the default) has a header and the row numbers as first, unnamed
     column, as omero2pandas writes it. Parquet is chosen by ``format="parquet"``
-    or a ``.parquet`` suffix; its index is the row numbers. An existing target
-    raises ``FileExistsError`` before anything is read.
+    or a ``.parquet`` suffix; its index is the row numbers. ``format="tiledb"``
+    or a ``.tiledb`` suffix writes a TileDB array in OMERO Plus's layout
+    (``tiledb`` extra; rows renumbered from 0, see
+    :func:`flight_client.remote.write_tiledb`). An existing target raises
+    ``FileExistsError`` before anything is read.
     """
     fmt = outputs.file_format(target_path, format)
     ticket = table_ticket(file_id, annotation_id, column_names, rows, query, variables,
@@ -437,6 +440,10 @@ def download_table(
     outputs.check_target(target_path)
     with use_connection(omero_connector, server, port, username, password) as conn:
         read = open_read(conn, ticket, progress, desc="Downloading table", parallel=1)
+        if fmt == "tiledb":
+            from flight_client.remote import write_tiledb
+
+            return write_tiledb(target_path, read.schema, read.batches, progress=False)[1]
         return outputs.write_file(target_path, read.schema, read.batches, fmt)
 
 

@@ -30,7 +30,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from flight_client import errors
-from flight_client.connection import use_connection
+from flight_client.connection import Connection, use_connection
 from flight_client.progress import bar
 from flight_client.protocol import (
     META_STRING_SIZE,
@@ -322,17 +322,32 @@ def upload_table(
     The table is linked to ``parent_type``/``parent_id`` and every ``(type, id)``
     in ``links``. ``chunk_size`` is rows per batch (default: about two million
     cells, at most 50,000 rows); a CSV path is read that many rows at a time.
-    ``local_path``/``remote_path``/``prefix`` (TileDB registration on OMERO
-    Plus) are not supported yet.
+
+    With ``local_path`` (``tiledb`` extra, OMERO Plus only) the table is not
+    sent to the bridge: it is written to a TileDB array at ``local_path`` and
+    registered in place with OMERO Plus, which sees it at ``remote_path``
+    (default: the local path; a Windows path needs one); ``prefix`` is the
+    OMERO.web API prefix. See :mod:`flight_client.remote`: the OMERO.web
+    address comes from ``OMERO_FLIGHT_WEB_URL`` (HTTPS; a private CA through
+    ``SSL_CERT_FILE``), the OMERO session key from ``omero_connector`` (a
+    connection logged in as ``__session__``, or an omero-py client) or from
+    ``username="__session__"``, ``password=<session key>``.
     """
-    if local_path is not None or remote_path is not None:
-        raise errors.NotSupported(
-            "local_path/remote_path (TileDB remote registration on OMERO Plus) are not "
-            "supported by omero-flight yet; they come in a later release"
-        )
     if not isinstance(table_name, str) or not table_name.strip():
         raise errors.InvalidRequest(f"invalid table name: {table_name!r}")
     normalized = upload_links(links, parent_id, parent_type)
+    if local_path is not None or remote_path is not None:
+        if local_path is None:
+            raise errors.InvalidRequest(
+                "remote_path needs local_path: where this machine writes the TileDB array")
+        from flight_client.remote import create_remote_table
+
+        if description:
+            LOGGER.warning("OMERO Plus registration takes no description; it is not stored")
+        connector = omero_connector if omero_connector is not None else Connection(
+            server, port, username, password)
+        return create_remote_table(source, table_name, local_path, remote_path, normalized,
+                                   chunk_size, connector, prefix, progress=progress)
     if all(kind == "Roi" for kind, _ in normalized):
         LOGGER.warning("the table is only linked to ROIs; OMERO.web may not show it")
     try:

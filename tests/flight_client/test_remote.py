@@ -126,15 +126,22 @@ def test_flight_stream_and_download(tmp_path, conn, table):
     got = read_back(path).to_pandas()
     pd.testing.assert_frame_equal(got, table.frame, check_dtype=False)
 
-    target = tmp_path / "download.tiledb"
-    rows = remote.download_tiledb(target, file_id=table.file_id, query="(id > 10) & ok",
-                                  omero_connector=conn, chunk_size=40, progress=False)
+    target = tmp_path / "download.tiledb"  # the suffix picks the format
+    rows = flight_client.download_table(target, file_id=table.file_id, query="(id > 10) & ok",
+                                        omero_connector=conn, chunk_size=40, progress=False)
     expected = table.frame[(table.frame.id > 10) & table.frame.ok].reset_index(drop=True)
     assert rows == len(expected)
     pd.testing.assert_frame_equal(read_back(target).to_pandas(), expected, check_dtype=False)
     with TileDBReader(target) as array:
         assert cols.short_name(cols.column_type_of(array.schema.field("image"))) == "ImageColumn"
     assert secret_token(target)
+    assert len(tiledb.array_fragments(str(target))) > 1  # streamed, one write per batch
+    whole = tmp_path / "whole"
+    assert flight_client.download_table(whole, file_id=table.file_id, format="tiledb",
+                                        omero_connector=conn, progress=False) == len(table.frame)
+    with pytest.raises(FileExistsError):
+        flight_client.download_table(whole, file_id=table.file_id, format="tiledb",
+                                     omero_connector=conn)
 
 
 # -- paths ---------------------------------------------------------------------------------------
@@ -252,3 +259,23 @@ class _FakeOmeroClient:
 
     def getSessionId(self) -> str:  # noqa: N802 - omero-py's name
         return self._key
+
+
+def test_upload_table_with_local_and_remote_paths(omero_plus, bridge, tmp_path,  # noqa: F811
+                                                   monkeypatch):
+    """omero2pandas' call: write at local_path, register at remote_path, return the id."""
+    monkeypatch.setenv(remote.ENV_WEB_URL, omero_plus.url)
+    monkeypatch.setenv("SSL_CERT_FILE", str(omero_plus.ca_file))
+    shared = omero_plus.path_map[SERVER_ROOT]
+    df = pd.DataFrame({"roi": [4, 5], "label": ["a", "é"]})
+    annotation_id = flight_client.upload_table(
+        df, "My Custom Table", links=[("Image", 101)], server=bridge.url,
+        username="__session__", password=KEY, local_path=shared / "tables" / "mine.tiledb",
+        remote_path=f"{SERVER_ROOT}/tables/", prefix="/omero")
+    done = omero_plus.registrations[-1]
+    assert (done.annotation_id, done.uri, done.name, done.targets) == (
+        annotation_id, f"{SERVER_ROOT}/tables/mine.tiledb", "My Custom Table", ["Image:101"])
+    assert read_back(shared / "tables" / "mine.tiledb").to_pandas().equals(df)
+    with pytest.raises(errors.InvalidRequest, match="remote_path needs local_path"):
+        flight_client.upload_table(df, "t", parent_id=1, remote_path="/srv/t.tiledb",
+                                   username="__session__", password=KEY)

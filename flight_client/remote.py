@@ -347,6 +347,11 @@ def register_table(
     """
     base = web_base_url(web_url)
     key = session_key_of(connector, session_key)
+    server_path = os.fspath(remote_path)
+    if not server_path.startswith("/"):
+        raise errors.InvalidRequest(
+            f"remote_path {server_path!r} must be the array's absolute POSIX path on the "
+            "OMERO Plus server")
     if not isinstance(table_name, str) or not table_name.strip():
         raise errors.InvalidRequest(f"invalid table name: {table_name!r}")
     try:
@@ -367,7 +372,7 @@ def register_table(
     csrf = _call(opener, urllib.request.Request(root + TOKEN_ENDPOINT), timeout).get("data")
     if not isinstance(csrf, str) or not csrf:
         raise errors.ServerError(f"OMERO.web gave no CSRF token at {root + TOKEN_ENDPOINT}")
-    body = json.dumps({"uri": str(PurePosixPath(remote_path)), "name": table_name,
+    body = json.dumps({"uri": str(PurePosixPath(server_path)), "name": table_name,
                        "targets": targets}).encode()
     headers = {"Content-Type": "application/json", "Accept": "application/json",
                CSRF_HEADER: csrf, "Referer": base}

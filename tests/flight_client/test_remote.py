@@ -219,6 +219,8 @@ def test_registration_errors_are_clear(omero_plus, monkeypatch):  # noqa: F811
         register(omero_plus, path, token, web_url=None)
     with pytest.raises(errors.MissingConnectionDetails, match="session key"):
         register(omero_plus, path, token, session_key=None)
+    with pytest.raises(errors.InvalidRequest, match="absolute POSIX path"):
+        register(omero_plus, "J:\\data\\err.tiledb", token)
 
 
 def test_session_key_from_a_session_connection(omero_plus, bridge, monkeypatch):  # noqa: F811

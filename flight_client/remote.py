@@ -205,11 +205,12 @@ def remote_location(
                                         "or a .tiledb array path")
         local = local / f"{table_name}{SUFFIX}"
     if remote_path is None:
-        if isinstance(local, PureWindowsPath):
+        resolved = str(local if isinstance(local, PureWindowsPath) else local.resolve())
+        if _WINDOWS_PATH.match(resolved):
             raise errors.InvalidRequest(
-                f"the OMERO Plus server cannot open the Windows path {str(local)!r}: give "
+                f"the OMERO Plus server cannot open the Windows path {resolved!r}: give "
                 "remote_path, the array's (POSIX) path as the server sees it")
-        remote = PurePosixPath(Path(local).resolve().as_posix())
+        remote = PurePosixPath(Path(resolved).as_posix())
     else:
         text = os.fspath(remote_path)
         if _WINDOWS_PATH.match(text) or not text.startswith("/"):

@@ -13,6 +13,9 @@ Two steps, as in omero2pandas:
    server opens the array, checks the token and answers with the new
    FileAnnotation id.
 
+Without a session key, a bridge connection asks the bridge to register with
+the caller's OMERO session (the ``register_table`` action).
+
 :func:`create_remote_table` does both and maps the local path to the
 server's view (:func:`remote_location`). omero2pandas takes the web address
 and session from its OMERO connection; this client talks to a bridge instead,
@@ -41,7 +44,7 @@ from typing import Any
 import pyarrow as pa
 
 from flight_client import errors
-from flight_client.connection import SESSION_USER, Connection, _omero_session
+from flight_client.connection import SESSION_USER, Connection, _omero_session, use_connection
 from flight_client.outputs import check_target
 from flight_client.progress import bar
 from flight_client.protocol import ROW_NUMBER_COLUMN, ProtocolError, normalize_links
@@ -49,6 +52,8 @@ from flight_client.protocol import ROW_NUMBER_COLUMN, ProtocolError, normalize_l
 LOGGER = logging.getLogger(__name__)
 
 ENV_WEB_URL = "OMERO_FLIGHT_WEB_URL"
+#: The bridge action that registers on the caller's behalf (flight_server.registration).
+ACTION_REGISTER_TABLE = "register_table"
 TOKEN_ENDPOINT = "/api/v0/token"
 REGISTER_ENDPOINT = "/omero_plus/api/v0/table"
 CSRF_HEADER = "X-CSRFToken"
@@ -245,8 +250,7 @@ def web_base_url(web_url: str | None = None) -> str:
     return f"https://{parts.netloc}{parts.path.rstrip('/')}"
 
 
-def session_key_of(connector: Any = None, session_key: str | None = None) -> str:
-    """The OMERO session key: ``session_key``, a ``__session__`` connection's, or a client's."""
+def _known_session_key(connector: Any, session_key: str | None) -> str | None:
     if session_key:
         return session_key
     if isinstance(connector, Connection):
@@ -255,9 +259,24 @@ def session_key_of(connector: Any = None, session_key: str | None = None) -> str
     elif connector is not None and hasattr(getattr(connector, "c", None) or connector,
                                            "getSessionId"):
         return _omero_session(connector)[0]
-    raise errors.MissingConnectionDetails(
-        "registration needs an OMERO session key: pass session_key=, or a connection logged in "
-        f"with username {SESSION_USER!r} and the session key as password, or an omero-py client")
+    return None
+
+
+def session_key_of(connector: Any = None, session_key: str | None = None) -> str:
+    """The OMERO session key: ``session_key``, a ``__session__`` connection's, or a client's."""
+    key = _known_session_key(connector, session_key)
+    if key is None:
+        raise errors.MissingConnectionDetails(
+            "registration needs an OMERO session key: pass session_key=, or a connection "
+            f"logged in with username {SESSION_USER!r} and the session key as password, or an "
+            "omero-py client (or a bridge connection to an OMERO-backed bridge)")
+    return key
+
+
+def _through_bridge(connector: Any, session_key: str | None) -> bool:
+    """Whether the bridge registers for us: a bridge connection but no session key here."""
+    return isinstance(connector, Connection) and _known_session_key(connector,
+                                                                     session_key) is None
 
 
 def _prefix(prefix: str) -> str:
@@ -343,11 +362,13 @@ def register_table(
     ``OMERO_FLIGHT_WEB_URL``; HTTPS only) under ``prefix``, authenticated by
     the OMERO session key: ``session_key=``, or that of ``connector`` when it is
     a bridge connection logged in as ``__session__`` or an omero-py client.
-    ``ca_file`` trusts a private certificate authority. Refusals raise the
-    client's errors with the server's message (wrong token: PermissionDenied).
+    ``ca_file`` trusts a private certificate authority. With no session key
+    at hand but a bridge connection (a user name and password login), the
+    bridge registers with the caller's OMERO session instead (OMERO-backed
+    bridges only; ``OMERO_FLIGHT_WEB_URL`` is then the bridge's setting).
+    Refusals raise the client's errors with the server's message (wrong
+    token: PermissionDenied).
     """
-    base = web_base_url(web_url)
-    key = session_key_of(connector, session_key)
     server_path = os.fspath(remote_path)
     if not server_path.startswith("/"):
         raise errors.InvalidRequest(
@@ -356,14 +377,24 @@ def register_table(
     if not isinstance(table_name, str) or not table_name.strip():
         raise errors.InvalidRequest(f"invalid table name: {table_name!r}")
     try:
-        targets = [f"{kind}:{oid}" for kind, oid in normalize_links(list(links))]
+        pairs = normalize_links(list(links))
     except ProtocolError as exc:
         raise errors.InvalidRequest(str(exc)) from None
-    if not targets:
+    if not pairs:
         raise errors.InvalidRequest("no OMERO objects to link the table to: give links")
     if not token:
         LOGGER.warning("registering %s without a SecretToken: OMERO Plus may refuse it, and "
                        "anyone who knows the path could register it", remote_path)
+    if _through_bridge(connector, session_key):
+        LOGGER.info("asking the bridge to register %s with OMERO Plus", server_path)
+        with use_connection(connector) as conn:
+            result = conn.transport.action(
+                ACTION_REGISTER_TABLE, uri=server_path, table_name=table_name,
+                links=[list(pair) for pair in pairs], token=token, prefix=prefix)
+        return int(result["annotation_id"])
+    base = web_base_url(web_url)
+    key = session_key_of(connector, session_key)
+    targets = [f"{kind}:{oid}" for kind, oid in pairs]
     context = ssl.create_default_context(cafile=None if ca_file is None else os.fspath(ca_file))
     opener = urllib.request.build_opener(
         urllib.request.HTTPSHandler(context=context),
@@ -415,11 +446,18 @@ def create_remote_table(
     (web address, session) is checked before any data is written.
     """
     local, remote = remote_location(local_path, remote_path, table_name)
-    web_base_url(web_url)
-    session_key_of(connector, session_key)
+    if not _through_bridge(connector, session_key):
+        web_base_url(web_url)
+        session_key_of(connector, session_key)
     if isinstance(local, PureWindowsPath):
         raise errors.InvalidRequest(f"cannot write the Windows path {str(local)!r} here")
     token = create_tiledb(source, local, chunk_size or DEFAULT_CHUNK_SIZE, progress=progress)
-    return register_table(connector, remote, table_name, links, token, prefix, web_url=web_url,
-                          session_key=session_key, ca_file=ca_file)
+    try:
+        return register_table(connector, remote, table_name, links, token, prefix,
+                              web_url=web_url, session_key=session_key, ca_file=ca_file)
+    except errors.OmeroFlightError as exc:
+        raise type(exc)(
+            f"{exc.message} (the TileDB array {str(local)!r} was written and is kept: register "
+            "it later with register_table and the SecretToken in its metadata)", code=exc.code
+        ) from None
 

@@ -281,3 +281,49 @@ def test_upload_table_with_local_and_remote_paths(omero_plus, bridge, tmp_path, 
     with pytest.raises(errors.InvalidRequest, match="remote_path needs local_path"):
         flight_client.upload_table(df, "t", parent_id=1, remote_path="/srv/t.tiledb",
                                    username="__session__", password=KEY)
+
+
+# -- the bridge registers on the caller's behalf ---------------------------------------------------
+def test_embedded_store_bridge_cannot_register(conn):
+    with pytest.raises(errors.InvalidRequest, match="embedded store.*session_key="):
+        flight_client.register_table(conn, f"{SERVER_ROOT}/x.tiledb", "t", [("Image", 1)], "tok")
+
+
+@pytest.fixture
+def session_bridge(tmp_path, monkeypatch, omero_plus):  # noqa: F811
+    """A bridge whose callers carry an OMERO session (as the OMERO backend's do)."""
+    from types import SimpleNamespace
+
+    from flight_server.backends.local import LocalStore
+    from flight_server.service import FlightService
+    from tests.conftest import PASSWORDS, seed_store
+
+    class SessionStore(LocalStore):
+        def lookup_caller(self, username):
+            caller = super().lookup_caller(username)
+            key = f"{username}-session-key"
+            return type(caller)(caller.user_id, caller.username, caller.group_ids,
+                                caller.is_admin, session=SimpleNamespace(
+                                    client=_FakeOmeroClient(key)))
+
+    seed_store(tmp_path / "store")
+    server = FlightService(SessionStore(tmp_path / "store"), "grpc://127.0.0.1:0")
+    monkeypatch.setenv(remote.ENV_WEB_URL, omero_plus.url)  # the bridge's settings
+    monkeypatch.setenv("SSL_CERT_FILE", str(omero_plus.ca_file))
+    with flight_client.connect_to_omero(server=server.url, username="bob",
+                                        password=PASSWORDS["bob"], interactive=False,
+                                        keep_alive=False) as bob:
+        yield bob
+    server.shutdown()
+
+
+def test_bridge_registers_with_the_callers_session(session_bridge, omero_plus):  # noqa: F811
+    path, token = make_array(omero_plus, "bridge.tiledb")
+    annotation_id = flight_client.register_table(session_bridge, path, "via bridge",
+                                                 [("Image", 9)], token, "omero")
+    done = omero_plus.registrations[-1]
+    assert (done.annotation_id, done.uri, done.user, done.targets) == (
+        annotation_id, path, "bob", ["Image:9"])
+    with pytest.raises(errors.PermissionDenied, match="SecretToken does not match"):
+        flight_client.register_table(session_bridge, path, "t", [("Image", 9)], "wrong",
+                                     "omero")

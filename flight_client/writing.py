@@ -344,10 +344,14 @@ def upload_table(
 
         if description:
             LOGGER.warning("OMERO Plus registration takes no description; it is not stored")
-        connector = omero_connector if omero_connector is not None else Connection(
-            server, port, username, password)
-        return create_remote_table(source, table_name, local_path, remote_path, normalized,
-                                   chunk_size, connector, prefix, progress=progress)
+        own = omero_connector is None  # only used if the bridge must register for us
+        connector = Connection(server, port, username, password) if own else omero_connector
+        try:
+            return create_remote_table(source, table_name, local_path, remote_path, normalized,
+                                       chunk_size, connector, prefix, progress=progress)
+        finally:
+            if own:
+                connector.shutdown()
     if all(kind == "Roi" for kind, _ in normalized):
         LOGGER.warning("the table is only linked to ROIs; OMERO.web may not show it")
     try:

@@ -36,7 +36,7 @@ from flight_client.protocol import (
     encode_body,
     normalize_links,
 )
-from flight_server import __version__, streaming, uploads
+from flight_server import __version__, registration, streaming, uploads
 from flight_server.auth import (
     DEFAULT_TOKEN_LIFETIME,
     MIDDLEWARE_KEY,
@@ -62,6 +62,7 @@ ACTIONS = {
     ACTION_LIST_TABLES: "Body: {object_type?, object_id?} -> {tables: [...]}",
     ACTION_WHOAMI: "The authenticated user",
     ACTION_LOGOUT: "End this sign-in (the OMERO backend closes the user's OMERO session)",
+    registration.ACTION_REGISTER_TABLE: registration.DESCRIPTION,
 }
 
 
@@ -238,6 +239,9 @@ class FlightService(flight.FlightServerBase):
     def _action_logout(self, caller: Caller, raw: bytes) -> bytes:
         self.backend.logout(caller)
         return encode_body(status="signed out")
+
+    def _action_register_table(self, caller: Caller, raw: bytes) -> bytes:
+        return registration.register(caller, raw)
 
     def _action_table_size(self, caller: Caller, raw: bytes) -> bytes:
         request = self._ticket_body(raw)

@@ -35,6 +35,7 @@ ACTION_TABLE_COLUMNS = "table_columns"
 ACTION_FILE_INFO = "file_info"
 ACTION_LIST_TABLES = "list_tables"
 ACTION_WHOAMI = "whoami"
+ACTION_REGISTER_TABLE = "register_table"  # OMERO Plus in-place TileDB registration
 ACTION_LOGOUT = "logout"  # end this sign-in; the OMERO backend closes the OMERO session
 
 #: Error codes carried as JSON in a Flight error's ``extra_info``.

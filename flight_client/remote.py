@@ -47,13 +47,16 @@ from flight_client import errors
 from flight_client.connection import SESSION_USER, Connection, _omero_session, use_connection
 from flight_client.outputs import check_target
 from flight_client.progress import bar
-from flight_client.protocol import ROW_NUMBER_COLUMN, ProtocolError, normalize_links
+from flight_client.protocol import (
+    ACTION_REGISTER_TABLE,
+    ROW_NUMBER_COLUMN,
+    ProtocolError,
+    normalize_links,
+)
 
 LOGGER = logging.getLogger(__name__)
 
 ENV_WEB_URL = "OMERO_FLIGHT_WEB_URL"
-#: The bridge action that registers on the caller's behalf (flight_server.registration).
-ACTION_REGISTER_TABLE = "register_table"
 TOKEN_ENDPOINT = "/api/v0/token"
 REGISTER_ENDPOINT = "/omero_plus/api/v0/table"
 CSRF_HEADER = "X-CSRFToken"

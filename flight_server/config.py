@@ -52,6 +52,8 @@ class Settings:
     omero_max_calls: int = 8
     # OMERO's data directory (binary repository), readable here: read tables directly.
     omero_data_dir: Path | None = None
+    # OMERO.web of an OMERO Plus server, for the register_table action (HTTPS).
+    omero_web_url: str | None = None
 
     @property
     def uses_omero(self) -> bool:

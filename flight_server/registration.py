@@ -4,8 +4,9 @@ A client that logged in to an OMERO-backed bridge with a user name and
 password does not know its OMERO session key; the bridge does. This action
 sends OMERO Plus the same HTTPS registration the client would
 (:func:`flight_client.remote.register_table`), authenticated by the caller's
-own OMERO session. The OMERO.web address is the bridge's
-``OMERO_FLIGHT_WEB_URL`` (a private CA through ``SSL_CERT_FILE``). The
+own OMERO session. The OMERO.web address is the bridge's ``omero_web_url``
+setting (``--omero-web-url``; without it, the bridge's ``OMERO_FLIGHT_WEB_URL``);
+a private CA through ``SSL_CERT_FILE``. The
 embedded store has no OMERO sessions, so it refuses the action.
 
 Body: ``{"uri", "table_name", "links": [[type, id], ...], "token", "prefix"?}``;
@@ -17,8 +18,7 @@ from __future__ import annotations
 from typing import Any
 
 from flight_client import errors as client_errors
-from flight_client.protocol import decode_body, encode_body
-from flight_client.remote import ACTION_REGISTER_TABLE
+from flight_client.protocol import ACTION_REGISTER_TABLE, decode_body, encode_body
 from flight_server.backends.base import Caller
 from flight_server.errors import (
     AlreadyExists,
@@ -57,7 +57,7 @@ def session_key(caller: Caller) -> str:
     return str(get_session_id())
 
 
-def register(caller: Caller, raw: bytes) -> bytes:
+def register(caller: Caller, raw: bytes, web_url: str | None = None) -> bytes:
     """Run the action for ``caller``; see the module docstring."""
     from flight_client.remote import register_table
 
@@ -69,7 +69,7 @@ def register(caller: Caller, raw: bytes) -> bytes:
     try:
         annotation_id = register_table(
             None, body["uri"], body["table_name"], [tuple(link) for link in body["links"]],
-            body["token"], str(body.get("prefix") or ""), session_key=key)
+            body["token"], str(body.get("prefix") or ""), session_key=key, web_url=web_url)
     except client_errors.OmeroFlightError as exc:
         kind = next((server for client, server in _ERRORS if isinstance(exc, client)), None)
         if kind is None:

@@ -93,12 +93,14 @@ class FlightService(flight.FlightServerBase):
         tls_certificates: list[tuple[bytes, bytes]] | None = None,
         split_rows: int = DEFAULT_SPLIT_ROWS,
         spool_dir: str | Path | None = None,
+        omero_web_url: str | None = None,
     ) -> None:
         if token_secret is None:
             token_secret = backend.token_secret()
         self.backend = backend
         self.split_rows = max(1, int(split_rows))
         self.spool_dir = spool_dir
+        self.omero_web_url = omero_web_url
         self.signer = TokenSigner(token_secret, token_lifetime)
         middleware = {MIDDLEWARE_KEY: AuthMiddlewareFactory(backend, self.signer, require_auth)}
         scheme, _, address = location.partition("://")
@@ -241,7 +243,7 @@ class FlightService(flight.FlightServerBase):
         return encode_body(status="signed out")
 
     def _action_register_table(self, caller: Caller, raw: bytes) -> bytes:
-        return registration.register(caller, raw)
+        return registration.register(caller, raw, self.omero_web_url)
 
     def _action_table_size(self, caller: Caller, raw: bytes) -> bytes:
         request = self._ticket_body(raw)

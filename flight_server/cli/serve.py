@@ -50,6 +50,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="OMERO's data directory (e.g. /OMERO), readable by the bridge: after "
                         "the caller's OMERO session may load a table's OriginalFile, read its "
                         "HDF5 file directly instead of through OMERO.tables")
+    p.add_argument("--omero-web-url",
+                   help="OMERO.web (OMERO Plus) HTTPS address, for the register_table action "
+                        "that registers TileDB tables in place with the caller's session")
     p.set_defaults(func=run)
 
 
@@ -97,6 +100,7 @@ def make_server(settings: Settings, store: Backend) -> FlightService:
         store, settings.location, require_auth=not settings.insecure_no_auth,
         token_lifetime=settings.token_lifetime, tls_certificates=tls,
         split_rows=settings.split_rows, spool_dir=settings.spool_dir,
+        omero_web_url=settings.omero_web_url,
     )
 
 
@@ -106,7 +110,7 @@ def run(args: argparse.Namespace) -> int:
     given = {k: getattr(args, k, None) for k in
              ("host", "port", "store", "tls_cert", "tls_key", "insecure_no_auth", "split_rows",
               "log_level", "omero_host", "omero_port", "omero_idle_timeout", "omero_max_calls",
-              "omero_data_dir")}
+              "omero_data_dir", "omero_web_url")}
     try:
         settings = load_settings(given, args.config)
     except ConfigError as exc:

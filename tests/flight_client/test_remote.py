@@ -307,8 +307,9 @@ def session_bridge(tmp_path, monkeypatch, omero_plus):  # noqa: F811
                                     client=_FakeOmeroClient(key)))
 
     seed_store(tmp_path / "store")
-    server = FlightService(SessionStore(tmp_path / "store"), "grpc://127.0.0.1:0")
-    monkeypatch.setenv(remote.ENV_WEB_URL, omero_plus.url)  # the bridge's settings
+    server = FlightService(SessionStore(tmp_path / "store"), "grpc://127.0.0.1:0",
+                           omero_web_url=omero_plus.url)  # the bridge's --omero-web-url
+    monkeypatch.delenv(remote.ENV_WEB_URL, raising=False)
     monkeypatch.setenv("SSL_CERT_FILE", str(omero_plus.ca_file))
     with flight_client.connect_to_omero(server=server.url, username="bob",
                                         password=PASSWORDS["bob"], interactive=False,

@@ -13,6 +13,7 @@ from typing import Any
 
 import flight_client
 from flight_client.connection import Connection
+from flight_client.outputs import FORMATS
 from flight_client.reading import column_details
 from flight_server.cli import CliError
 
@@ -164,17 +165,19 @@ def register(subparsers: Any) -> None:
     _connection_options(p)
     p.set_defaults(func=_info)
 
-    p = _add(subparsers, "download", "download a table as CSV or Parquet",
+    p = _add(subparsers, "download", "download a table as CSV, Parquet or TileDB",
              "Download a table (or some of its rows and columns) to a new CSV or Parquet "
-             "file, streamed batch by batch. The format follows the file's suffix "
-             "(.parquet/.pq: Parquet) unless --format is given.",
+             "file or TileDB array, streamed batch by batch. The format follows the "
+             "target's suffix (.parquet/.pq: Parquet, .tiledb: TileDB, else CSV) unless "
+             "--format is given. TileDB needs the tiledb extra.",
              "  omero-flight download --file-id 12 table.csv\n"
              "  omero-flight download -f 12 table.parquet --columns image,area\n"
              "  omero-flight download -f 12 big.csv --query '(area>20) & (image==3)'\n"
-             "  omero-flight download -f 12 head.csv --rows 0:100\n")
+             "  omero-flight download -f 12 head.csv --rows 0:100\n"
+             "  omero-flight download -f 12 results.tiledb\n")
     _table_options(p)
     p.add_argument("target", help="the file to create (must not exist)")
-    p.add_argument("--format", choices=("csv", "parquet"), help="file format")
+    p.add_argument("--format", choices=FORMATS, help="file format")
     p.add_argument("--columns", help="comma-separated column names (default: all)")
     p.add_argument("--rows", type=parse_rows, help="START:STOP or a comma-separated list")
     p.add_argument("--query", help="a PyTables condition, e.g. '(area>20)'")

@@ -51,6 +51,16 @@ def test_download_and_upload(table, as_alice, capsys, tmp_path):
     assert list(again["label"]) == list(back["label"])
 
 
+def test_download_tiledb(table, as_alice, tmp_path):
+    tiledb = pytest.importorskip("tiledb", reason="the tiledb extra is not installed")
+    target = tmp_path / "part.tiledb"
+    assert main(["download", "-a", str(table.annotation_id), str(target), "--rows", "0:10",
+                 "--columns", "id,label", "--no-progress"]) == 0
+    with tiledb.open(str(target)) as array:
+        ids = array.query(attrs=["id"])[:]["id"]
+    assert list(ids) == list(table.frame["id"][:10])
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [

@@ -2,7 +2,8 @@
 
 Reads use ``Table.read`` for row ranges, ``Table.slice`` for row lists and
 ``Table.getWhereList`` for checked queries, one OMERO call per chunk the
-streaming layer asks for, each through the call gate. A range read fetches
+streaming layer asks for (a chunk of more than ``MAX_CALL_BYTES`` takes several
+calls), each through the call gate. A range read fetches
 the next range of the same size in a background thread while the current
 batch streams (one chunk ahead, never more), so OMERO.tables reads and Ice
 marshals the next chunk while the bridge converts and sends this one. The
@@ -29,8 +30,13 @@ from flight_server.backends.omero.calls import CallGate
 from flight_server.backends.omero.grid import schema_of, to_arrow
 from flight_server.backends.omero.sessions import OmeroSession
 from flight_server.query import CheckedQuery
+from flight_server.streaming import row_width
 
 log = logging.getLogger(__name__)
+
+#: Bytes of values per OMERO call, whatever chunk the stream asks for: a small part of
+#: omero-py's Ice.MessageSizeMax (250 MB), and big enough that calls cost little each.
+MAX_CALL_BYTES = 32 << 20
 
 _VALUE_NAME = re.compile(r"\b(v\d+)\b")
 _PLAIN_BYTE = frozenset(b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789")
@@ -104,10 +110,22 @@ class OmeroTable(TableHandle):
         arrays = [to_arrow(c, f) for c, f in zip(data_columns, fields, strict=True)]
         return pa.RecordBatch.from_arrays(arrays, schema=pa.schema(fields))
 
+    def _rows_per_call(self, columns: Sequence[str]) -> int:
+        """Rows per OMERO call for these columns: about ``MAX_CALL_BYTES`` of values."""
+        fields = pa.schema([self._schema.field(c) for c in columns])
+        return max(1, MAX_CALL_BYTES // row_width(fields))
+
     def _fetch(self, columns: tuple[str, ...], start: int, stop: int) -> pa.RecordBatch:
-        with self._call(f"reading rows {start}..{stop}"):
-            data = self._table.read([self._index[c] for c in columns], start, stop)
-        return self._batch(columns, list(data.columns))
+        """Rows ``[start, stop)``, in as many ``Table.read`` calls as their size needs."""
+        indexes = [self._index[c] for c in columns]
+        step = self._rows_per_call(columns)
+        parts = []
+        for first in range(start, stop, step):
+            last = min(first + step, stop)
+            with self._call(f"reading rows {first}..{last}"):
+                data = self._table.read(indexes, first, last)
+            parts.append(self._batch(columns, list(data.columns)))
+        return parts[0] if len(parts) == 1 else pa.concat_batches(parts)
 
     def read_range(self, columns: Sequence[str], start: int, stop: int) -> pa.RecordBatch:
         stop = min(stop, self._rows)
@@ -134,9 +152,15 @@ class OmeroTable(TableHandle):
             return self._empty(columns)
         # OMERO.tables reads coordinates in ascending order: read each row once, then reorder.
         unique, order = np.unique(rows, return_inverse=True)
-        with self._call(f"reading {len(unique)} rows"):
-            data = self._table.slice([self._index[c] for c in columns], unique.tolist())
-        batch = self._batch(columns, list(data.columns))
+        indexes = [self._index[c] for c in columns]
+        step = self._rows_per_call(columns)
+        parts = []
+        for first in range(0, len(unique), step):
+            part = unique[first:first + step]
+            with self._call(f"reading {len(part)} rows"):
+                data = self._table.slice(indexes, part.tolist())
+            parts.append(self._batch(columns, list(data.columns)))
+        batch = parts[0] if len(parts) == 1 else pa.concat_batches(parts)
         if len(unique) == len(rows) and np.array_equal(unique, rows):
             return batch
         return batch.take(pa.array(order, type=pa.int64()))

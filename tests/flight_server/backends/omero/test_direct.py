@@ -123,3 +123,17 @@ def test_data_dir_setting_needs_the_omero_backend(tmp_path):
                          ).omero_data_dir.as_posix() == "/OMERO"
     with pytest.raises(ConfigError, match="omero_data_dir needs omero_host"):
         load_settings({"omero_data_dir": str(tmp_path)}, environ={})
+
+
+def test_chunks_larger_than_one_omero_call_read_the_same(private_table, sign_in, direct_sign_in,
+                                                          monkeypatch):
+    from flight_server.backends.omero import tables
+
+    monkeypatch.setattr(tables, "MAX_CALL_BYTES", 4096)  # ~60 rows per Table.read / slice
+    kwargs: dict[str, Any] = {"annotation_id": private_table, "chunk_size": 5000,
+                              "progress": False}
+    ice, direct = sign_in("alice"), direct_sign_in("alice")
+    for extra in ({}, {"rows": list(range(ROWS - 1, 0, -7))}):
+        pd.testing.assert_frame_equal(
+            flight_client.read_table(omero_connector=ice, **kwargs, **extra),
+            flight_client.read_table(omero_connector=direct, **kwargs, **extra))

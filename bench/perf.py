@@ -55,7 +55,7 @@ class Plan:
     memory_rows: list[int] = field(default_factory=list)  # narrow sizes for peak memory
 
 
-FULL = Plan([("narrow", 1_000_000), ("narrow", 10_000_000), ("wide", 1_000_000)],
+FULL = Plan([("narrow", 1_000_000), ("narrow", 10_000_000), ("wide", 100_000)],
             reps=3, slow_reps=1, memory_rows=[1_000_000, 10_000_000])
 SMOKE = Plan([("narrow", 20_000), ("wide", 5_000)], reps=2, slow_reps=1,
              memory_rows=[20_000])

@@ -130,10 +130,11 @@ def test_chunks_larger_than_one_omero_call_read_the_same(private_table, sign_in,
     from flight_server.backends.omero import tables
 
     monkeypatch.setattr(tables, "MAX_CALL_BYTES", 4096)  # ~60 rows per Table.read / slice
-    kwargs: dict[str, Any] = {"annotation_id": private_table, "chunk_size": 5000,
-                              "progress": False}
+    monkeypatch.setattr(tables, "MIN_CALL_ROWS", 1)
+    kwargs: dict[str, Any] = {"annotation_id": private_table, "progress": False}
     ice, direct = sign_in("alice"), direct_sign_in("alice")
-    for extra in ({}, {"rows": list(range(ROWS - 1, 0, -7))}):
+    for extra in ({}, {"chunk_size": 777}, {"column_names": ["label"], "chunk_size": 99_999},
+                  {"rows": list(range(ROWS - 1, 0, -7))}):
         pd.testing.assert_frame_equal(
             flight_client.read_table(omero_connector=ice, **kwargs, **extra),
             flight_client.read_table(omero_connector=direct, **kwargs, **extra))

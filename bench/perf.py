@@ -12,7 +12,8 @@ wide, at each size) measures, interleaved and repeated:
   ``omero2pandas.read_table`` with its default ``chunk_size=1000`` and tuned
   (50,000), the bridge through Ice, the bridge reading directly, the embedded
   store, and PyTables reading the same HDF5 file into Arrow then pandas (the
-  limit);
+  limit); for whole tables and column subsets also OMERO.tables' own floor, a
+  bare ``Table.read`` loop over Ice whose values are dropped;
 * peak memory of the servers and of a client while streaming the table.
 
 Every client call runs in this process, warm (connections are open, files are
@@ -41,6 +42,7 @@ from flight_server.repository import original_file_path
 os.environ.setdefault("TQDM_DISABLE", "1")  # omero2pandas's progress bars, before tqdm loads
 
 O2P_TUNED_CHUNK = 50_000
+FLOOR = "OMERO.tables floor: Table.read loop"
 #: omero2pandas's default read chunk takes ~20 s per million rows: only measured up to this.
 O2P_DEFAULT_MAX_ROWS = 1_000_000
 
@@ -167,6 +169,9 @@ def measure_reads(c: Clients, kind: str, rows: int, omero_file: int, store_file:
                                  ("embedded store", c.store, store_file)):
             contenders[label] = (lambda kw=kwargs, conn=conn, fid=fid: flight_client.read_table(
                 file_id=fid, omero_connector=conn, progress=False, **kw))
+        if what != "1% query":
+            contenders[FLOOR] = lambda kw=kwargs: ice_floor(
+                c.o2p.client.getSession(), omero_file, kw.get("column_names"))
         contenders["PyTables -> Arrow (limit)"] = (
             lambda kw=kwargs: datasets.pytables_read(
                 h5, kw.get("column_names"), kw.get("query")))
@@ -178,6 +183,25 @@ def measure_reads(c: Clients, kind: str, rows: int, omero_file: int, store_file:
         out[what] = interleaved(contenders, {n: counts.get(n, reps) for n in contenders},
                                 check=check)
     return out
+
+
+def ice_floor(sf: Any, file_id: int, columns: list[str] | None) -> None:
+    """OMERO.tables' own floor: ``Table.read`` over Ice in 50,000-row calls, values dropped.
+
+    No client, omero2pandas or the bridge, can read the table through Ice in less.
+    """
+    import omero.model
+
+    table = sf.sharedResources().openTable(omero.model.OriginalFileI(file_id, False),
+                                           {"omero.group": "-1"})
+    try:
+        names = [h.name for h in table.getHeaders()]
+        indexes = [i for i, n in enumerate(names) if columns is None or n in columns]
+        rows = table.getNumberOfRows()
+        for start in range(0, rows, O2P_TUNED_CHUNK):
+            table.read(indexes, start, min(start + O2P_TUNED_CHUNK, rows))
+    finally:
+        table.close()
 
 
 def measure_memory(c: Clients, omero_file: int, store_file: int, bridges: dict[str, Any]

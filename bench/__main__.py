@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import shlex
 import sys
 from pathlib import Path
 
-from bench import memory
+# No progress bars from the contenders (omero2pandas): tqdm reads this when it loads.
+os.environ.setdefault("TQDM_DISABLE", "1")
+
+from bench import memory  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results"
 

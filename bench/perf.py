@@ -39,8 +39,6 @@ from bench.memory import PeakSampler, run_probe
 from bench.timing import Timing, interleaved, time_once
 from flight_server.repository import original_file_path
 
-os.environ.setdefault("TQDM_DISABLE", "1")  # omero2pandas's progress bars, before tqdm loads
-
 O2P_TUNED_CHUNK = 50_000
 FLOOR = "OMERO.tables floor: Table.read loop"
 #: omero2pandas's default read chunk takes ~20 s per million rows: only measured up to this.
@@ -303,8 +301,6 @@ def run(plan: Plan, out: Path, command: str) -> dict[str, Any]:
 
 
 def machine() -> dict[str, Any]:
-    import os
-
     import psutil
 
     cpu = platform.processor() or platform.machine()

@@ -17,17 +17,14 @@ libhdf5 is usually built without thread safety, so every PyTables call in this
 process goes through :data:`HDF5_LOCK` (as OMERO.tables does with its global
 lock). Callers hold it for one chunk at a time, never for a whole stream.
 
-HDF5's own file locks (``flock``) are switched off for this process unless
-``HDF5_USE_FILE_LOCKING`` says otherwise: OMERO.tables keeps every table it
-has open locked for writing, which would stop direct reads beside OMERO
-(``backends/omero/direct.py``), and libhdf5 reads the setting once, when
-PyTables loads it. The bridge's own files are guarded by :data:`HDF5_LOCK`.
+HDF5's own file locks are switched off for the bridge process (see
+``flight_server/__init__.py``); the bridge's own files are guarded by
+:data:`HDF5_LOCK`.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 import warnings
@@ -36,9 +33,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-
-os.environ.setdefault("HDF5_USE_FILE_LOCKING", "FALSE")
-import tables  # noqa: E402 - after the locking setting, which libhdf5 reads on load
+import tables
 
 from flight_server import columns as cols
 from flight_server.backends.base import FileInfo, TableHandle

@@ -251,16 +251,22 @@ def open_read(conn: Connection, ticket: TableTicket, progress: bool | None = Non
     choice for streams and downloads.
     """
     transport = conn.transport
-    info = transport.flight_info(ticket.encode())
     what = f"file {ticket.file_id}" if ticket.file_id is not None else (
         f"annotation {ticket.annotation_id}")
-    LOGGER.info("reading table %s: %s rows in %d part(s)", what,
-                info.total_records if info.total_records >= 0 else "unknown",
-                len(info.endpoints))
-    progress_bar = bar(desc, info.total_records, "rows", progress)
-    batches = _counted(_conformed(ordered_batches(transport, list(info.endpoints), parallel),
-                                  info.schema), progress_bar)
-    return TableRead(info.schema, info.total_records, batches)
+    if ticket.query is not None or isinstance(ticket.rows, tuple):
+        # The bridge serves a query or a row list as one endpoint: ask for it directly
+        # rather than have it plan (look up and open) the read twice.
+        schema, stream = transport.open_stream(ticket.encode())
+        total = len(ticket.rows) if isinstance(ticket.rows, tuple) else -1
+        LOGGER.info("reading table %s: %s rows", what, total if total >= 0 else "matching")
+    else:
+        info = transport.flight_info(ticket.encode())
+        schema, total = info.schema, info.total_records
+        LOGGER.info("reading table %s: %s rows in %d part(s)", what, total,
+                    len(info.endpoints))
+        stream = ordered_batches(transport, list(info.endpoints), parallel)
+    progress_bar = bar(desc, total, "rows", progress)
+    return TableRead(schema, total, _counted(_conformed(stream, schema), progress_bar))
 
 
 def _read_table_data(ticket: TableTicket, connect: dict[str, Any],

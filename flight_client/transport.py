@@ -213,16 +213,21 @@ class Transport:
         descriptor = flight.FlightDescriptor.for_command(command)
         return self.call(lambda: client.get_flight_info(descriptor, self.options()))
 
-    def stream(self, ticket: bytes, location: str | None = None) -> Iterator[pa.RecordBatch]:
-        """Record batches of one ``do_get``; the call is retried until the schema arrived."""
+    def open_stream(self, ticket: bytes, location: str | None = None
+                    ) -> tuple[pa.Schema, Iterator[pa.RecordBatch]]:
+        """Start one ``do_get``: its schema now (retried until it arrives), its batches lazily."""
         client = self._client(location)
 
-        def open_stream() -> flight.FlightStreamReader:
+        def open_reader() -> flight.FlightStreamReader:
             reader = client.do_get(flight.Ticket(ticket), self.options())
             reader.schema  # noqa: B018 - forces the first message, so errors surface here
             return reader
 
-        reader = self.call(open_stream)
+        reader = self.call(open_reader)
+        return reader.schema, self._batches(reader, location)
+
+    def _batches(self, reader: flight.FlightStreamReader,
+                 location: str | None) -> Iterator[pa.RecordBatch]:
         finished = False
         try:
             with translate_errors(location or self.location):
@@ -236,6 +241,10 @@ class Transport:
         finally:
             if not finished:
                 reader.cancel()
+
+    def stream(self, ticket: bytes, location: str | None = None) -> Iterator[pa.RecordBatch]:
+        """Record batches of one ``do_get``; the call is retried until the schema arrived."""
+        return self.open_stream(ticket, location)[1]
 
     def stream_schema(self, ticket: bytes, location: str | None = None) -> pa.Schema:
         """The schema of a ``do_get`` (reads only the first message)."""

@@ -239,7 +239,7 @@ def test_create_remote_table_writes_then_registers(omero_plus, tmp_path, monkeyp
     pd.DataFrame({"image": [1, 2, 3], "area": [0.5, 1.5, 2.5]}).to_csv(csv, index=False)
     annotation_id = remote.create_remote_table(
         csv, "cells", shared / "lab", f"{SERVER_ROOT}/lab", links=[("Image", 3)],
-        connector=_FakeOmeroClient(KEY), prefix="omero", ca_file=omero_plus.ca_file,
+        session_key=KEY, prefix="omero", ca_file=omero_plus.ca_file,
         progress=False)
     done = omero_plus.registrations[-1]
     assert (done.annotation_id, done.uri, done.targets) == (
@@ -251,16 +251,6 @@ def test_create_remote_table_writes_then_registers(omero_plus, tmp_path, monkeyp
     with pytest.raises(errors.MissingConnectionDetails):
         remote.create_remote_table(csv, "again", shared / "lab2", session_key=KEY)
     assert not (shared / "lab2").exists()
-
-
-class _FakeOmeroClient:
-    """Duck-types an omero-py client: only its session id is used."""
-
-    def __init__(self, key: str) -> None:
-        self._key = key
-
-    def getSessionId(self) -> str:  # noqa: N802 - omero-py's name
-        return self._key
 
 
 def test_upload_table_with_local_and_remote_paths(omero_plus, bridge, tmp_path,  # noqa: F811
@@ -283,48 +273,8 @@ def test_upload_table_with_local_and_remote_paths(omero_plus, bridge, tmp_path, 
                                    username="__session__", password=KEY)
 
 
-# -- the bridge registers on the caller's behalf ---------------------------------------------------
+# -- the bridge registers on the caller's behalf ------------------------------------------
+# (with the OMERO backend: tests/flight_server/backends/omero/test_registration.py)
 def test_embedded_store_bridge_cannot_register(conn):
     with pytest.raises(errors.InvalidRequest, match="embedded store.*session_key="):
         flight_client.register_table(conn, f"{SERVER_ROOT}/x.tiledb", "t", [("Image", 1)], "tok")
-
-
-@pytest.fixture
-def session_bridge(tmp_path, monkeypatch, omero_plus):  # noqa: F811
-    """A bridge whose callers carry an OMERO session (as the OMERO backend's do)."""
-    from types import SimpleNamespace
-
-    from flight_server.backends.local import LocalStore
-    from flight_server.service import FlightService
-    from tests.conftest import PASSWORDS, seed_store
-
-    class SessionStore(LocalStore):
-        def lookup_caller(self, username):
-            caller = super().lookup_caller(username)
-            key = f"{username}-session-key"
-            return type(caller)(caller.user_id, caller.username, caller.group_ids,
-                                caller.is_admin, session=SimpleNamespace(
-                                    client=_FakeOmeroClient(key)))
-
-    seed_store(tmp_path / "store")
-    server = FlightService(SessionStore(tmp_path / "store"), "grpc://127.0.0.1:0",
-                           omero_web_url=omero_plus.url)  # the bridge's --omero-web-url
-    monkeypatch.delenv(remote.ENV_WEB_URL, raising=False)
-    monkeypatch.setenv("SSL_CERT_FILE", str(omero_plus.ca_file))
-    with flight_client.connect_to_omero(server=server.url, username="bob",
-                                        password=PASSWORDS["bob"], interactive=False,
-                                        keep_alive=False) as bob:
-        yield bob
-    server.shutdown()
-
-
-def test_bridge_registers_with_the_callers_session(session_bridge, omero_plus):  # noqa: F811
-    path, token = make_array(omero_plus, "bridge.tiledb")
-    annotation_id = flight_client.register_table(session_bridge, path, "via bridge",
-                                                 [("Image", 9)], token, "omero")
-    done = omero_plus.registrations[-1]
-    assert (done.annotation_id, done.uri, done.user, done.targets) == (
-        annotation_id, path, "bob", ["Image:9"])
-    with pytest.raises(errors.PermissionDenied, match="SecretToken does not match"):
-        flight_client.register_table(session_bridge, path, "t", [("Image", 9)], "wrong",
-                                     "omero")

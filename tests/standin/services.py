@@ -418,6 +418,20 @@ class SessionServiceI(omero.api.ISession):
         return self._model(key)
 
     @amd
+    def createUserSession_async(self, time_to_live: int, time_to_idle: int, group_name: str,
+                                current: Any = None) -> Any:
+        """A new session for the caller in ``group_name`` (the stand-in's idle timeout applies)."""
+        self.sf.check(current)
+        user = self.sf.user
+        group = self.sf.catalog.group_by_name(group_name) if group_name else None
+        group_id = user.group_ids[0] if group is None else group.id
+        if group_id not in user.group_ids:
+            raise omero.SecurityViolation(None, None,
+                                          f"{user.name} is not a member of group {group_name}")
+        return self._model(self.sf.sessions.create_user_session(user, group_id, "user session")
+                           .uuid)
+
+    @amd
     def getReferenceCount_async(self, key: str, current: Any = None) -> Any:
         self.sf.check(current)
         session = self.sf.sessions.get(key)

@@ -57,6 +57,15 @@ class Sessions:
             self._sessions[session.uuid] = session
             return session
 
+    def create_user_session(self, user: User, group_id: int, agent: str = "") -> Session:
+        """A new session for an already signed-in user (ISession.createUserSession): it
+        lives until it is closed or idles out, like the tokens omero-user-token makes."""
+        with self._lock:
+            self._seq += 1
+            session = Session(str(uuid.uuid4()), user, group_id, agent, id=self._seq)
+            self._sessions[session.uuid] = session
+            return session
+
     def get(self, key: str) -> Session | None:
         with self._lock:
             return self._sessions.get(key)

@@ -15,70 +15,23 @@ peak resident memory above the process's baseline after imports.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import psutil
 import pyarrow as pa
 
+from bench.servers import STORE_PASSWORD, STORE_USER, running_store_bridge
 from flight_server.synthetic import measurement_batches, write_measurement_csv
 
-USER, PASSWORD = "bench", "bench-password-123"
-
-
-@dataclass
-class Bridge:
-    url: str
-    process: subprocess.Popen
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@contextlib.contextmanager
-def running_bridge(store_dir: Path) -> Iterator[Bridge]:
-    """An ``omero-flight serve`` process over a fresh embedded store, with one user."""
-    from flight_server.backends.local import LocalStore
-
-    store = LocalStore(store_dir)
-    store.add_group("bench", "read-only")
-    store.add_user(USER, PASSWORD, groups=["bench"])
-    store.close()
-    port = _free_port()
-    cmd = [sys.executable, "-m", "flight_server.cli", "serve", "--store", str(store_dir),
-           "--host", "127.0.0.1", "--port", str(port), "--log-level", "WARNING"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    url = f"grpc://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
-                break
-            if proc.poll() is not None or time.monotonic() > deadline:
-                err = proc.stderr.read().decode() if proc.stderr else ""
-                raise RuntimeError(f"bridge did not start: {err}")
-            time.sleep(0.1)
-        yield Bridge(url, proc)
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+USER, PASSWORD = STORE_USER, STORE_PASSWORD
 
 
 def run_probe(task: str, **args: Any) -> dict[str, Any]:
@@ -132,7 +85,7 @@ def _upload_synthetic(url: str, rows: int) -> tuple[int, float]:
 
 def measure_size(rows: int, workdir: Path) -> dict[str, Any]:
     """All memory figures for one table size."""
-    with running_bridge(workdir / f"store-{rows}") as bridge:
+    with running_store_bridge(workdir / f"store-{rows}") as bridge:
         file_id, table_mib = _upload_synthetic(bridge.url, rows)
         common = {"url": bridge.url, "username": USER, "password": PASSWORD, "file_id": file_id}
 

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import contextlib
 import os
+import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-
-from bench.memory import _free_port, running_bridge
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 STORE_USER, STORE_PASSWORD = "bench", "bench-password-123"
@@ -53,15 +53,18 @@ class Bridge:
     process: subprocess.Popen
 
 
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 @contextlib.contextmanager
-def running_omero_bridge(omero: Omero, direct: bool) -> Iterator[Bridge]:
-    """``omero-flight serve --omero-host`` over the stand-in; ``direct`` adds its data dir."""
-    port = _free_port()
+def serve_process(*options: str) -> Iterator[Bridge]:
+    """``omero-flight serve`` on a free loopback port in a child process, until the block ends."""
+    port = free_port()
     cmd = [sys.executable, "-m", "flight_server.cli", "serve", "--host", "127.0.0.1",
-           "--port", str(port), "--log-level", "WARNING",
-           "--omero-host", omero.host, "--omero-port", str(omero.port)]
-    if direct:
-        cmd += ["--omero-data-dir", str(omero.data_dir)]
+           "--port", str(port), "--log-level", "WARNING", *options]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                             cwd=REPO_ROOT, env={**os.environ, "PYTHONPATH": str(REPO_ROOT)})
     try:
@@ -76,10 +79,17 @@ def running_omero_bridge(omero: Omero, direct: bool) -> Iterator[Bridge]:
             proc.wait()
 
 
-def _wait_for_port(proc: subprocess.Popen, port: int, timeout: float = 60.0) -> None:
-    import socket
-    import time
+@contextlib.contextmanager
+def running_omero_bridge(omero: Omero, direct: bool) -> Iterator[Bridge]:
+    """``omero-flight serve --omero-host`` over the stand-in; ``direct`` adds its data dir."""
+    options = ["--omero-host", omero.host, "--omero-port", str(omero.port)]
+    if direct:
+        options += ["--omero-data-dir", str(omero.data_dir)]
+    with serve_process(*options) as bridge:
+        yield bridge
 
+
+def _wait_for_port(proc: subprocess.Popen, port: int, timeout: float = 60.0) -> None:
     deadline = time.monotonic() + timeout
     while True:
         with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
@@ -92,6 +102,12 @@ def _wait_for_port(proc: subprocess.Popen, port: int, timeout: float = 60.0) -> 
 
 @contextlib.contextmanager
 def running_store_bridge(store_dir: Path) -> Iterator[Bridge]:
-    """A bridge over a fresh embedded store (the memory benchmark's, user ``bench``)."""
-    with running_bridge(store_dir) as bridge:
-        yield Bridge(bridge.url, bridge.process)
+    """A bridge over a fresh embedded store with one user, ``bench``."""
+    from flight_server.backends.local import LocalStore
+
+    store = LocalStore(store_dir)
+    store.add_group("bench", "read-only")
+    store.add_user(STORE_USER, STORE_PASSWORD, groups=["bench"])
+    store.close()
+    with serve_process("--store", str(store_dir)) as bridge:
+        yield bridge

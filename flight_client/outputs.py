@@ -55,10 +55,6 @@ def to_pandas(data: pa.Table | pa.RecordBatch) -> pd.DataFrame:
     return df
 
 
-def strip_row_numbers(table: pa.Table) -> pa.Table:
-    return split_row_numbers(table)[1]
-
-
 def to_polars(table: pa.Table) -> Any:
     pl = require_module("polars", "polars")
     return pl.from_arrow(table)

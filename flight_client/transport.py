@@ -246,19 +246,6 @@ class Transport:
         """Record batches of one ``do_get``; the call is retried until the schema arrived."""
         return self.open_stream(ticket, location)[1]
 
-    def stream_schema(self, ticket: bytes, location: str | None = None) -> pa.Schema:
-        """The schema of a ``do_get`` (reads only the first message)."""
-        client = self._client(location)
-
-        def get() -> pa.Schema:
-            reader = client.do_get(flight.Ticket(ticket), self.options())
-            try:
-                return reader.schema
-            finally:
-                reader.cancel()
-
-        return self.call(get)
-
     def put(
         self, command: bytes, schema: pa.Schema
     ) -> tuple[flight.FlightStreamWriter, flight.FlightMetadataReader]:

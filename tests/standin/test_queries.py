@@ -8,23 +8,13 @@ import pytest
 from tests.standin.fixtures import SKIP_REASON  # noqa: E402
 
 omero = pytest.importorskip("omero", reason=SKIP_REASON)
-from omero.rtypes import rlist, rlong, rstring, unwrap  # noqa: E402
+from omero.rtypes import rstring, unwrap  # noqa: E402
+
+from flight_server.backends.omero.calls import ALL_GROUPS  # noqa: E402
+from flight_server.backends.omero.lookup import query_params as _params  # noqa: E402
 
 pytestmark = pytest.mark.omero
-ALL_GROUPS = {"omero.group": "-1"}
 DETAILS = "join fetch f.details.owner join fetch f.details.group"
-
-
-def _params(**values):
-    params = omero.sys.ParametersI()
-    for name, value in values.items():
-        if isinstance(value, list):
-            params.map[name] = rlist([rlong(v) for v in value])
-        elif isinstance(value, str):
-            params.map[name] = rstring(value)
-        else:
-            params.map[name] = rlong(value)
-    return params
 
 
 @pytest.fixture(scope="module")

@@ -35,7 +35,8 @@ _SOME_TABLES = (f"select fa from FileAnnotation fa join fetch fa.file f {_DETAIL
                 "where fa.id in (:ids) and f.mimetype = :mimetype order by fa.id")
 
 
-def _params(**values: Any) -> Any:
+def query_params(**values: Any) -> Any:
+    """omero.sys.Parameters from plain values (ints, strings, lists of ids)."""
     params = omero.sys.ParametersI()
     for name, value in values.items():
         if isinstance(value, list):
@@ -79,17 +80,17 @@ class Lookup:
             query = sf.getQueryService()
             if ref.annotation_id is not None:
                 annotation = query.findByQuery(_ANNOTATION_BY_ID,
-                                               _params(id=ref.annotation_id), ALL_GROUPS)
+                                               query_params(id=ref.annotation_id), ALL_GROUPS)
                 if annotation is None:
                     raise NotFound(f"{ref} does not exist or user {user!r} may not read it")
                 ofile = annotation.getFile()
                 if ofile is None:
                     raise NotFound(f"{ref} has no file")
                 return ofile, file_info(ofile, ref.annotation_id)
-            ofile = query.findByQuery(_FILE_BY_ID, _params(id=ref.file_id), ALL_GROUPS)
+            ofile = query.findByQuery(_FILE_BY_ID, query_params(id=ref.file_id), ALL_GROUPS)
             if ofile is None:
                 raise NotFound(f"{ref} does not exist or user {user!r} may not read it")
-            annotations = query.findAllByQuery(_ANNOTATIONS_OF_FILE, _params(id=ref.file_id),
+            annotations = query.findAllByQuery(_ANNOTATIONS_OF_FILE, query_params(id=ref.file_id),
                                                ALL_GROUPS)
             annotation_id = unwrap(annotations[0].id) if annotations else None
             return ofile, file_info(ofile, annotation_id)
@@ -106,7 +107,7 @@ class Lookup:
                 if kind not in LINK_KINDS:
                     raise InvalidArgument(f"cannot link a table to a {kind}")
                 found = query.findByQuery(f"select o from {kind} o where o.id = :id",
-                                          _params(id=object_id), ALL_GROUPS)
+                                          query_params(id=object_id), ALL_GROUPS)
                 if found is None:
                     raise NotFound(f"link target {kind} {object_id} does not exist or user "
                                    f"{user!r} may not read it")
@@ -128,19 +129,19 @@ class Lookup:
             query = sf.getQueryService()
             if object_type is None:
                 annotations = query.findAllByQuery(
-                    _ALL_TABLES, _params(mimetype=TABLE_MIMETYPE), ALL_GROUPS)
+                    _ALL_TABLES, query_params(mimetype=TABLE_MIMETYPE), ALL_GROUPS)
             else:
                 if object_type not in LINK_KINDS:
                     raise InvalidArgument(f"tables cannot be linked to a {object_type}")
                 hql = f"select l.child.id from {object_type}AnnotationLink l"
-                params = _params()
+                params = query_params()
                 if object_id is not None:
                     hql += " where l.parent.id = :id"
-                    params = _params(id=object_id)
+                    params = query_params(id=object_id)
                 rows = query.projection(hql, params, ALL_GROUPS)
                 candidates = sorted({unwrap(r[0]) for r in rows if r and r[0] is not None})
                 annotations = query.findAllByQuery(
-                    _SOME_TABLES, _params(ids=candidates, mimetype=TABLE_MIMETYPE),
+                    _SOME_TABLES, query_params(ids=candidates, mimetype=TABLE_MIMETYPE),
                     ALL_GROUPS) if candidates else []
             ids = [unwrap(a.id) for a in annotations]
             links: dict[int, list[tuple[str, int]]] = {i: [] for i in ids}
@@ -148,7 +149,7 @@ class Lookup:
                 for kind in LINK_KINDS:
                     rows = query.projection(
                         f"select l.parent.id, l.child.id from {kind}AnnotationLink l "
-                        "where l.child.id in (:ids)", _params(ids=ids), ALL_GROUPS)
+                        "where l.child.id in (:ids)", query_params(ids=ids), ALL_GROUPS)
                     for row in rows:
                         parent, child = unwrap(row[0]), unwrap(row[1])
                         if parent is not None and child in links:

@@ -56,8 +56,12 @@ class ReadinessCheck:
                 self.probe()
                 ready = True
             except Exception as exc:  # any failure means not ready; the reason is only logged
-                log.warning("readiness check failed: %s: %s", type(exc).__name__, exc)
+                was_ready = self._result is None or self._result[1]
+                log.log(logging.WARNING if was_ready else logging.DEBUG,
+                        "not ready: %s: %s", type(exc).__name__, exc)
                 ready = False
+            if ready and self._result is not None and not self._result[1]:
+                log.warning("ready again")
             self._result = (time.monotonic(), ready)
             return ready
 
@@ -130,9 +134,10 @@ class HealthServer:
         self._httpd.server_close()
 
 
-def start_health_server(host: str, port: int, probe: Callable[[], object]) -> HealthServer:
+def start_health_server(host: str, port: int, probe: Callable[[], object],
+                        cache_seconds: float = 1.0) -> HealthServer:
     """Serve ``/livez`` and ``/readyz`` (``probe`` raises when not ready) until ``close``."""
-    return HealthServer(host, port, ReadinessCheck(probe)).start()
+    return HealthServer(host, port, ReadinessCheck(probe, cache_seconds)).start()
 
 
 def start_health(settings: Settings, backend: Backend) -> HealthServer | None:

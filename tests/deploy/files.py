@@ -7,8 +7,11 @@ sidecar patch); a systemd unit's directives and its environment file.
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import shlex
+import shutil
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -194,3 +197,42 @@ def unit_environment(directives: list[tuple[str, str, str]]) -> dict[str, str]:
             key, _, val = pair.partition("=")
             env[key] = val
     return env
+
+
+# -- the image's build context -------------------------------------------------------------
+
+def _ignored(path: str, patterns: list[tuple[bool, str]]) -> bool:
+    """Docker's rule: the last pattern matching the path or one of its parents decides."""
+    parts = path.split("/")
+    candidates = ["/".join(parts[:i]) for i in range(1, len(parts) + 1)]
+    verdict = False
+    for negated, pattern in patterns:
+        if pattern.startswith("**/"):
+            tail = pattern[3:]
+            hit = any(fnmatch.fnmatchcase(part, tail) for part in parts)
+        else:
+            hit = any(fnmatch.fnmatchcase(c, pattern) and c.count("/") == pattern.count("/")
+                      for c in candidates)
+        if hit:
+            verdict = not negated
+    return verdict
+
+
+def build_context(dest: Path) -> list[str]:
+    """Copy the repository's tracked files that Dockerfile.dockerignore lets into a build
+    context to ``dest``; the copied paths."""
+    ignore = (DEPLOY / "docker" / "Dockerfile.dockerignore").read_text().splitlines()
+    patterns = [(line.startswith("!"), line.lstrip("!").rstrip("/")) for line in
+                (raw.strip() for raw in ignore) if line and not line.startswith("#")]
+    tracked = subprocess.run(["git", "ls-files", "-z"], cwd=REPO_ROOT, check=True,
+                             capture_output=True).stdout.decode().split("\0")
+    copied = []
+    for name in filter(None, tracked):
+        source = REPO_ROOT / name
+        if _ignored(name, patterns) or not source.is_file():
+            continue
+        target = dest / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(source, target)
+        copied.append(name)
+    return copied

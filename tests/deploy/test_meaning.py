@@ -118,7 +118,7 @@ def cluster():
     return docs, config_maps
 
 
-def _probe_port(container, probe, settings):
+def _probe_port(container, probe):
     port = container[probe]["httpGet"]["port"]
     if isinstance(port, str):
         port = next(p["containerPort"] for p in container["ports"] if p["name"] == port)
@@ -136,7 +136,7 @@ def test_statefulset_settings_ports_and_probes(cluster):
     assert container["livenessProbe"]["httpGet"]["path"] == LIVE_PATH
     assert container["readinessProbe"]["httpGet"]["path"] == READY_PATH
     for probe in ("livenessProbe", "readinessProbe", "startupProbe"):
-        assert _probe_port(container, probe, settings) == settings.health_port
+        assert _probe_port(container, probe) == settings.health_port
     assert pod["securityContext"]["runAsUser"] == 1000
     assert container["securityContext"]["readOnlyRootFilesystem"] is True
     # OMERO's data volume, read-only at the data directory the bridge reads.
@@ -203,8 +203,8 @@ def test_sidecar_patch_on_omero_server_pod():
     assert volume is server_volume and mount["readOnly"] is True
     assert "readOnly" not in server_mount  # the server itself still writes there
     assert bridge["readinessProbe"]["httpGet"]["path"] == READY_PATH
-    assert _probe_port(bridge, "readinessProbe", settings) == settings.health_port
-    assert _probe_port(bridge, "livenessProbe", settings) == settings.health_port
+    assert _probe_port(bridge, "readinessProbe") == settings.health_port
+    assert _probe_port(bridge, "livenessProbe") == settings.health_port
 
 
 # -- systemd ---------------------------------------------------------------------------

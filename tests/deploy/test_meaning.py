@@ -202,9 +202,10 @@ def test_sidecar_patch_on_omero_server_pod():
     mount, volume = files.mount_source(pod, bridge, str(settings.omero_data_dir))
     assert volume is server_volume and mount["readOnly"] is True
     assert "readOnly" not in server_mount  # the server itself still writes there
-    assert bridge["readinessProbe"]["httpGet"]["path"] == READY_PATH
-    assert _probe_port(bridge, "readinessProbe") == settings.health_port
+    # Liveness on the health port; no readiness probe, which would gate OMERO's own pod.
+    assert bridge["livenessProbe"]["httpGet"]["path"] == LIVE_PATH
     assert _probe_port(bridge, "livenessProbe") == settings.health_port
+    assert "readinessProbe" not in bridge
 
 
 # -- systemd ---------------------------------------------------------------------------

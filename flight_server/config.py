@@ -54,6 +54,10 @@ class Settings:
     omero_data_dir: Path | None = None
     # OMERO.web of an OMERO Plus server, for the register_table action (HTTPS).
     omero_web_url: str | None = None
+    # HTTP /livez and /readyz on this port of the same host (None: off; deploy files use 8816).
+    health_port: int | None = None
+    # A file whose bytes sign bearer tokens, shared by replicas (None: the backend's own key).
+    token_secret_file: Path | None = None
 
     @property
     def uses_omero(self) -> bool:
@@ -82,6 +86,10 @@ class Settings:
             raise ConfigError("split_rows must be at least 1")
         if not 0 <= self.port <= 65535:
             raise ConfigError(f"port {self.port} is out of range")
+        if self.health_port is not None and not 0 <= self.health_port <= 65535:
+            raise ConfigError(f"health_port {self.health_port} is out of range")
+        if self.health_port and self.health_port == self.port:
+            raise ConfigError(f"health_port and port are both {self.port}: use two ports")
         if not 0 < self.omero_port <= 65535:
             raise ConfigError(f"omero_port {self.omero_port} is out of range")
         if self.omero_max_calls < 1:

@@ -86,7 +86,7 @@ else
     grep -q "PyEval_GetFrame()" "$src/src/Util.cpp" || die "patch of src/Util.cpp did not apply"
     "$PY" -m pip wheel --quiet --no-deps -w "$work/dist" "$src" >"$work/build.log" 2>&1 \
         || { tail -n 40 "$work/build.log" >&2; die "build failed (last lines above)"; }
-    built=$(ls "$work"/dist/zeroc_ice-$VERSION-*.whl 2>/dev/null | head -n 1)
+    built=$(find "$work/dist" -maxdepth 1 -name "zeroc_ice-$VERSION-*.whl" -print -quit)
     [[ -n $built ]] || die "pip wheel produced no wheel"
     # Move into the cache only when complete, under the name this interpreter looks for.
     mv "$built" "$wheel.part" && mv "$wheel.part" "$wheel"

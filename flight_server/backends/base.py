@@ -232,3 +232,9 @@ class Backend(abc.ABC):
 
     def close(self) -> None:  # noqa: B027 - optional hook, most backends hold nothing
         """Release resources held by the backend."""
+
+    def ping(self) -> None:  # noqa: B027 - a backend with nothing to reach is always ready
+        """Readiness: return when the backend can serve now, raise when it cannot.
+
+        Runs with no caller and must be quick (the health endpoint's ``/readyz``).
+        """

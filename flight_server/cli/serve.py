@@ -13,7 +13,9 @@ from flight_server.backends.base import Backend
 from flight_server.backends.local import LocalStore
 from flight_server.config import ConfigError, Settings, is_loopback, load_settings
 from flight_server.errors import BridgeError
+from flight_server.health import start_health
 from flight_server.service import FlightService
+from flight_server.token_key import read_token_key
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +55,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--omero-web-url",
                    help="OMERO.web (OMERO Plus) HTTPS address, for the register_table action "
                         "that registers TileDB tables in place with the caller's session")
+    p.add_argument("--health-port", type=int,
+                   help="serve HTTP GET /livez and /readyz on this port of --host "
+                        "(default off; the deploy files use 8816; 0 picks a free one)")
+    p.add_argument("--token-secret-file",
+                   help="file whose bytes sign bearer tokens, the same for every replica "
+                        "(mode 0600 or 0400; default: a key the backend keeps)")
     p.set_defaults(func=run)
 
 
@@ -101,6 +109,7 @@ def make_server(settings: Settings, store: Backend) -> FlightService:
         token_lifetime=settings.token_lifetime, tls_certificates=tls,
         split_rows=settings.split_rows, spool_dir=settings.spool_dir,
         omero_web_url=settings.omero_web_url,
+        token_secret=read_token_key(settings.token_secret_file),
     )
 
 
@@ -110,7 +119,7 @@ def run(args: argparse.Namespace) -> int:
     given = {k: getattr(args, k, None) for k in
              ("host", "port", "store", "tls_cert", "tls_key", "insecure_no_auth", "split_rows",
               "log_level", "omero_host", "omero_port", "omero_idle_timeout", "omero_max_calls",
-              "omero_data_dir", "omero_web_url")}
+              "omero_data_dir", "omero_web_url", "health_port", "token_secret_file")}
     try:
         settings = load_settings(given, args.config)
     except ConfigError as exc:
@@ -122,20 +131,30 @@ def run(args: argparse.Namespace) -> int:
         raise CliError(str(exc)) from None
     try:
         server = make_server(settings, backend)
-    except (BridgeError, OSError) as exc:
+    except (BridgeError, ConfigError, OSError) as exc:
         backend.close()
         raise CliError(str(exc)) from None
+    try:
+        health = start_health(settings, backend)  # None unless health_port is set
+    except OSError as exc:
+        server.shutdown()
+        backend.close()
+        raise CliError(f"health_port {settings.health_port}: {exc}") from None
     auth = "no authentication" if settings.insecure_no_auth else "authentication required"
     source = (f"OMERO at {settings.omero_host}:{settings.omero_port}" if settings.uses_omero
               else str(getattr(backend, "path", settings.store)))
     if settings.omero_data_dir is not None:
         source += f" (tables read directly from {settings.omero_data_dir})"
     print(f"omero-flight serving {source} on {server.url} ({auth})", flush=True)
+    if health is not None:
+        print(f"health endpoints: {health.url}/livez {health.url}/readyz", flush=True)
     try:
         server.serve()
     except KeyboardInterrupt:
         pass
     finally:
+        if health is not None:
+            health.close()
         server.shutdown()
         backend.close()
     return 0

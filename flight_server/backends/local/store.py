@@ -245,6 +245,15 @@ class LocalStore(Backend):
                 fh.write(secrets.token_bytes(32))
         return path.read_bytes()
 
+    def ping(self) -> None:
+        """Readiness: the catalog opens afresh (read-only) and answers a query."""
+        uri = (self.path / "catalog.sqlite").as_uri() + "?mode=ro"
+        db = sqlite3.connect(uri, uri=True, timeout=2.0)
+        try:
+            db.execute("SELECT COUNT(*) FROM users").fetchone()
+        finally:
+            db.close()
+
     # -- reading ---------------------------------------------------------------------
 
     def _row(self, caller: Caller, ref: TableRef) -> sqlite3.Row:

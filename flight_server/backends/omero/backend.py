@@ -34,6 +34,7 @@ from flight_server.backends.omero.calls import ALL_GROUPS, DEFAULT_MAX_CALLS, Ca
 from flight_server.backends.omero.direct import DirectReads
 from flight_server.backends.omero.files import OmeroFileWriter, file_chunks
 from flight_server.backends.omero.lookup import Lookup
+from flight_server.backends.omero.ping import RouterPing
 from flight_server.backends.omero.sessions import (
     DEFAULT_IDLE_TIMEOUT,
     ClientFactory,
@@ -68,6 +69,7 @@ class OmeroBackend(Backend):
         self.sessions = SessionManager(host, self.port, idle_timeout, client_factory)
         self.gate = CallGate(self.sessions, max_calls)
         self._secret = secrets.token_bytes(32)
+        self.pinger = RouterPing(host, self.port, client_factory)
 
     def __repr__(self) -> str:
         return f"OmeroBackend({self.host!r}, {self.port})"
@@ -94,6 +96,11 @@ class OmeroBackend(Backend):
 
     def close(self) -> None:
         self.sessions.close()
+        self.pinger.close()
+
+    def ping(self) -> None:
+        """Readiness: OMERO's router answers, with no user session (``ping``)."""
+        self.pinger.ping()
 
     @staticmethod
     def _session(caller: Caller) -> OmeroSession:

@@ -35,11 +35,13 @@ from flight_server.backends.omero.direct import DirectReads
 from flight_server.backends.omero.files import OmeroFileWriter, file_chunks
 from flight_server.backends.omero.lookup import Lookup
 from flight_server.backends.omero.sessions import (
+    DEFAULT_CALL_TIMEOUT,
     DEFAULT_IDLE_TIMEOUT,
     ClientFactory,
     OmeroSession,
     SessionManager,
     _client,
+    with_call_timeout,
 )
 from flight_server.backends.omero.tables import OmeroTable
 from flight_server.backends.omero.writer import OmeroTableWriter
@@ -54,6 +56,7 @@ class OmeroBackend(Backend):
 
     With ``data_dir`` (OMERO's data directory, readable here) tables are read
     directly from their HDF5 files once the caller's session has found them.
+    ``call_timeout`` bounds every single OMERO call (seconds, Ice invocation timeout).
     """
 
     name = "omero"
@@ -62,10 +65,12 @@ class OmeroBackend(Backend):
                  idle_timeout: float = DEFAULT_IDLE_TIMEOUT,
                  max_calls: int = DEFAULT_MAX_CALLS,
                  client_factory: ClientFactory = _client,
-                 data_dir: str | Path | None = None) -> None:
+                 data_dir: str | Path | None = None,
+                 call_timeout: float = DEFAULT_CALL_TIMEOUT) -> None:
         self.host, self.port = host, int(port)
         self.direct = DirectReads(data_dir) if data_dir is not None else None
-        self.sessions = SessionManager(host, self.port, idle_timeout, client_factory)
+        self.sessions = SessionManager(host, self.port, idle_timeout,
+                                       with_call_timeout(client_factory, call_timeout))
         self.gate = CallGate(self.sessions, max_calls)
         self._secret = secrets.token_bytes(32)
 
@@ -117,7 +122,7 @@ class OmeroBackend(Backend):
                 f"{ref} ({info.name!r}, {info.mimetype or 'no mimetype'}) is not an "
                 "OMERO.table: read it with a file ticket (download_file)")
         if self.direct is not None:
-            return self.direct.open(info)
+            return self.direct.open(info, session)
         with self.gate.call(session, f"opening {ref} ({info.name!r})") as sf:
             table = sf.sharedResources().openTable(
                 omero.model.OriginalFileI(info.file_id, False), ALL_GROUPS)

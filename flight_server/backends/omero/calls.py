@@ -3,9 +3,15 @@
 OMERO.tables serializes HDF5 work per server, so flooding it with parallel
 calls only queues them there. The gate lets at most ``max_calls`` calls run
 at once across all users; a call that waits longer than ``wait`` seconds for
-its turn fails with ``unavailable`` and a retry hint. A call that finds its
-OMERO session gone drops the bridge's session, so the next call with the
-same token is told to sign in again.
+its turn fails with ``unavailable`` and a retry hint. Every Ice call has an
+invocation timeout (``sessions.with_call_timeout``), so a frozen OMERO call
+gives its slot back after at most that long instead of starving everyone.
+
+A call that finds its OMERO session gone drops the bridge's session, so the
+next call with the same token is told to sign in again. ``Ice.ObjectNotExist``
+is ambiguous: the session may be gone, or only the object called (a table
+whose OMERO.tables service died or restarted); the gate asks OMERO
+(``keepAlive``) before it forgets a session that is in fact alive.
 """
 
 from __future__ import annotations
@@ -15,7 +21,14 @@ import threading
 from collections.abc import Iterator
 from typing import Any
 
-from flight_server.backends.omero.errors import SessionGone, omero_errors
+import Ice
+
+from flight_server.backends.omero.errors import (
+    MAX_DOING_TEXT,
+    SessionGone,
+    clip,
+    omero_errors,
+)
 from flight_server.backends.omero.sessions import OmeroSession, SessionManager
 from flight_server.errors import Unavailable
 
@@ -47,14 +60,27 @@ class CallGate:
     def call(self, session: OmeroSession, doing: str) -> Iterator[Any]:
         """``with gate.call(session, "reading ...") as sf:`` run OMERO calls as that user."""
         if not self._slots.acquire(timeout=self.wait):
-            raise Unavailable(f"{doing}: the bridge already runs {self.max_calls} OMERO calls; "
-                              f"retry in a few seconds")
+            raise Unavailable(f"{clip(doing, MAX_DOING_TEXT)}: the bridge already runs "
+                              f"{self.max_calls} OMERO calls; retry in a few seconds")
         try:
             session.touch()
-            with omero_errors(doing):
+            with omero_errors(doing, session.session_keys):
                 yield session.sf
-        except SessionGone:
+        except SessionGone as exc:
+            if isinstance(exc.__cause__, Ice.ObjectNotExistException) and _alive(session):
+                raise Unavailable(f"{clip(doing, MAX_DOING_TEXT)}: OMERO no "
+                                  "longer has this object (its service, such as OMERO.tables, "
+                                  "may have restarted); open it again") from exc
             self.sessions.forget(session, "OMERO ended the session")
             raise
         finally:
             self._slots.release()
+
+
+def _alive(session: OmeroSession) -> bool:
+    """Whether OMERO still answers for this session (one ``keepAlive``)."""
+    try:
+        session.sf.keepAlive(None)
+    except Exception:  # noqa: BLE001 - any failure: the session is gone
+        return False
+    return True

@@ -1,0 +1,278 @@
+"""OMERO sessions and calls (issue 10, 2c): streams and uploads are never idle, every OMERO call
+has a timeout and gives its slot back, a dead OMERO.tables is ``unavailable``, OMERO's own
+text is bounded and never carries a session key.
+
+Faults are the stand-in's own hook (``tests.standin.faults``): a Table operation made to hang
+(a frozen OMERO.tables) or to fail as Glacier2 does when the service behind it died.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.flight as flight
+import pytest
+
+pytest.importorskip("omero", reason="omero-py (with zeroc-ice 3.6) is not installed")
+
+import flight_client  # noqa: E402
+from flight_client.protocol import (  # noqa: E402
+    COMMIT_METADATA,
+    FileTicket,
+    FileUploadDescriptor,
+    TableTicket,
+    UploadDescriptor,
+)
+from flight_server.errors import Unavailable  # noqa: E402
+from tests.flight_server.wire import error_code  # noqa: E402
+from tests.standin.faults import FAULTS_FILE  # noqa: E402
+
+pytestmark = pytest.mark.omero
+
+IDLE = 30.0
+ROWS = 20_000
+
+
+@contextlib.contextmanager
+def fault(standin, **faults: dict[str, Any]) -> Iterator[None]:
+    """Make the stand-in's Table operations hang or die until the block ends."""
+    path = standin.data_dir / FAULTS_FILE
+    path.write_text(json.dumps(faults))
+    try:
+        yield
+    finally:
+        path.unlink(missing_ok=True)
+
+
+@pytest.fixture(scope="module")
+def table_id(omero_bridge) -> int:
+    world, seed = omero_bridge.world, omero_bridge.standin.seed
+    import pandas as pd
+
+    frame = pd.DataFrame({"id": np.arange(ROWS, dtype=np.int64),
+                          "x": np.random.default_rng(3).normal(size=ROWS)})
+    return seed.table("alice", world.shared_group, frame, "calls-and-idle").annotation_id
+
+
+@pytest.fixture
+def make_bridge(omero_bridge) -> Iterator[Any]:
+    """``make_bridge(**backend_options)`` -> (backend, port), over the session's stand-in."""
+    from flight_server.backends.omero import OmeroBackend
+    from flight_server.service import FlightService
+
+    started: list[tuple[Any, Any]] = []
+
+    def make(**options: Any) -> tuple[Any, int]:
+        standin = omero_bridge.standin
+        backend = OmeroBackend(standin.host, standin.port, **options)
+        server = FlightService(backend, "grpc://127.0.0.1:0")
+        started.append((backend, server))
+        return backend, server.port
+
+    yield make
+    for backend, server in started:
+        server.shutdown()
+        backend.close()
+
+
+def raw_client(port: int, user: str, password: str):
+    client = flight.FlightClient(f"grpc://127.0.0.1:{port}")
+    header = client.authenticate_basic_token(user, password)
+    return client, flight.FlightCallOptions(headers=[header])
+
+
+def only_session(backend, user: str):
+    (session,) = [s for s in backend.sessions.active() if s.username == user]
+    return session
+
+
+# -- the idle timer and work in progress ------------------------------------------------------
+
+@pytest.mark.parametrize("direct", [False, True], ids=["ice", "direct"])
+def test_a_stream_in_progress_is_never_idle(omero_bridge, make_bridge, table_id, direct):
+    options = {"data_dir": omero_bridge.standin.data_dir} if direct else {}
+    backend, port = make_bridge(idle_timeout=IDLE, **options)
+    client, call = raw_client(port, "alice", omero_bridge.password("alice"))
+    reader = client.do_get(flight.Ticket(TableTicket(annotation_id=table_id,
+                                                     chunk_size=1000).encode()), call)
+    rows = reader.read_chunk().data.num_rows
+    session = only_session(backend, "alice")
+    assert session.in_use == 1
+    backend.sessions.sweep(now=time.monotonic() + 10 * IDLE)  # long past the idle timeout
+    assert not session.closed
+    for chunk in reader:
+        rows += chunk.data.num_rows
+    assert rows == ROWS
+    assert session.in_use == 0  # the stream ended: idle counts again
+    backend.sessions.sweep(now=time.monotonic() + 10 * IDLE)
+    assert session.closed
+    client.close()
+
+
+def test_a_file_download_in_progress_is_never_idle(omero_bridge, make_bridge):
+    world = omero_bridge.world
+    data = bytes(range(256)) * 4096  # 1 MiB
+    seeded = omero_bridge.standin.seed.file("alice", world.shared_group, data, "blob.bin",
+                                            "application/octet-stream")
+    backend, port = make_bridge(idle_timeout=IDLE)
+    client, call = raw_client(port, "alice", omero_bridge.password("alice"))
+    ticket = FileTicket(file_id=seeded.file_id, chunk_size=64 << 10)
+    reader = client.do_get(flight.Ticket(ticket.encode()), call)
+    got = [reader.read_chunk().data]
+    session = only_session(backend, "alice")
+    backend.sessions.sweep(now=time.monotonic() + 10 * IDLE)
+    assert not session.closed and session.in_use == 1
+    got.extend(chunk.data for chunk in reader)
+    assert b"".join(v.as_py() for b in got for v in b.column(0)) == data
+    assert session.in_use == 0
+    client.close()
+
+
+def test_an_upload_in_progress_is_never_idle(omero_bridge, make_bridge):
+    world = omero_bridge.world
+    backend, port = make_bridge(idle_timeout=IDLE)
+    client, call = raw_client(port, "alice", omero_bridge.password("alice"))
+    descriptor = UploadDescriptor(name="slow upload", explicit_commit=True,
+                                  links=(("Image", world.images[world.shared_group]),))
+    batch = pa.record_batch({"id": np.arange(1000, dtype=np.int64)})
+    writer, answer = client.do_put(flight.FlightDescriptor.for_command(descriptor.encode()),
+                                   batch.schema, call)
+    writer.write_batch(batch)
+    deadline = time.monotonic() + 20
+    while not [s for s in backend.sessions.active() if s.in_use]:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    session = only_session(backend, "alice")
+    backend.sessions.sweep(now=time.monotonic() + 10 * IDLE)
+    assert not session.closed
+    writer.write_batch(batch)
+    writer.write_metadata(COMMIT_METADATA)
+    writer.done_writing()
+    result = json.loads(answer.read().to_pybytes())
+    writer.close()
+    assert result["rows"] == 2000
+    assert session.in_use == 0
+    client.close()
+
+
+def test_a_file_upload_in_progress_is_never_idle(omero_bridge, make_bridge):
+    backend, port = make_bridge(idle_timeout=IDLE)
+    client, call = raw_client(port, "alice", omero_bridge.password("alice"))
+    descriptor = FileUploadDescriptor(name="slow.csv", explicit_commit=True)
+    batch = pa.record_batch({"data": pa.array([b"a,b\n1,2\n"], type=pa.binary())})
+    writer, answer = client.do_put(flight.FlightDescriptor.for_command(descriptor.encode()),
+                                   batch.schema, call)
+    writer.write_batch(batch)
+    deadline = time.monotonic() + 20
+    while not [s for s in backend.sessions.active() if s.in_use]:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    session = only_session(backend, "alice")
+    backend.sessions.sweep(now=time.monotonic() + 10 * IDLE)
+    assert not session.closed
+    writer.write_batch(batch)
+    writer.write_metadata(COMMIT_METADATA)
+    writer.done_writing()
+    result = json.loads(answer.read().to_pybytes())
+    writer.close()
+    assert result["size"] == 16
+    assert session.in_use == 0
+    client.close()
+
+
+# -- call timeouts and slots ------------------------------------------------------------------
+
+def test_a_frozen_omero_call_times_out_and_frees_its_slot(omero_bridge, make_bridge, table_id):
+    backend, port = make_bridge(max_calls=1, call_timeout=1.0)
+    alice, alice_call = raw_client(port, "alice", omero_bridge.password("alice"))
+    bob, bob_call = raw_client(port, "bob", omero_bridge.password("bob"))
+    ticket = flight.Ticket(TableTicket(annotation_id=table_id).encode())
+    with fault(omero_bridge.standin, read={"mode": "hang", "seconds": 5}):
+        with pytest.raises(flight.FlightError) as info:
+            alice.do_get(ticket, alice_call).read_all()
+    assert error_code(info.value) == "unavailable"
+    assert "did not answer in time" in str(info.value)
+    # The one slot is free again: bob's read (and alice's) go through.
+    assert bob.do_get(ticket, bob_call).read_all().num_rows == ROWS
+    assert alice.do_get(ticket, alice_call).read_all().num_rows == ROWS
+    alice.close()
+    bob.close()
+
+
+# -- a dead OMERO.tables ----------------------------------------------------------------------
+
+def test_a_dead_tables_service_is_unavailable_and_the_sign_in_lives(omero_bridge, table_id):
+    client, call = raw_client(omero_bridge.port, "bob", omero_bridge.password("bob"))
+    ticket = flight.Ticket(TableTicket(annotation_id=table_id).encode())
+    with fault(omero_bridge.standin, read={"mode": "die"}):
+        with pytest.raises(flight.FlightError) as info:
+            client.do_get(ticket, call).read_all()
+    assert error_code(info.value) == "unavailable"
+    assert "OMERO.tables" in str(info.value)
+    assert client.do_get(ticket, call).read_all().num_rows == ROWS  # same token, still signed in
+    client.close()
+
+
+def test_a_table_gone_from_omero_tables_is_unavailable_not_signed_out(omero_bridge, table_id):
+    from flight_server.backends.base import TableRef
+
+    backend = omero_bridge.backend
+    caller = backend.authenticate("bob", omero_bridge.password("bob"))
+    try:
+        handle = backend.open_table(caller, TableRef(annotation_id=table_id))
+        handle._table.close()  # OMERO.tables forgets the table (as after a restart)
+        with pytest.raises(Unavailable, match="no longer has this object"):
+            handle.read_range(["id"], 0, 10)
+        handle.close()
+        assert not caller.session.closed  # the session itself is fine
+        assert backend.lookup_caller(caller.session.handle).username == "bob"
+    finally:
+        backend.logout(caller)
+
+
+# -- bounded OMERO text -----------------------------------------------------------------------
+
+def test_omero_text_is_bounded_and_never_echoes_a_session_key(omero_bridge, omero_login):
+    client = flight.FlightClient(f"grpc://127.0.0.1:{omero_bridge.port}")
+    long_key = "k" * 8000
+    with pytest.raises(flight.FlightError) as info:
+        client.authenticate_basic_token("__session__", long_key)
+    assert "k" * 50 not in str(info.value)
+    assert len(str(info.value)) < 1000
+    closed = omero_login("bob")
+    key = closed.getSessionId()
+    closed.killSession()
+    with pytest.raises(flight.FlightError) as info:
+        client.authenticate_basic_token("__session__", key)
+    assert key not in str(info.value)
+    client.close()
+
+
+def test_translate_bounds_and_redacts_omero_text():
+    import omero
+
+    from flight_server.backends.omero.errors import MAX_OMERO_TEXT, translate
+
+    key = "0f8fad5b-d9cb-469f-a165-70867728950e"
+    exc = omero.InternalException(None, None, f"session {key} failed: " + "x" * 10_000)
+    error = translate(exc, "reading a table")
+    assert key not in str(error) and "<session key>" in str(error)
+    assert len(str(error)) < MAX_OMERO_TEXT + 200
+    secret = "not-a-uuid-but-secret-key"
+    error = translate(omero.SecurityViolation(None, None, f"bad {secret}"), "joining",
+                      (secret,))
+    assert secret not in str(error)
+
+
+def test_flight_client_sees_busy_not_internal(omero_bridge, sign_in, table_id):
+    conn = sign_in("bob")
+    with fault(omero_bridge.standin, getWhereList={"mode": "die"}):
+        with pytest.raises(flight_client.ServerBusy):
+            flight_client.read_table(annotation_id=table_id, query="x > 0", omero_connector=conn,
+                                     progress=False)

@@ -1,0 +1,116 @@
+"""OMERO uploads within OMERO's limits (issue 11): calls split by bytes under Ice.MessageSizeMax,
+and tables too wide for HDF5's compound type refused before anything exists in OMERO."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.flight as flight
+import pytest
+
+pytest.importorskip("omero", reason="omero-py (with zeroc-ice 3.6) is not installed")
+
+import flight_client  # noqa: E402
+from flight_client.protocol import TableTicket  # noqa: E402
+from flight_server.backends.omero.sessions import message_size_max  # noqa: E402
+from flight_server.backends.omero.writer import (  # noqa: E402
+    call_bytes,
+    call_ranges,
+    row_bytes,
+)
+from flight_server.errors import InvalidArgument  # noqa: E402
+from tests.flight_server.wire import upload  # noqa: E402
+
+pytestmark = pytest.mark.omero
+
+CELL = 6_000
+ROWS = 50_000
+
+
+def original_files(omero_login, name: str) -> list[int]:
+    """Ids of the OriginalFiles called ``name``, as root sees them (every group)."""
+    query = omero_login("root").sf.getQueryService()
+    found = query.findAllByQuery("select f from OriginalFile f where f.name = :name",
+                                 _params(name), {"omero.group": "-1"})
+    return sorted(f.id.val for f in found)
+
+
+def _params(name: str):
+    from flight_server.backends.omero.lookup import query_params
+
+    return query_params(name=name)
+
+
+def test_calls_are_split_by_bytes_as_well_as_rows():
+    sizes = np.array([10, 10, 10, 50, 10, 10], dtype=np.int64)
+    assert list(call_ranges(sizes, max_rows=100, max_bytes=30)) == [(0, 3), (3, 4), (4, 6)]
+    assert list(call_ranges(sizes, max_rows=2, max_bytes=1000)) == [(0, 2), (2, 4), (4, 6)]
+    with pytest.raises(InvalidArgument, match="row 3 holds 50 bytes"):
+        list(call_ranges(sizes, max_rows=100, max_bytes=40))
+    schema = pa.schema([pa.field("s", pa.string()), pa.field("x", pa.float64())])
+    batch = pa.record_batch([pa.array(["ab", "ünï", None]), pa.array([1.0, 2.0, 3.0])],
+                            schema=schema)
+    assert row_bytes(batch, schema).tolist() == [2 + 5 + 8, 6 + 5 + 8, 0 + 5 + 8]
+
+
+def test_the_call_budget_follows_the_clients_message_limit(omero_bridge, omero_login):
+    client = omero_login("alice")
+    limit = message_size_max(client)
+    assert limit == int(client.getProperty("Ice.MessageSizeMax")) * 1024
+    assert 0 < call_bytes(limit) <= limit // 4
+
+
+@pytest.mark.slow
+def test_a_300_mb_upload_of_large_strings_goes_in_several_calls(omero_bridge, omero_login):
+    """50,000 rows of 6,000-byte strings: over OMERO's 250 MB message limit in one call."""
+    standin = omero_bridge.standin
+    name = "large strings"
+    labels = pa.array([f"{i:08d}" + "p" * (CELL - 8) for i in range(ROWS)], type=pa.string())
+    data = pa.table({"id": pa.array(np.arange(ROWS, dtype=np.int64)), "points": labels})
+    assert data.nbytes > 300_000_000
+    del labels
+    calls_before = standin.status()["table_calls"]["addData"]
+    client = flight.FlightClient(f"grpc://{omero_bridge.host}:{omero_bridge.port}")
+    header = client.authenticate_basic_token("alice", omero_bridge.password("alice"))
+    options = flight.FlightCallOptions(headers=[header])
+    answer = upload(client, options, data, name=name, batch_rows=5_000)
+    del data
+    assert answer["rows"] == ROWS
+    calls = standin.status()["table_calls"]["addData"] - calls_before
+    assert calls > 1, calls  # several addData calls, seen by the stand-in's OMERO.tables
+    rows = [0, 1, 12_345, ROWS - 1]
+    ticket = TableTicket(annotation_id=answer["annotation_id"], rows=tuple(rows))
+    back = client.do_get(flight.Ticket(ticket.encode()), options).read_all()
+    assert back.column("id").to_pylist() == rows
+    assert back.column("points").to_pylist() == [f"{i:08d}" + "p" * (CELL - 8) for i in rows]
+    info = client.get_flight_info(
+        flight.FlightDescriptor.for_command(TableTicket(annotation_id=answer["annotation_id"],
+                                                        columns=("id",)).encode()),
+        options)
+    assert info.total_records == ROWS
+    assert len(original_files(omero_login, name)) == 1
+    client.close()
+
+
+def test_a_table_too_wide_for_hdf5_is_refused_before_omero_sees_it(omero_bridge, sign_in,
+                                                                     omero_login):
+    conn = sign_in("alice")
+    name = "cellprofiler export"
+    columns = [f"Intensity_MeanIntensity_Channel{i:04d}xx" for i in range(800)]
+    assert {len(c) for c in columns} == {35}
+    frame = pd.DataFrame(np.zeros((3, 800)), columns=columns)
+    with pytest.raises(flight_client.InvalidRequest, match="64|65,536") as info:
+        flight_client.upload_table(frame, name, omero_connector=conn, progress=False,
+                                   parent_id=omero_bridge.world.images[omero_bridge.world
+                                                                       .shared_group])
+    assert info.value.code == "invalid_argument"
+    assert "column names" in str(info.value)
+    assert original_files(omero_login, name) == []
+    # 600 such columns fit, and are stored whole.
+    ann = flight_client.upload_table(frame.iloc[:, :600], name, omero_connector=conn,
+                                     progress=False, parent_id=omero_bridge.world.images[
+                                         omero_bridge.world.shared_group])
+    back = flight_client.read_table(annotation_id=ann, omero_connector=conn, progress=False)
+    assert back.shape == (3, 600)
+    assert len(original_files(omero_login, name)) == 1

@@ -60,6 +60,25 @@ def table_id(omero_bridge) -> int:
     return seed.table("alice", world.shared_group, frame, "calls-and-idle").annotation_id
 
 
+@pytest.fixture(scope="module")
+def big_table_id(omero_bridge) -> int:
+    """A table larger than what gRPC buffers, so a stream of it is really in progress."""
+    world, seed = omero_bridge.world, omero_bridge.standin.seed
+    import pandas as pd
+
+    rows = 100_000
+    frame = pd.DataFrame({"id": np.arange(rows, dtype=np.int64),
+                          "label": [f"{i:06d}" + "w" * 394 for i in range(rows)]})
+    return seed.table("alice", world.shared_group, frame, "big", chunk_rows=25_000).annotation_id
+
+
+def wait_until(condition, seconds: float = 20.0) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
+
+
 @pytest.fixture
 def make_bridge(omero_bridge) -> Iterator[Any]:
     """``make_bridge(**backend_options)`` -> (backend, port), over the session's stand-in."""
@@ -95,11 +114,11 @@ def only_session(backend, user: str):
 # -- the idle timer and work in progress ------------------------------------------------------
 
 @pytest.mark.parametrize("direct", [False, True], ids=["ice", "direct"])
-def test_a_stream_in_progress_is_never_idle(omero_bridge, make_bridge, table_id, direct):
+def test_a_stream_in_progress_is_never_idle(omero_bridge, make_bridge, big_table_id, direct):
     options = {"data_dir": omero_bridge.standin.data_dir} if direct else {}
     backend, port = make_bridge(idle_timeout=IDLE, **options)
     client, call = raw_client(port, "alice", omero_bridge.password("alice"))
-    reader = client.do_get(flight.Ticket(TableTicket(annotation_id=table_id,
+    reader = client.do_get(flight.Ticket(TableTicket(annotation_id=big_table_id,
                                                      chunk_size=1000).encode()), call)
     rows = reader.read_chunk().data.num_rows
     session = only_session(backend, "alice")
@@ -108,8 +127,8 @@ def test_a_stream_in_progress_is_never_idle(omero_bridge, make_bridge, table_id,
     assert not session.closed
     for chunk in reader:
         rows += chunk.data.num_rows
-    assert rows == ROWS
-    assert session.in_use == 0  # the stream ended: idle counts again
+    assert rows == 100_000
+    wait_until(lambda: session.in_use == 0)  # the stream ended: idle counts again
     backend.sessions.sweep(now=time.monotonic() + 10 * IDLE)
     assert session.closed
     client.close()
@@ -117,7 +136,7 @@ def test_a_stream_in_progress_is_never_idle(omero_bridge, make_bridge, table_id,
 
 def test_a_file_download_in_progress_is_never_idle(omero_bridge, make_bridge):
     world = omero_bridge.world
-    data = bytes(range(256)) * 4096  # 1 MiB
+    data = bytes(range(256)) * (4096 * 32)  # 32 MiB, more than gRPC buffers
     seeded = omero_bridge.standin.seed.file("alice", world.shared_group, data, "blob.csv",
                                             "text/csv")
     backend, port = make_bridge(idle_timeout=IDLE)
@@ -130,7 +149,7 @@ def test_a_file_download_in_progress_is_never_idle(omero_bridge, make_bridge):
     assert not session.closed and session.in_use == 1
     got.extend(chunk.data for chunk in reader)
     assert b"".join(v.as_py() for b in got for v in b.column(0)) == data
-    assert session.in_use == 0
+    wait_until(lambda: session.in_use == 0)
     client.close()
 
 
@@ -144,10 +163,7 @@ def test_an_upload_in_progress_is_never_idle(omero_bridge, make_bridge):
     writer, answer = client.do_put(flight.FlightDescriptor.for_command(descriptor.encode()),
                                    batch.schema, call)
     writer.write_batch(batch)
-    deadline = time.monotonic() + 20
-    while not [s for s in backend.sessions.active() if s.in_use]:
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
+    wait_until(lambda: [s for s in backend.sessions.active() if s.in_use])
     session = only_session(backend, "alice")
     backend.sessions.sweep(now=time.monotonic() + 10 * IDLE)
     assert not session.closed
@@ -157,7 +173,7 @@ def test_an_upload_in_progress_is_never_idle(omero_bridge, make_bridge):
     result = json.loads(answer.read().to_pybytes())
     writer.close()
     assert result["rows"] == 2000
-    assert session.in_use == 0
+    wait_until(lambda: session.in_use == 0)
     client.close()
 
 
@@ -169,10 +185,7 @@ def test_a_file_upload_in_progress_is_never_idle(omero_bridge, make_bridge):
     writer, answer = client.do_put(flight.FlightDescriptor.for_command(descriptor.encode()),
                                    batch.schema, call)
     writer.write_batch(batch)
-    deadline = time.monotonic() + 20
-    while not [s for s in backend.sessions.active() if s.in_use]:
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
+    wait_until(lambda: [s for s in backend.sessions.active() if s.in_use])
     session = only_session(backend, "alice")
     backend.sessions.sweep(now=time.monotonic() + 10 * IDLE)
     assert not session.closed
@@ -182,7 +195,7 @@ def test_a_file_upload_in_progress_is_never_idle(omero_bridge, make_bridge):
     result = json.loads(answer.read().to_pybytes())
     writer.close()
     assert result["size"] == 16
-    assert session.in_use == 0
+    wait_until(lambda: session.in_use == 0)
     client.close()
 
 

@@ -83,6 +83,7 @@ def test_rows_per_call_bounds_rows_and_cells():
 def test_the_gate_bounds_concurrent_calls():
     class Session:
         sf = object()
+        session_keys = ()
 
         def touch(self) -> None:
             pass

@@ -5,8 +5,9 @@ A test writes ``<data dir>/standin-faults.json``, e.g.::
     {"read": {"mode": "hang", "seconds": 3}, "addData": {"mode": "die"}}
 
 and every later call of that Table operation on the stand-in first sleeps
-(``hang``: a frozen OMERO.tables) or fails the way Glacier2 answers when the
-OMERO.tables service behind it has died (``die``: ``Ice.UnknownLocalException``
+(``hang``: a frozen OMERO.tables, for ``seconds`` or until the fault is
+lifted) or fails the way Glacier2 answers when the OMERO.tables service
+behind it has died (``die``: ``Ice.UnknownLocalException``
 naming a lost connection), until the file is removed. Calls of each operation
 are counted and published in the status file (``table_calls``), so a test can
 see how many ``addData`` calls an upload made.
@@ -50,8 +51,10 @@ class TableFaults:
         fault = self._fault(operation)
         if fault is None:
             return
-        if fault.get("mode") == "hang":
-            time.sleep(min(MAX_HANG, float(fault.get("seconds", 5))))
+        if fault.get("mode") == "hang":  # until the time is up or the fault is lifted
+            deadline = time.monotonic() + min(MAX_HANG, float(fault.get("seconds", 5)))
+            while time.monotonic() < deadline and self._fault(operation) is not None:
+                time.sleep(0.05)
         elif fault.get("mode") == "die":
             raise Ice.UnknownLocalException(
                 "Ice::ConnectionLostException: recv() returned zero "

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -30,6 +31,7 @@ from flight_client.protocol import (  # noqa: E402
     UploadDescriptor,
 )
 from flight_server.errors import Unavailable  # noqa: E402
+from flight_server.service import ACTION_LOGOUT  # noqa: E402
 from tests.flight_server.wire import error_code  # noqa: E402
 from tests.standin.faults import FAULTS_FILE  # noqa: E402
 
@@ -214,6 +216,36 @@ def test_a_frozen_omero_call_times_out_and_frees_its_slot(omero_bridge, make_bri
     # The one slot is free again: bob's read (and alice's) go through.
     assert bob.do_get(ticket, bob_call).read_all().num_rows == ROWS
     assert alice.do_get(ticket, alice_call).read_all().num_rows == ROWS
+    alice.close()
+    bob.close()
+
+
+def test_a_client_that_goes_away_frees_its_slot_at_once(omero_bridge, make_bridge, table_id):
+    """alice's read is frozen in OMERO; she signs out; bob's read gets the one slot long before
+    the call timeout would have freed it (the gate's wait is shorter than the hang)."""
+    backend, port = make_bridge(max_calls=1, call_timeout=60.0)
+    backend.gate.wait = 8.0
+    alice, alice_call = raw_client(port, "alice", omero_bridge.password("alice"))
+    bob, bob_call = raw_client(port, "bob", omero_bridge.password("bob"))
+    ticket = flight.Ticket(TableTicket(annotation_id=table_id).encode())
+    outcome: list[BaseException] = []
+
+    def frozen_read() -> None:
+        try:
+            alice.do_get(ticket, alice_call).read_all()
+        except BaseException as exc:  # noqa: BLE001 - the test looks at it below
+            outcome.append(exc)
+
+    with fault(omero_bridge.standin, read={"mode": "hang", "seconds": 20}):
+        thread = threading.Thread(target=frozen_read)
+        thread.start()
+        wait_until(lambda: [s for s in backend.sessions.active() if s.in_use])
+        time.sleep(0.5)  # alice's Table.read is now in OMERO, holding the only slot
+        list(alice.do_action(flight.Action(ACTION_LOGOUT, b"{}"), alice_call))
+        thread.join(15)
+    assert not thread.is_alive()
+    assert outcome and error_code(outcome[0]) in ("unauthenticated", "unavailable")
+    assert bob.do_get(ticket, bob_call).read_all().num_rows == ROWS
     alice.close()
     bob.close()
 

@@ -110,7 +110,8 @@ def translate(exc: BaseException, doing: str, secrets: Iterable[str] = ()) -> Br
         return InvalidArgument(message)
     if isinstance(exc, Ice.MemoryLimitException):
         return InvalidArgument(f"{doing}: the call is larger than OMERO's message limit "
-                               "(Ice.MessageSizeMax); retrying will not help: send less at once")
+                               "(Ice.MessageSizeMax); retrying will not help: ask for or send "
+                               "less at once")
     if isinstance(exc, Ice.InvocationTimeoutException):
         return Unavailable(f"{doing}: OMERO did not answer in time; the call was abandoned "
                            "(OMERO may be overloaded; try again later or ask for less)")

@@ -29,6 +29,7 @@ from flight_client.protocol import (  # noqa: E402
     FileUploadDescriptor,
     TableTicket,
     UploadDescriptor,
+    encode_body,
 )
 from flight_server.errors import Unavailable  # noqa: E402
 from flight_server.service import ACTION_LOGOUT  # noqa: E402
@@ -279,6 +280,37 @@ def test_a_table_gone_from_omero_tables_is_unavailable_not_signed_out(omero_brid
         assert backend.lookup_caller(caller.session.handle).username == "bob"
     finally:
         backend.logout(caller)
+
+
+def test_an_omero_that_died_is_unavailable(tmp_path, omero_world):
+    """A whole OMERO server killed under a signed-in user: its calls and new sign-ins are
+    ``unavailable`` (never ``internal``)."""
+    import os
+    import signal
+
+    from flight_server.backends.omero import OmeroBackend
+    from flight_server.service import FlightService
+    from tests.standin.fixtures import start_standin
+
+    with start_standin(tmp_path / "doomed") as standin:
+        standin.seed.group("doomed-lab", "rw----")
+        standin.seed.user("dora", "dora-password", ["doomed-lab"])
+        backend = OmeroBackend(standin.host, standin.port, call_timeout=10.0)
+        server = FlightService(backend, "grpc://127.0.0.1:0")
+        try:
+            client, call = raw_client(server.port, "dora", "dora-password")
+            os.kill(standin.process.pid, signal.SIGKILL)
+            standin.process.wait()
+            with pytest.raises(flight.FlightError) as info:
+                list(client.do_action(flight.Action("list_tables", encode_body()), call))
+            assert error_code(info.value) == "unavailable"
+            with pytest.raises(flight.FlightError) as info:
+                raw_client(server.port, "dora", "dora-password")
+            assert error_code(info.value) == "unavailable"
+            client.close()
+        finally:
+            server.shutdown()
+            backend.close()
 
 
 # -- bounded OMERO text -----------------------------------------------------------------------

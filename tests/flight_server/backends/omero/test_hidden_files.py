@@ -30,21 +30,29 @@ from tests.flight_server.wire import error_code  # noqa: E402
 
 pytestmark = pytest.mark.omero
 
-HIDDEN_NAME = "alices-secret-measurements"
+HIDDEN_NAME = "secret-measurements"
 FRAME = pd.DataFrame({"cell": np.arange(50, dtype=np.int64), "area": np.linspace(0, 1, 50)})
 
 
-@pytest.fixture(scope="module")
-def hidden(omero_bridge) -> dict[str, int]:
-    """alice's private table, and a FileAnnotation on it in the shared group."""
+@pytest.fixture(scope="module", params=["alice", "ivy"])
+def hidden(omero_bridge, request) -> dict[str, Any]:
+    """A table in its owner's private group (alice: in private-lab, rw----, where bob is a
+    member too; ivy: in ivy-lab, which bob is not in at all), and a FileAnnotation on it in
+    the shared group that bob reads."""
     world, seed = omero_bridge.world, omero_bridge.standin.seed
-    table = seed.table("alice", world.private_group, FRAME, HIDDEN_NAME)
+    owner = request.param
+    group = world.private_group if owner == "alice" else "ivy-lab"
+    if owner not in seed.user_ids:
+        seed.group(group, "rw----")
+        seed.user(owner, f"{owner}-password", [group, world.shared_group])
+    table = seed.table(owner, group, FRAME, HIDDEN_NAME)
     annotation = omero.model.FileAnnotationI()
     annotation.file = omero.model.OriginalFileI(table.file_id, False)
-    shared = seed.save("alice", world.shared_group, annotation).id.val
-    seed.link("alice", world.shared_group, ("Image", world.images[world.shared_group]),
-              ("FileAnnotation", shared))
-    return {"file_id": table.file_id, "shared_annotation": shared}
+    shared = seed.save(owner, world.shared_group, annotation).id.val
+    image = seed.image(owner, world.shared_group, "shared image")
+    seed.link(owner, world.shared_group, ("Image", image), ("FileAnnotation", shared))
+    return {"file_id": table.file_id, "shared_annotation": shared, "owner": owner,
+            "group": group}
 
 
 @pytest.fixture(scope="module")
@@ -68,11 +76,11 @@ def flight_client_for(bridges, mode: str, user: str, password: str):
     return client, flight.FlightCallOptions(headers=[header])
 
 
-def says_nothing_about_the_file(exc: BaseException, hidden: dict[str, int]) -> None:
+def says_nothing_about_the_file(exc: BaseException, hidden: dict[str, Any]) -> None:
     """Neither the hidden file's name, nor its owner, nor its group."""
     text = str(exc)
     assert HIDDEN_NAME not in text
-    assert "private-lab" not in text and "alice" not in text
+    assert hidden["group"] not in text and hidden["owner"] not in text
 
 
 @pytest.mark.parametrize("mode", ["ice", "direct"])
@@ -106,9 +114,10 @@ def test_a_readable_annotation_does_not_open_a_hidden_file(omero_bridge, bridges
 
 @pytest.mark.parametrize("mode", ["ice", "direct"])
 def test_the_owner_still_reads_through_the_shared_annotation(omero_bridge, bridges, hidden, mode):
+    owner = hidden["owner"]
     conn = flight_client.connect_to_omero(
-        server="127.0.0.1", port=bridges[mode][1], username="alice",
-        password=omero_bridge.password("alice"), interactive=False, keep_alive=False,
+        server="127.0.0.1", port=bridges[mode][1], username=owner,
+        password=omero_bridge.password(owner), interactive=False, keep_alive=False,
         allow_token=False)
     try:
         got = flight_client.read_table(annotation_id=hidden["shared_annotation"],

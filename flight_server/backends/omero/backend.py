@@ -155,6 +155,11 @@ class OmeroBackend(Backend):
     def create_file(self, caller: Caller, name: str, mimetype: str,
                     links: Sequence[tuple[str, int]]) -> FileWriter:
         links = normalize_links(links)
+        if mimetype.strip().lower() == TABLE_MIMETYPE.lower():
+            # Only the bridge's own table writer makes OMERO.tables files: a plain upload
+            # with that mimetype would be opened as a table (HDF5 the user wrote, issue 10).
+            raise InvalidArgument(f"a plain file cannot have the mimetype {TABLE_MIMETYPE!r}: "
+                                  "upload tables with upload_table")
         lookup = self._lookup(caller)
         group = lookup.link_group(links)
         return OmeroFileWriter(self.gate, self._session(caller), name,

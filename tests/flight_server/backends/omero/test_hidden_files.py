@@ -127,3 +127,31 @@ def test_the_owner_still_reads_through_the_shared_annotation(omero_bridge, bridg
         assert hidden["shared_annotation"] in listed
     finally:
         conn.shutdown()
+
+
+def test_a_plain_upload_cannot_pose_as_a_table(omero_bridge, omero_login):
+    """A file the user writes as bytes is never an OMERO.table (it could be HDF5 pointing at
+    files outside itself): the bridge refuses the mimetype before anything exists in OMERO."""
+    import pyarrow as pa
+
+    from flight_client.protocol import FileUploadDescriptor
+
+    client = flight.FlightClient(f"grpc://127.0.0.1:{omero_bridge.port}")
+    header = client.authenticate_basic_token("bob", omero_bridge.password("bob"))
+    options = flight.FlightCallOptions(headers=[header])
+    for mimetype in ("OMERO.tables", "omero.TABLES "):
+        descriptor = FileUploadDescriptor(name="posing.h5", mimetype=mimetype)
+        batch = pa.record_batch({"data": pa.array([b"\x89HDF\r\n\x1a\n"], type=pa.binary())})
+        with pytest.raises(flight.FlightError) as info:
+            writer, answer = client.do_put(
+                flight.FlightDescriptor.for_command(descriptor.encode()), batch.schema, options)
+            writer.write_batch(batch)
+            writer.done_writing()
+            answer.read()
+            writer.close()
+        assert error_code(info.value) == "invalid_argument"
+        assert "upload_table" in str(info.value)
+    query = omero_login("root").sf.getQueryService()
+    assert query.findAllByQuery("select f from OriginalFile f where f.name = 'posing.h5'", None,
+                                {"omero.group": "-1"}) == []
+    client.close()

@@ -9,9 +9,11 @@ so a token reaches exactly the session it was issued for.
 
 A background thread pings OMERO (``keepAlive``) for sessions used within the
 idle timeout and closes those idle for longer. A session with a stream or an
-upload in progress (``OmeroSession.hold``) is never idle, however long it
-goes without an OMERO call (a slow client, a large spool). A session OMERO itself ended
-is dropped the first time a call notices (see ``errors.SessionGone``).
+upload in progress (``OmeroSession.hold``) is not idle, however long it goes
+without an OMERO call (a slow client, direct reads from disk), up to
+``HELD_IDLE_FACTOR`` idle timeouts without any progress at all. A session
+OMERO itself ended is dropped the first time a call notices (see
+``errors.SessionGone``).
 Joined sessions are detached, not closed, when the bridge lets go of them:
 they belong to whoever created them.
 """
@@ -40,6 +42,9 @@ _HOLD_LOCK = threading.Lock()
 SESSION_USER = "__session__"
 HANDLE_PREFIX = "omero-session:"
 DEFAULT_IDLE_TIMEOUT = 600.0
+#: A session held by a stream or upload that has not moved for this many idle timeouts is
+#: closed all the same: its holder was lost without being closed (a stream never started).
+HELD_IDLE_FACTOR = 12
 AGENT = "omero-flight"
 #: Seconds any one OMERO call may take before the bridge abandons it (Ice invocation timeout).
 DEFAULT_CALL_TIMEOUT = 600.0
@@ -227,9 +232,10 @@ class SessionManager:
         """Close idle sessions; ping OMERO for the ones in use."""
         now = time.monotonic() if now is None else now
         for session in self.active():
-            if session.in_use:
-                session.touch()  # a stream or upload in progress is never idle
-            elif now - session.last_used > self.idle_timeout:
+            idle = now - session.last_used
+            if session.in_use and idle <= self.idle_timeout * HELD_IDLE_FACTOR:
+                pass  # a stream or upload in progress: kept alive (pinged below)
+            elif idle > self.idle_timeout:
                 self.forget(session, f"idle for more than {self.idle_timeout:g} s")
                 continue
             try:

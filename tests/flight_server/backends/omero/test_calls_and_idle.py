@@ -137,6 +137,24 @@ def test_a_stream_in_progress_is_never_idle(omero_bridge, make_bridge, big_table
     client.close()
 
 
+def test_a_lost_holder_does_not_keep_a_session_for_ever(omero_bridge, make_bridge, table_id):
+    """A table handle nobody closes (a stream that never started) holds the session, but only
+    up to HELD_IDLE_FACTOR idle timeouts without progress."""
+    from flight_server.backends.base import TableRef
+    from flight_server.backends.omero.sessions import HELD_IDLE_FACTOR
+
+    backend, _ = make_bridge(idle_timeout=IDLE)
+    caller = backend.authenticate("bob", omero_bridge.password("bob"))
+    handle = backend.open_table(caller, TableRef(annotation_id=table_id))
+    assert caller.session.in_use == 1
+    backend.sessions.sweep(now=time.monotonic() + (HELD_IDLE_FACTOR - 1) * IDLE)
+    assert not caller.session.closed
+    backend.sessions.sweep(now=time.monotonic() + (HELD_IDLE_FACTOR + 1) * IDLE)
+    assert caller.session.closed
+    handle.close()  # closing after the session ended is quiet, and lets go of the hold
+    assert caller.session.in_use == 0
+
+
 def test_a_file_download_in_progress_is_never_idle(omero_bridge, make_bridge):
     world = omero_bridge.world
     data = bytes(range(256)) * (4096 * 32)  # 32 MiB, more than gRPC buffers

@@ -155,6 +155,7 @@ class OmeroTable(TableHandle):
 
     def read_range(self, columns: Sequence[str], start: int, stop: int) -> pa.RecordBatch:
         """Rows ``[start, stop)``, sliced from the current block of rows (see ``_block``)."""
+        self._session.touch()  # progress, even when served from the block in hand
         stop = min(stop, self._rows)
         if not columns or stop <= start:
             return self._empty(columns)

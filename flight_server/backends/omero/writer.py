@@ -27,6 +27,7 @@ import logging
 from collections.abc import Iterator, Sequence
 from typing import Any
 
+import Ice
 import numpy as np
 import omero.model
 import pyarrow as pa
@@ -40,7 +41,7 @@ from flight_server.backends.omero.cleanup import SpareSession
 from flight_server.backends.omero.grid import empty_column, fill
 from flight_server.backends.omero.sessions import OmeroSession, message_size_max
 from flight_server.columns import check_compound_fits
-from flight_server.errors import InvalidArgument
+from flight_server.errors import InvalidArgument, Unavailable
 
 log = logging.getLogger(__name__)
 
@@ -161,8 +162,19 @@ class OmeroTableWriter(TableWriter):
             part = batch.slice(start, stop - start)
             for column, arr, f in zip(self._columns, part.columns, self._schema, strict=True):
                 fill(column, arr, f)
-            with self._call(f"adding rows {self._rows}..{self._rows + part.num_rows}"):
-                self._table.addData(self._columns)
+            doing = f"adding rows {self._rows}..{self._rows + part.num_rows}"
+            try:
+                with self._call(doing):
+                    self._table.addData(self._columns)
+            except Unavailable as exc:
+                if not isinstance(exc.__cause__, Ice.ConnectionLostException):
+                    raise
+                sent = int(sizes[start:stop].sum())
+                raise Unavailable(
+                    f"{doing} (upload {self._name!r}): OMERO dropped the connection during a "
+                    f"call of {sent:,} bytes, and the user's OMERO session with it: sign in "
+                    "again and upload again; if it happens again, OMERO's Ice.MessageSizeMax "
+                    f"may be below {self._call_bytes:,} bytes (ask its administrator)") from exc
             self._rows += part.num_rows
         for column in self._columns:  # let go of the values sent
             _clear(column)

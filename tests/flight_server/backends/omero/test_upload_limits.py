@@ -101,6 +101,34 @@ def test_a_300_mb_upload_of_large_strings_goes_in_several_calls(omero_bridge, om
         backend.logout(caller)
 
 
+@pytest.mark.slow
+def test_a_call_omero_drops_says_so_and_leaves_no_file(omero_bridge, omero_login, monkeypatch):
+    """What happened before calls were split by bytes, forced by letting one call carry twice
+    the client's message limit: OMERO drops the connection and the user's session. The
+    answer says what happened (not "retry in 5 s"), and no orphan OriginalFile stays."""
+    from flight_server.backends.omero import writer as omero_writer
+    from flight_server.columns import omero_schema, with_string_sizes
+    from flight_server.errors import Unavailable
+
+    monkeypatch.setattr(omero_writer, "call_bytes", lambda limit: 2 * limit)
+    backend = omero_bridge.backend
+    name = "dropped call"
+    points = pa.array([f"{i:08d}" + "p" * (CELL - 8) for i in range(ROWS)], type=pa.string())
+    batch = pa.record_batch({"points": points})
+    del points
+    schema = with_string_sizes(omero_schema(batch.schema), {"points": CELL})
+    batch = batch.cast(schema)
+    caller = backend.authenticate("alice", omero_bridge.password("alice"))
+    writer = backend.create_table(caller, name, schema, ())
+    try:
+        with pytest.raises(Unavailable, match="dropped the connection") as info:
+            writer.append(batch)
+    finally:
+        writer.abort()
+    assert "retry in" not in str(info.value)
+    assert original_files(omero_login, name) == []
+
+
 def test_a_table_too_wide_for_hdf5_is_refused_before_omero_sees_it(omero_bridge, sign_in,
                                                                      omero_login):
     conn = sign_in("alice")

@@ -367,3 +367,48 @@ def from_numpy(values: object, f: pa.Field) -> pa.Array:
         children.append(pa.array([bytes(b) for b in values["bytes"]], type=pa.binary()))
         return pa.StructArray.from_arrays(children, fields=list(MASK_TYPE))
     return pa.array(np.asarray(values), type=f.type)
+
+
+# --- BEGIN omero helper: minimal check_compound_fits (the lead reconciles it with the
+# --- storage helper's version; keep the name and signature) -------------------------------
+
+#: HDF5 keeps a compound datatype in one object header message of at most 64 KiB.
+HDF5_HEADER_LIMIT = 65_536
+_MEMBER_BYTES = 32  # HDF5 datatype message v1: member offset, dimensionality, dims, perms
+_TYPE_BYTES = {STRING: 8, BOOL: 12, DOUBLE: 20}  # member type header and properties
+_ARRAY_BYTES = 8 + 40  # an array member type around its base type (one dimension)
+
+
+def compound_header_size(schema: pa.Schema) -> int:
+    """Bytes of the HDF5 compound datatype message OMERO.tables would write for ``schema``.
+
+    Per member: its NUL-terminated name padded to 8 bytes, the member record and its
+    type; an estimate from HDF5's format (version 1 datatype messages, as PyTables writes).
+    """
+    total = 8
+    for f in schema:
+        column_type = column_type_of(f)
+        name = len(f.name.encode("utf-8")) + 1
+        member = -(-name // 8) * 8 + _MEMBER_BYTES
+        if column_type == MASK:
+            member += 8 + sum(-(-(len(n) + 1) // 8) * 8 + _MEMBER_BYTES + 20
+                              for n in MASK_TYPE.names[:-1])
+        elif column_type in ARRAY_COLUMNS:
+            member += _ARRAY_BYTES + 20
+        else:
+            member += _TYPE_BYTES.get(column_type, 12)
+        total += member
+    return total
+
+
+def check_compound_fits(schema: pa.Schema) -> None:
+    """Refuse (``UnsupportedColumn``, answered as invalid_argument) a schema whose HDF5
+    compound type does not fit HDF5's 64 KiB header limit, before anything is written."""
+    size = compound_header_size(schema)
+    if size > HDF5_HEADER_LIMIT:
+        raise UnsupportedColumn(
+            f"the table's {len(schema)} columns need an HDF5 compound type of about {size:,} "
+            f"bytes, over HDF5's limit of {HDF5_HEADER_LIMIT:,} bytes (it grows with the number "
+            "and length of column names): use fewer or shorter column names, or array columns")
+
+# --- END omero helper: minimal check_compound_fits -----------------------------------------

@@ -50,6 +50,7 @@ class Settings:
     omero_port: int = 4064
     omero_idle_timeout: float = 600.0
     omero_max_calls: int = 8
+    omero_call_timeout: float = 600.0
     # OMERO's data directory (binary repository), readable here: read tables directly.
     omero_data_dir: Path | None = None
     # OMERO.web of an OMERO Plus server, for the register_table action (HTTPS).
@@ -96,6 +97,8 @@ class Settings:
             raise ConfigError("omero_max_calls must be at least 1")
         if self.omero_idle_timeout <= 0:
             raise ConfigError("omero_idle_timeout must be positive")
+        if self.omero_call_timeout <= 0:
+            raise ConfigError("omero_call_timeout must be positive")
         if self.omero_data_dir is not None and not self.uses_omero:
             raise ConfigError("omero_data_dir needs omero_host: direct reads are authorized "
                               "through the caller's OMERO session")

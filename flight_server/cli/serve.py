@@ -48,6 +48,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="close a user's OMERO session after this many idle seconds (default 600)")
     p.add_argument("--omero-max-calls", type=int,
                    help="OMERO calls the bridge runs at once, across users (default 8)")
+    p.add_argument("--omero-call-timeout", type=float,
+                   help="abandon an OMERO call unanswered after this many seconds (default 600)")
     p.add_argument("--omero-data-dir",
                    help="OMERO's data directory (e.g. /OMERO), readable by the bridge: after "
                         "the caller's OMERO session may load a table's OriginalFile, read its "
@@ -90,6 +92,7 @@ def make_backend(settings: Settings) -> Backend:
         return OmeroBackend(settings.omero_host, settings.omero_port,
                             idle_timeout=settings.omero_idle_timeout,
                             max_calls=settings.omero_max_calls,
+                            call_timeout=settings.omero_call_timeout,
                             data_dir=settings.omero_data_dir)
     store = LocalStore(settings.store)
     ensure_root(store)
@@ -119,7 +122,8 @@ def run(args: argparse.Namespace) -> int:
     given = {k: getattr(args, k, None) for k in
              ("host", "port", "store", "tls_cert", "tls_key", "insecure_no_auth", "split_rows",
               "log_level", "omero_host", "omero_port", "omero_idle_timeout", "omero_max_calls",
-              "omero_data_dir", "omero_web_url", "health_port", "token_secret_file")}
+               "omero_call_timeout", "omero_data_dir", "omero_web_url", "health_port",
+               "token_secret_file")}
     try:
         settings = load_settings(given, args.config)
     except ConfigError as exc:

@@ -37,6 +37,7 @@ import omero.rtypes
 from omero import ObjectFactoryRegistrar
 
 from tests.standin.catalog import ROOT_USER_ID, USER_GROUP_ID, Catalog, Record
+from tests.standin.faults import TableFaults
 from tests.standin.files import file_path
 from tests.standin.router import ROUTER_IDENTITY, RouterI
 from tests.standin.sessions import Session, Sessions
@@ -88,6 +89,7 @@ class StandinServer:
         self.repository_id = repo.id
         self._tables_lock = threading.RLock()
         self._tables: dict[str, Any] = {}
+        self.faults = TableFaults(self.data_dir)  # test hook: see tests.standin.faults
         self._stop = threading.Event()
         self.router = RouterI(self)
         self.sessions.on_close.append(self._session_closed)
@@ -197,6 +199,7 @@ class StandinServer:
                 for t in self._tables.values()
             ]
         return {"pid": os.getpid(), "open_tables": tables,
+                "table_calls": self.faults.counts(),
                 "open_sessions": self.sessions.open_count(), "time": time.time()}
 
     def write_status(self) -> None:

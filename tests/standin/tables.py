@@ -106,6 +106,23 @@ class StandinTable(omero.tables.TableI):
             adapter=current.adapter,
         )
 
+    # Test hook (tests.standin.faults): count these calls, make them hang or fail on request.
+    def addData(self, *args: Any) -> Any:  # noqa: N802 - omero-py's name
+        self.sf.server.faults.before("addData")
+        return super().addData(*args)
+
+    def read(self, *args: Any) -> Any:
+        self.sf.server.faults.before("read")
+        return super().read(*args)
+
+    def slice(self, *args: Any) -> Any:
+        self.sf.server.faults.before("slice")
+        return super().slice(*args)
+
+    def getWhereList(self, *args: Any) -> Any:  # noqa: N802 - omero-py's name
+        self.sf.server.faults.before("getWhereList")
+        return super().getWhereList(*args)
+
     def close(self, current: Any = None) -> None:
         try:
             if not self._closed:

@@ -36,11 +36,13 @@ from flight_server.backends.omero.files import OmeroFileWriter, file_chunks
 from flight_server.backends.omero.lookup import Lookup
 from flight_server.backends.omero.ping import RouterPing
 from flight_server.backends.omero.sessions import (
+    DEFAULT_CALL_TIMEOUT,
     DEFAULT_IDLE_TIMEOUT,
     ClientFactory,
     OmeroSession,
     SessionManager,
     _client,
+    with_call_timeout,
 )
 from flight_server.backends.omero.tables import OmeroTable
 from flight_server.backends.omero.writer import OmeroTableWriter
@@ -55,6 +57,7 @@ class OmeroBackend(Backend):
 
     With ``data_dir`` (OMERO's data directory, readable here) tables are read
     directly from their HDF5 files once the caller's session has found them.
+    ``call_timeout`` bounds every single OMERO call (seconds, Ice invocation timeout).
     """
 
     name = "omero"
@@ -63,10 +66,12 @@ class OmeroBackend(Backend):
                  idle_timeout: float = DEFAULT_IDLE_TIMEOUT,
                  max_calls: int = DEFAULT_MAX_CALLS,
                  client_factory: ClientFactory = _client,
-                 data_dir: str | Path | None = None) -> None:
+                 data_dir: str | Path | None = None,
+                 call_timeout: float = DEFAULT_CALL_TIMEOUT) -> None:
         self.host, self.port = host, int(port)
         self.direct = DirectReads(data_dir) if data_dir is not None else None
-        self.sessions = SessionManager(host, self.port, idle_timeout, client_factory)
+        self.sessions = SessionManager(host, self.port, idle_timeout,
+                                       with_call_timeout(client_factory, call_timeout))
         self.gate = CallGate(self.sessions, max_calls)
         self._secret = secrets.token_bytes(32)
         self.pinger = RouterPing(host, self.port, client_factory)
@@ -122,9 +127,9 @@ class OmeroBackend(Backend):
         if info.mimetype != TABLE_MIMETYPE:
             raise InvalidArgument(
                 f"{ref} ({info.name!r}, {info.mimetype or 'no mimetype'}) is not an "
-                "OMERO.table: read it with a file ticket (download_file)")
+                "OMERO.table: read it as a file with read_csv or download_csv")
         if self.direct is not None:
-            return self.direct.open(info)
+            return self.direct.open(info, session)
         with self.gate.call(session, f"opening {ref} ({info.name!r})") as sf:
             table = sf.sharedResources().openTable(
                 omero.model.OriginalFileI(info.file_id, False), ALL_GROUPS)
@@ -157,6 +162,11 @@ class OmeroBackend(Backend):
     def create_file(self, caller: Caller, name: str, mimetype: str,
                     links: Sequence[tuple[str, int]]) -> FileWriter:
         links = normalize_links(links)
+        if mimetype.strip().lower() == TABLE_MIMETYPE.lower():
+            # Only the bridge's own table writer makes OMERO.tables files: a plain upload
+            # with that mimetype would be opened as a table (HDF5 the user wrote, issue 10).
+            raise InvalidArgument(f"a plain file cannot have the mimetype {TABLE_MIMETYPE!r}: "
+                                  "upload tables with upload_table")
         lookup = self._lookup(caller)
         group = lookup.link_group(links)
         return OmeroFileWriter(self.gate, self._session(caller), name,

@@ -7,6 +7,10 @@ straight from ``<data dir>/Files/...`` (``repository.original_file_path``)
 through the embedded store's reader, :class:`hdf5_layout.H5Reader`, opened
 read-only. Authorization stays OMERO's; only the bytes skip OMERO.tables.
 
+The caller's session stays in use (``OmeroSession.hold``) while the file is
+open, so a long stream read from disk, which makes no OMERO call, does not
+count as idle.
+
 OMERO.tables may hold the same file open, locked for writing, so HDF5's file
 locking is off in the bridge process (see ``hdf5_layout``): the bridge never
 writes these files, and a table being written through OMERO is read as far
@@ -15,10 +19,17 @@ as OMERO.tables has flushed it.
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
+import pyarrow as pa
+
 from flight_server.backends.base import TABLE_MIMETYPE, FileInfo, TableHandle
+from flight_server.backends.omero.sessions import OmeroSession
 from flight_server.errors import InvalidArgument, NotFound
+from flight_server.query import CheckedQuery
 from flight_server.repository import original_file_path
 
 
@@ -33,7 +44,7 @@ class DirectReads:
     def __repr__(self) -> str:
         return f"DirectReads({str(self.data_dir)!r})"
 
-    def open(self, info: FileInfo) -> TableHandle:
+    def open(self, info: FileInfo, session: OmeroSession | None = None) -> TableHandle:
         """The table's HDF5 file, read-only; ``info`` must come from the caller's lookup."""
         from flight_server.hdf5_layout import H5Reader
 
@@ -44,4 +55,45 @@ class DirectReads:
         if not path.is_file():
             raise NotFound(f"OriginalFile {info.file_id} ({info.name!r}) is not in "
                            f"{self.data_dir}: is this OMERO's data directory?")
-        return H5Reader(path, info)
+        reader = H5Reader(path, info)
+        return reader if session is None else HeldHandle(reader, session)
+
+
+class HeldHandle(TableHandle):
+    """A table handle that keeps an OMERO session in use until it is closed."""
+
+    def __init__(self, handle: TableHandle, session: OmeroSession) -> None:
+        self._handle, self._session = handle, session
+        self.info = handle.info
+        self._lock = threading.Lock()
+        self._held = True
+        session.hold()
+
+    @property
+    def schema(self) -> pa.Schema:
+        return self._handle.schema
+
+    @property
+    def num_rows(self) -> int:
+        return self._handle.num_rows
+
+    def read_range(self, columns: Sequence[str], start: int, stop: int) -> pa.RecordBatch:
+        self._session.touch()
+        return self._handle.read_range(columns, start, stop)
+
+    def read_rows(self, columns: Sequence[str], rows: np.ndarray) -> pa.RecordBatch:
+        self._session.touch()
+        return self._handle.read_rows(columns, rows)
+
+    def where(self, query: CheckedQuery, start: int, stop: int) -> np.ndarray:
+        self._session.touch()
+        return self._handle.where(query, start, stop)
+
+    def close(self) -> None:
+        with self._lock:
+            held, self._held = self._held, False
+        try:
+            self._handle.close()
+        finally:
+            if held:
+                self._session.release()

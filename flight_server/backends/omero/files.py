@@ -1,4 +1,9 @@
-"""Plain OriginalFiles (CSV, CSV.gz, ...) through OMERO's RawFileStore, as the caller."""
+"""Plain OriginalFiles (CSV, CSV.gz, ...) through OMERO's RawFileStore, as the caller.
+
+Downloads and uploads keep the caller's session in use while they run
+(``OmeroSession.hold``); an aborted upload deletes its OriginalFile, through
+the upload's spare session when the caller's own is gone (``cleanup``).
+"""
 
 from __future__ import annotations
 
@@ -11,6 +16,7 @@ from omero.rtypes import rstring, unwrap
 
 from flight_server.backends.base import FileInfo, FileWriter
 from flight_server.backends.omero.calls import ALL_GROUPS, CallGate, in_group
+from flight_server.backends.omero.cleanup import SpareSession
 from flight_server.backends.omero.sessions import OmeroSession
 from flight_server.backends.omero.writer import save_annotation
 from flight_server.errors import InvalidArgument
@@ -33,8 +39,13 @@ def file_chunks(gate: CallGate, session: OmeroSession, info: FileInfo,
     """The file's bytes in chunks of at most ``chunk_size``; the store is always closed."""
     chunk_size = max(1, min(int(chunk_size), MAX_READ))
     what = f"reading OriginalFile {info.file_id} ({info.name!r})"
-    with gate.call(session, what) as sf:
-        store = sf.createRawFileStore(ALL_GROUPS)
+    session.hold()  # in use for the whole stream, however slowly it is read
+    try:
+        with gate.call(session, what) as sf:
+            store = sf.createRawFileStore(ALL_GROUPS)
+    except BaseException:
+        session.release()
+        raise
     try:
         with gate.call(session, what):
             store.setFileId(info.file_id, ALL_GROUPS)
@@ -48,7 +59,10 @@ def file_chunks(gate: CallGate, session: OmeroSession, info: FileInfo,
             offset += len(data)
             yield bytes(data)
     finally:
-        _close(gate, session, store)
+        try:
+            _close(gate, session, store)
+        finally:
+            session.release()
 
 
 class OmeroFileWriter(FileWriter):
@@ -68,10 +82,15 @@ class OmeroFileWriter(FileWriter):
         ofile.name = rstring(name)
         ofile.path = rstring("/omero-flight/")
         ofile.mimetype = rstring(mimetype)
-        with self._call("creating the file") as sf:
-            self._file_id = unwrap(sf.getUpdateService().saveAndReturnObject(ofile, self._ctx).id)
-            self._store = sf.createRawFileStore(self._ctx)
+        session.hold()
+        self._held = True
+        self._spare: SpareSession | None = None
         try:
+            self._spare = SpareSession.create(gate, session)
+            with self._call("creating the file") as sf:
+                self._file_id = unwrap(
+                    sf.getUpdateService().saveAndReturnObject(ofile, self._ctx).id)
+                self._store = sf.createRawFileStore(self._ctx)
             with self._call("opening the file for writing"):
                 self._store.setFileId(self._file_id, self._ctx)
         except BaseException:
@@ -96,18 +115,39 @@ class OmeroFileWriter(FileWriter):
             save_annotation(sf.getUpdateService(), self._file_id, self._links, self._ctx)
         store, self._store = self._store, None
         _close(self._gate, self._session, store)
+        self._finish()
         return self._describe(self._file_id)
 
     def abort(self) -> None:
         store, self._store = self._store, None
-        if store is not None:
-            _close(self._gate, self._session, store)
-        file_id, self._file_id = self._file_id, None
-        if file_id is None:
-            return
+        try:
+            if store is not None:
+                _close(self._gate, self._session, store)
+            file_id, self._file_id = self._file_id, None
+            if file_id is not None:
+                self._delete(file_id)
+        finally:
+            self._finish()
+
+    def _delete(self, file_id: int) -> None:
         try:
             with self._call("deleting the unfinished file") as sf:
                 sf.getUpdateService().deleteObject(omero.model.OriginalFileI(file_id, False),
                                                    self._ctx)
-        except Exception:  # noqa: BLE001 - best effort; log what may be left
-            log.error("could not delete the unfinished OriginalFile %s", file_id, exc_info=True)
+            return
+        except Exception:  # noqa: BLE001 - the session may be gone: try the spare
+            log.warning("deleting the unfinished OriginalFile %s as the user failed", file_id,
+                        exc_info=True)
+        if self._spare is None or not self._spare.delete_file(file_id, self._ctx):
+            log.error("could not delete the unfinished OriginalFile %s", file_id)
+
+    def _finish(self) -> None:
+        """End the spare session and the hold on the user's session (once)."""
+        spare, self._spare = self._spare, None
+        try:
+            if spare is not None:
+                spare.close()
+        finally:
+            if self._held:
+                self._held = False
+                self._session.release()

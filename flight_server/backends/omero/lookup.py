@@ -2,9 +2,15 @@
 
 All queries run across the caller's groups (``omero.group: -1``), so OMERO
 decides what the caller sees: something they may not read looks exactly like
-something that does not exist. Object kinds in HQL come only from the link
-allowlist (``flight_client.protocol.normalize_links``); ids always travel as
-query parameters.
+something that does not exist. A FileAnnotation the caller may read can point
+at an OriginalFile they may not (an annotation in a shared group on a file in
+someone's private group): the file itself is always looked up again as the
+caller, and a file the caller cannot see is "not found", whatever led to it,
+in listings too. Nothing about a hidden file (name, owner, group) is told.
+
+Object kinds in HQL come only from the link allowlist
+(``flight_client.protocol.normalize_links``); ids always travel as query
+parameters.
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ _ANNOTATION_BY_ID = (f"select fa from FileAnnotation fa join fetch fa.file f {_D
 _ANNOTATIONS_OF_FILE = "select fa from FileAnnotation fa where fa.file.id = :id order by fa.id"
 _ALL_TABLES = (f"select fa from FileAnnotation fa join fetch fa.file f {_DETAILS} "
                "where f.mimetype = :mimetype order by fa.id")
+_VISIBLE_FILES = "select f.id from OriginalFile f where f.id in (:ids)"
 _SOME_TABLES = (f"select fa from FileAnnotation fa join fetch fa.file f {_DETAILS} "
                 "where fa.id in (:ids) and f.mimetype = :mimetype order by fa.id")
 
@@ -81,11 +88,14 @@ class Lookup:
             if ref.annotation_id is not None:
                 annotation = query.findByQuery(_ANNOTATION_BY_ID,
                                                query_params(id=ref.annotation_id), ALL_GROUPS)
-                if annotation is None:
+                if annotation is None or annotation.getFile() is None:
                     raise NotFound(f"{ref} does not exist or user {user!r} may not read it")
-                ofile = annotation.getFile()
+                # The caller's own permission check on the file, not only on the annotation.
+                ofile = query.findByQuery(_FILE_BY_ID,
+                                          query_params(id=unwrap(annotation.getFile().id)),
+                                          ALL_GROUPS)
                 if ofile is None:
-                    raise NotFound(f"{ref} has no file")
+                    raise NotFound(f"{ref} does not exist or user {user!r} may not read it")
                 return ofile, file_info(ofile, ref.annotation_id)
             ofile = query.findByQuery(_FILE_BY_ID, query_params(id=ref.file_id), ALL_GROUPS)
             if ofile is None:
@@ -143,6 +153,7 @@ class Lookup:
                 annotations = query.findAllByQuery(
                     _SOME_TABLES, query_params(ids=candidates, mimetype=TABLE_MIMETYPE),
                     ALL_GROUPS) if candidates else []
+            annotations = _readable_files(query, annotations)
             ids = [unwrap(a.id) for a in annotations]
             links: dict[int, list[tuple[str, int]]] = {i: [] for i in ids}
             if ids:
@@ -158,3 +169,14 @@ class Lookup:
                             tuple(sorted(links[unwrap(a.id)])), None) for a in annotations]
         out.sort(key=lambda s: s.file.file_id)
         return out
+
+
+def _readable_files(query: Any, annotations: list[Any]) -> list[Any]:
+    """The annotations whose OriginalFile the caller may read too (one query as the caller)."""
+    file_ids = sorted({unwrap(a.getFile().id) for a in annotations if a.getFile() is not None})
+    if not file_ids:
+        return []
+    rows = query.projection(_VISIBLE_FILES, query_params(ids=file_ids), ALL_GROUPS)
+    visible = {unwrap(r[0]) for r in rows if r}
+    return [a for a in annotations
+            if a.getFile() is not None and unwrap(a.getFile().id) in visible]

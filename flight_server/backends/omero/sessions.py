@@ -8,8 +8,12 @@ under a random *handle*; the bearer token names that handle, never a user,
 so a token reaches exactly the session it was issued for.
 
 A background thread pings OMERO (``keepAlive``) for sessions used within the
-idle timeout and closes those idle for longer. A session OMERO itself ended
-is dropped the first time a call notices (see ``errors.SessionGone``).
+idle timeout and closes those idle for longer. A session with a stream or an
+upload in progress (``OmeroSession.hold``) is not idle, however long it goes
+without an OMERO call (a slow client, direct reads from disk), up to
+``HELD_IDLE_FACTOR`` idle timeouts without any progress at all. A session
+OMERO itself ended is dropped the first time a call notices (see
+``errors.SessionGone``).
 Joined sessions are detached, not closed, when the bridge lets go of them:
 they belong to whoever created them.
 """
@@ -33,10 +37,19 @@ from flight_server.errors import Unauthenticated
 
 log = logging.getLogger(__name__)
 
+_HOLD_LOCK = threading.Lock()
+
 SESSION_USER = "__session__"
 HANDLE_PREFIX = "omero-session:"
 DEFAULT_IDLE_TIMEOUT = 600.0
+#: A session held by a stream or upload that has not moved for this many idle timeouts is
+#: closed all the same: its holder was lost without being closed (a stream never started).
+HELD_IDLE_FACTOR = 12
 AGENT = "omero-flight"
+#: Seconds any one OMERO call may take before the bridge abandons it (Ice invocation timeout).
+DEFAULT_CALL_TIMEOUT = 600.0
+#: OMERO's own default for Ice.MessageSizeMax, in bytes (omero.constants.MESSAGESIZEMAX KiB).
+DEFAULT_MESSAGE_SIZE_MAX = 250_000 * 1024
 
 ClientFactory = Callable[[str, int], Any]
 
@@ -45,6 +58,41 @@ def _client(host: str, port: int) -> Any:
     client = omero.client(host, port)
     client.setAgent(AGENT)
     return client
+
+
+def with_call_timeout(factory: ClientFactory, seconds: float) -> ClientFactory:
+    """A client factory whose clients give every Ice call at most ``seconds`` to answer.
+
+    ``Ice.Default.InvocationTimeout`` on the client's communicator applies to every
+    proxy it makes or receives (the ServiceFactory, each service, each table), so a
+    frozen OMERO call fails with ``Ice.InvocationTimeoutException`` instead of holding
+    its call-gate slot for ever. The property must be set before the communicator
+    exists, so it goes in as a property map when the factory is omero-py's own.
+    """
+    millis = str(max(1, int(seconds * 1000)))
+    if factory is _client:
+        def timed(host: str, port: int) -> Any:
+            client = omero.client(host=host, port=port,
+                                  pmap={"Ice.Default.InvocationTimeout": millis})
+            client.setAgent(AGENT)
+            return client
+        return timed
+    return factory
+
+
+def message_size_max(client: Any) -> int:
+    """The Ice message limit, in bytes, this client was set up with (OMERO's default if unset).
+
+    OMERO servers and omero-py clients use the same value (``omero.constants.MESSAGESIZEMAX``)
+    unless an administrator changed it; a call larger than the server's limit makes the
+    server drop the connection, and with it the user's session.
+    """
+    try:
+        value = client.getProperty("Ice.MessageSizeMax")
+        kib = int(value) if value else 0
+    except Exception:  # noqa: BLE001 - a client without properties: OMERO's default
+        kib = 0
+    return kib * 1024 if kib > 0 else DEFAULT_MESSAGE_SIZE_MAX
 
 
 @dataclass
@@ -62,9 +110,23 @@ class OmeroSession:
     joined: bool
     last_used: float = field(default_factory=time.monotonic)
     closed: bool = False
+    group_name: str = ""
+    in_use: int = 0  # streams and uploads in progress (see ``hold``)
+    session_keys: tuple[str, ...] = field(default=(), repr=False)  # never echoed in errors
 
     def touch(self) -> None:
         self.last_used = time.monotonic()
+
+    def hold(self) -> None:
+        """A stream or upload starts: the session is in use until the matching ``release``."""
+        with _HOLD_LOCK:
+            self.in_use += 1
+        self.touch()
+
+    def release(self) -> None:
+        with _HOLD_LOCK:
+            self.in_use = max(0, self.in_use - 1)
+        self.touch()
 
     def caller(self) -> Caller:
         return Caller(self.user_id, self.username, self.group_ids, self.is_admin, session=self)
@@ -94,9 +156,9 @@ class SessionManager:
             raise Unauthenticated("give a user name and password, or user '__session__' "
                                   "with an OMERO session key as the password")
         joined = username == SESSION_USER
-        client = self._factory(self.host, self.port)
+        client = self.new_client()
         try:
-            with omero_errors(f"signing in to OMERO at {self.host}:{self.port}"):
+            with omero_errors(f"signing in to OMERO at {self.host}:{self.port}", (password,)):
                 if joined:
                     client.joinSession(password)
                 else:
@@ -111,12 +173,18 @@ class SessionManager:
             handle=HANDLE_PREFIX + secrets.token_urlsafe(24), client=client, sf=sf,
             user_id=int(context.userId), username=context.userName,
             group_id=int(context.groupId), group_ids=(int(context.groupId), *others),
-            is_admin=bool(context.isAdmin), joined=joined)
+            is_admin=bool(context.isAdmin), joined=joined,
+            group_name=str(context.groupName or ""),
+            session_keys=(password,) if joined else ())
         with self._lock:
             self._sessions[session.handle] = session
         log.info("OMERO session for %s %s", session.username,
                  "joined by key" if joined else "created")
         return session
+
+    def new_client(self) -> Any:
+        """A new, not yet signed-in omero.client for this OMERO server."""
+        return self._factory(self.host, self.port)
 
     def get(self, handle: str) -> OmeroSession:
         """The live session a token's handle names, or :class:`Unauthenticated`."""
@@ -164,7 +232,10 @@ class SessionManager:
         """Close idle sessions; ping OMERO for the ones in use."""
         now = time.monotonic() if now is None else now
         for session in self.active():
-            if now - session.last_used > self.idle_timeout:
+            idle = now - session.last_used
+            if session.in_use and idle <= self.idle_timeout * HELD_IDLE_FACTOR:
+                pass  # a stream or upload in progress: kept alive (pinged below)
+            elif idle > self.idle_timeout:
                 self.forget(session, f"idle for more than {self.idle_timeout:g} s")
                 continue
             try:

@@ -13,7 +13,9 @@ in a background thread (one block ahead, never more), so OMERO.tables reads
 and Ice marshals it while the bridge converts and sends this one. Row lists
 are read in pieces of the same size. The handle closes the table exactly
 once, after any read ahead has finished; ``streaming.batches`` closes it when
-a stream ends, fails, or is dropped by a client that went away.
+a stream ends, fails, or is dropped by a client that went away. While it is
+open the caller's OMERO session is in use (``OmeroSession.hold``), so a slow
+reader is never signed out by the idle timer.
 """
 
 from __future__ import annotations
@@ -92,6 +94,7 @@ class OmeroTable(TableHandle):
         self._ahead: tuple[tuple[tuple[str, ...], int, int], Future] | None = None
         self._held: tuple[tuple[tuple[str, ...], int, int], pa.RecordBatch] | None = None
         self._pool: ThreadPoolExecutor | None = None
+        session.hold()  # in use until closed, however slowly the stream is read
         try:
             with self._call("reading the table's columns"):
                 self._schema = schema_of(table.getHeaders())
@@ -152,6 +155,7 @@ class OmeroTable(TableHandle):
 
     def read_range(self, columns: Sequence[str], start: int, stop: int) -> pa.RecordBatch:
         """Rows ``[start, stop)``, sliced from the current block of rows (see ``_block``)."""
+        self._session.touch()  # progress, even when served from the block in hand
         stop = min(stop, self._rows)
         if not columns or stop <= start:
             return self._empty(columns)
@@ -217,6 +221,8 @@ class OmeroTable(TableHandle):
                 self._table.close()
         except Exception:  # noqa: BLE001 - the session may be gone; OMERO then closes it
             log.warning("closing OriginalFile %s failed", self.info.file_id, exc_info=True)
+        finally:
+            self._session.release()
 
 
 def _settle(future: Future) -> None:

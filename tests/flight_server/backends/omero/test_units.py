@@ -83,6 +83,7 @@ def test_rows_per_call_bounds_rows_and_cells():
 def test_the_gate_bounds_concurrent_calls():
     class Session:
         sf = object()
+        session_keys = ()
 
         def touch(self) -> None:
             pass
@@ -122,6 +123,11 @@ def test_settings_choose_omero(tmp_path):
         load_settings({"omero_host": "h", "insecure_no_auth": True}, environ={})
     with pytest.raises(ConfigError, match="omero_max_calls"):
         load_settings({"omero_host": "h", "omero_max_calls": 0}, environ={})
+    assert load_settings({}, environ={"OMERO_FLIGHT_OMERO_HOST": "h",
+                                      "OMERO_FLIGHT_OMERO_CALL_TIMEOUT": "30"}
+                         ).omero_call_timeout == 30.0
+    with pytest.raises(ConfigError, match="omero_call_timeout"):
+        load_settings({"omero_host": "h", "omero_call_timeout": 0}, environ={})
 
 
 def test_serve_builds_the_omero_backend(omero_standin):
@@ -129,10 +135,16 @@ def test_serve_builds_the_omero_backend(omero_standin):
     from flight_server.cli.serve import make_backend
 
     settings = load_settings({"omero_host": omero_standin.host,
-                              "omero_port": omero_standin.port, "omero_max_calls": 3},
+                              "omero_port": omero_standin.port, "omero_max_calls": 3,
+                              "omero_call_timeout": 45},
                              environ={})
     backend = make_backend(settings)
     try:
         assert isinstance(backend, OmeroBackend) and backend.gate.max_calls == 3
+        client = backend.sessions.new_client()  # omero-py's own client, with the call timeout
+        try:
+            assert client.getProperty("Ice.Default.InvocationTimeout") == "45000"
+        finally:
+            client.closeSession()
     finally:
         backend.close()

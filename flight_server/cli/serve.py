@@ -122,8 +122,8 @@ def run(args: argparse.Namespace) -> int:
     given = {k: getattr(args, k, None) for k in
              ("host", "port", "store", "tls_cert", "tls_key", "insecure_no_auth", "split_rows",
               "log_level", "omero_host", "omero_port", "omero_idle_timeout", "omero_max_calls",
-               "omero_call_timeout", "omero_data_dir", "omero_web_url", "health_port",
-               "token_secret_file")}
+              "omero_call_timeout", "omero_data_dir", "omero_web_url", "health_port",
+              "token_secret_file")}
     try:
         settings = load_settings(given, args.config)
     except ConfigError as exc:

@@ -77,8 +77,13 @@ def _file_ticket(file_id: Any, annotation_id: Any, chunk_size: int,
 
 
 def file_info(conn: Connection, ticket: FileTicket) -> dict[str, Any]:
-    """The file's ``file_id``, ``name``, ``mimetype`` and ``size``."""
-    return conn.transport.action(ACTION_FILE_INFO, **ticket.to_json())
+    """The file's ``file_id``, ``name``, ``mimetype`` and ``size``; an OMERO.table is refused."""
+    info = conn.transport.action(ACTION_FILE_INFO, **ticket.to_json())
+    if info.get("is_table"):
+        raise errors.InvalidRequest(
+            f"file {info.get('file_id')} ({info.get('name')!r}) is an OMERO.table, not a CSV "
+            "file: read it with read_table (or download_table to save it)")
+    return info
 
 
 def file_chunks(conn: Connection, ticket: FileTicket, progress_bar: Any) -> Iterator[bytes]:

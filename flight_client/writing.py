@@ -303,15 +303,25 @@ def csv_source(path: str | os.PathLike[str], chunk_size: int | None = None) -> U
 
 
 def reader_source(reader: pa.RecordBatchReader, chunk_size: int | None = None) -> UploadSource:
-    """A stream of batches, sent as they are read (string widths measured by the bridge)."""
+    """A stream of batches, each sent as soon as it is read (string widths are measured by
+    the bridge). With ``chunk_size``, rows are regrouped into batches of that size;
+    without, only batches larger than the automatic size are split."""
     schema = reader.schema.remove_metadata()
-    size = chunk_size or optimal_chunk_size(len(schema))
 
     def batches() -> Iterator[pa.RecordBatch]:
         for batch in reader:
             yield pa.RecordBatch.from_arrays(batch.columns, schema=schema)
 
-    return UploadSource(schema, None, rechunk(batches(), size))
+    if chunk_size is not None:
+        return UploadSource(schema, None, rechunk(batches(), chunk_size))
+    size = optimal_chunk_size(len(schema))
+
+    def split() -> Iterator[pa.RecordBatch]:
+        for batch in batches():
+            for start in range(0, max(batch.num_rows, 1), size):
+                yield batch.slice(start, size)
+
+    return UploadSource(schema, None, split())
 
 
 def parquet_source(path: str | os.PathLike[str], chunk_size: int | None = None) -> UploadSource:

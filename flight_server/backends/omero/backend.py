@@ -115,7 +115,7 @@ class OmeroBackend(Backend):
         if info.mimetype != TABLE_MIMETYPE:
             raise InvalidArgument(
                 f"{ref} ({info.name!r}, {info.mimetype or 'no mimetype'}) is not an "
-                "OMERO.table: read it with a file ticket (download_file)")
+                "OMERO.table: read it with a file ticket (read_csv / download_csv)")
         if self.direct is not None:
             return self.direct.open(info)
         with self.gate.call(session, f"opening {ref} ({info.name!r})") as sf:

@@ -141,8 +141,8 @@ def run(args: argparse.Namespace) -> int:
               else str(getattr(backend, "path", settings.store)))
     if settings.omero_data_dir is not None:
         source += f" (tables read directly from {settings.omero_data_dir})"
-    print(f"omero-flight serving {source} on {server.url} ({auth})", flush=True)
     with stop_signals() as (stop, hurry):
+        print(f"omero-flight serving {source} on {server.url} ({auth})", flush=True)
         while not stop.wait(1.0):
             pass
         drained = drain(server, settings.shutdown_grace, hurry)

@@ -24,12 +24,13 @@ from pathlib import Path
 
 import pandas as pd
 import pyarrow as pa
+import pyarrow.flight as flight
 import pyarrow.parquet as pq
 import pytest
 
 import flight_client
 from flight_client import writing
-from flight_client.protocol import UploadDescriptor
+from flight_client.protocol import TableTicket, UploadDescriptor
 from flight_server.backends.local import LocalStore
 from flight_server.cli import main as cli_main
 from tests.conftest import PASSWORDS, seed_store
@@ -356,3 +357,105 @@ def test_committed_upload_survives_sigkill_right_after_its_answer(tmp_path):
         served.stop()
     pd.testing.assert_frame_equal(back[["x", "label"]], df)
     assert _tables(store) == [("kept", 5_000)]
+
+
+# -- refused before anything is received; CSV types; hints that name real functions ----------
+def test_link_target_is_checked_before_a_spooled_upload_is_received(site, owner):
+    if site.kind != "omero":
+        pytest.skip("the embedded store has no link targets to check")
+    before = state(site, owner)
+    sent = []
+
+    def batches() -> Iterator[pa.RecordBatch]:
+        for i in range(500):  # ~100 MB if it were all sent
+            sent.append(i)
+            yield pa.record_batch([pa.array(range(10_000)), pa.array(["x" * 20] * 10_000)],
+                                  schema=SCHEMA)
+
+    reader = pa.RecordBatchReader.from_batches(SCHEMA, batches())  # no string widths: spooled
+    with pytest.raises(flight_client.NotFound, match=f"Image {site.outsider_image}"):
+        flight_client.upload_table(reader, "not mine", parent_id=site.outsider_image,
+                                   omero_connector=owner, progress=False)
+    assert len(sent) < 500  # refused before the stream was read
+    assert state(site, owner) == before
+
+
+SPARSE_CSV = ("id,late,mixed,word,flag,empty\n"
+              + "".join(f"{i},,{i},w{i},True,\n" for i in range(7))
+              + "7,3,2.5,,False,\n8,4,9,z,True,\n")
+
+
+def test_csv_by_path_gives_one_table_whatever_the_chunk_size(site, owner, tmp_path):
+    path = tmp_path / "sparse.csv"
+    path.write_text(SPARSE_CSV)
+    tables = []
+    for chunk_size in (1, 2, 1000):
+        annotation_id = flight_client.upload_table(
+            path, f"sparse {chunk_size}", parent_id=site.targets["Image"],
+            chunk_size=chunk_size, omero_connector=owner, progress=False)
+        tables.append(flight_client.read_table(annotation_id=annotation_id,
+                                               omero_connector=owner))
+    for other in tables[1:]:
+        pd.testing.assert_frame_equal(other, tables[0])
+    got = tables[0]
+    assert {c: str(got[c].dtype) for c in ("id", "late", "mixed", "flag", "empty")} == {
+        "id": "int64", "late": "float64", "mixed": "float64", "flag": "bool",
+        "empty": "float64"}
+    assert list(got["mixed"])[-2:] == [2.5, 9.0] and list(got["late"])[-2:] == [3.0, 4.0]
+    assert list(got["word"])[:2] == ["w0", "w1"]
+
+
+def _named_functions(message: str) -> list[str]:
+    return re.findall(r"\b((?:read|download|upload|get|list)_[a-z_]+)\b", message)
+
+
+def test_read_table_on_a_csv_file_names_the_csv_readers(site, owner):
+    annotation_id, file_id = site.add_file(site.users["owner"][0], b"a,b\n1,2\n", "plain.csv",
+                                           "text/csv", [("Image", site.targets["Image"])])
+    with pytest.raises(flight_client.InvalidRequest) as info:
+        flight_client.read_table(file_id=file_id, omero_connector=owner)
+    named = _named_functions(str(info.value))
+    assert "read_csv" in named and all(hasattr(flight_client, n) for n in named), named
+    assert flight_client.read_csv(file_id=file_id, omero_connector=owner,
+                                  progress=False).to_dict("list") == {"a": [1], "b": [2]}
+
+
+@pytest.mark.parametrize("call", ["read_csv", "download_csv"])
+def test_csv_reader_on_a_table_names_read_table(site, owner, call, tmp_path):
+    annotation_id = flight_client.upload_table(frame(10), "a table", progress=False,
+                                               parent_id=site.targets["Image"],
+                                               omero_connector=owner)
+    args = (tmp_path / "out.csv",) if call == "download_csv" else ()
+    with pytest.raises(flight_client.InvalidRequest) as info:
+        getattr(flight_client, call)(*args, annotation_id=annotation_id, omero_connector=owner,
+                                     progress=False)
+    named = _named_functions(str(info.value))
+    assert "read_table" in named and all(hasattr(flight_client, n) for n in named), named
+    assert not (tmp_path / "out.csv").exists()
+
+
+def test_sigterm_cuts_a_slow_download_at_the_deadline(tmp_path):
+    store = tmp_path / "store"
+    seed_store(store).close()
+    served = Served(store, "--shutdown-grace", "0.5")
+    try:
+        rows = 200_000
+        table = pa.table({"x": range(rows), "text": pa.array(["t" * 100] * rows)})
+        annotation_id = flight_client.upload_table(table, "big", parent_id=1, progress=False,
+                                                   **served.alice())
+        client = flight.FlightClient(f"grpc://{served.host}:{served.port}")
+        header = client.authenticate_basic_token("alice", PASSWORDS["alice"])
+        ticket = TableTicket(annotation_id=annotation_id, chunk_size=1000)
+        reader = client.do_get(flight.Ticket(ticket.encode()),
+                               flight.FlightCallOptions(headers=[header]))
+        received = reader.read_chunk().data.num_rows
+        served.proc.send_signal(signal.SIGTERM)
+        with pytest.raises(flight.FlightError, match="stopping"):
+            while True:  # a slow reader: ~10 s for the whole table
+                received += reader.read_chunk().data.num_rows
+                time.sleep(0.05)
+        assert 0 < received < rows
+        assert served.proc.wait(timeout=30) == 0
+        client.close()
+    finally:
+        served.stop()

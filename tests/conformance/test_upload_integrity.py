@@ -459,3 +459,24 @@ def test_sigterm_cuts_a_slow_download_at_the_deadline(tmp_path):
         client.close()
     finally:
         served.stop()
+
+
+# -- plain files ----------------------------------------------------------------------------
+def test_plain_file_upload_is_whole_or_absent(site, owner, tmp_path, monkeypatch):
+    from flight_client import files
+
+    path = tmp_path / "measurements.csv"
+    frame(5_000).to_csv(path, index=False)
+    before = state(site, owner)
+    with monkeypatch.context() as patch:
+        patch.setattr(files, "bar", lambda *args, **kwargs: _InterruptAfter(2))
+        with pytest.raises(KeyboardInterrupt):
+            flight_client.upload_file(path, site.targets["Dataset"], "Dataset",
+                                      chunk_size=10_000, omero_connector=owner)
+    assert state(site, owner)[1] == before[1]
+    annotation_id = flight_client.upload_file(path, site.targets["Dataset"], "Dataset",
+                                              chunk_size=10_000, omero_connector=owner,
+                                              progress=False)
+    back = flight_client.read_csv(annotation_id=annotation_id, omero_connector=owner,
+                                  progress=False)
+    pd.testing.assert_frame_equal(back, frame(5_000))

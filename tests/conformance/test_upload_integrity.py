@@ -294,11 +294,14 @@ def _slow_batches(started: threading.Event, stop: threading.Event, count: int,
         time.sleep(0.05)
 
 
-@pytest.mark.parametrize("strings", [True, False], ids=["spooled", "direct"])
-def test_sigterm_cuts_a_running_upload_to_nothing(tmp_path, strings):
+@pytest.mark.parametrize(("strings", "signals", "grace"), [
+    (True, [signal.SIGTERM], "0.5"), (False, [signal.SIGINT], "0.5"),
+    (False, [signal.SIGTERM, signal.SIGTERM], "600"),  # a second signal: cancel at once
+], ids=["SIGTERM-spooled", "SIGINT-direct", "twice-direct"])
+def test_sigterm_cuts_a_running_upload_to_nothing(tmp_path, strings, signals, grace):
     store = tmp_path / "store"
     seed_store(store).close()
-    served = Served(store, "--shutdown-grace", "0.5")
+    served = Served(store, "--shutdown-grace", grace)
     started, stop = threading.Event(), threading.Event()
     schema = SCHEMA if strings else pa.schema([SCHEMA.field("x")])
     source = pa.RecordBatchReader.from_batches(
@@ -306,7 +309,9 @@ def test_sigterm_cuts_a_running_upload_to_nothing(tmp_path, strings):
     thread, outcome = _upload_in_thread(served, source, "cut by sigterm")
     try:
         assert started.wait(30)
-        served.proc.send_signal(signal.SIGTERM)
+        for sig in signals:
+            served.proc.send_signal(sig)
+            time.sleep(0.2)
         assert served.proc.wait(timeout=30) == 0  # drained, then cancelled: a clean exit
         thread.join(timeout=30)
         assert isinstance(outcome.get("error"), flight_client.OmeroFlightError), outcome
@@ -323,11 +328,18 @@ def test_sigterm_lets_an_upload_that_ends_in_time_commit(tmp_path):
     seed_store(store).close()
     served = Served(store, "--shutdown-grace", "60")
     started, stop = threading.Event(), threading.Event()
-    source = pa.RecordBatchReader.from_batches(SCHEMA, _slow_batches(started, stop, 20, True))
+    source = pa.RecordBatchReader.from_batches(SCHEMA, _slow_batches(started, stop, 60, True))
     thread, outcome = _upload_in_thread(served, source, "finished while draining")
     try:
         assert started.wait(30)
         served.proc.send_signal(signal.SIGTERM)
+        refused = False
+        while thread.is_alive() and not refused:  # new calls are refused while draining
+            try:
+                flight_client.list_tables(**served.alice())
+            except flight_client.OmeroFlightError:
+                refused = True
+        assert refused
         thread.join(timeout=60)
         assert "annotation_id" in outcome, outcome
         assert served.proc.wait(timeout=30) == 0
@@ -335,7 +347,7 @@ def test_sigterm_lets_an_upload_that_ends_in_time_commit(tmp_path):
         stop.set()
         thread.join(timeout=30)
         served.stop()
-    assert _tables(store) == [("finished while draining", 2000)]
+    assert _tables(store) == [("finished while draining", 6000)]
     assert sorted(os.listdir(store / "tmp")) == []
 
 

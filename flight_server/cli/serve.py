@@ -146,11 +146,16 @@ def run(args: argparse.Namespace) -> int:
         while not stop.wait(1.0):
             pass
         drained = drain(server, settings.shutdown_grace, hurry)
-    backend.close()
-    if not drained:
-        logging.shutdown()
-        os._exit(1)  # calls stuck in the network; the process must still end
-    return 0
+    if drained:
+        backend.close()
+        return 0
+    # Calls stuck in the network (a client that neither sends nor reads): the process must
+    # still end. Nothing uncommitted is visible (its temporary file stays in the store).
+    closing = threading.Thread(target=backend.close, name="backend-close", daemon=True)
+    closing.start()
+    closing.join(CANCEL_WAIT)
+    logging.shutdown()
+    os._exit(1)
 
 
 @contextmanager

@@ -492,3 +492,24 @@ def test_plain_file_upload_is_whole_or_absent(site, owner, tmp_path, monkeypatch
     back = flight_client.read_csv(annotation_id=annotation_id, omero_connector=owner,
                                   progress=False)
     pd.testing.assert_frame_equal(back, frame(5_000))
+
+
+def test_sigterm_ends_the_server_even_with_a_stalled_upload(tmp_path):
+    """A client that neither sends nor closes cannot hold the server: it exits (status 1)."""
+    store = tmp_path / "store"
+    seed_store(store).close()
+    served = Served(store, "--shutdown-grace", "0.2")
+    try:
+        client = flight.FlightClient(f"grpc://{served.host}:{served.port}")
+        header = client.authenticate_basic_token("alice", PASSWORDS["alice"])
+        command = UploadDescriptor("stalled", (("Image", 1),), explicit_commit=True).encode()
+        writer, _ = client.do_put(flight.FlightDescriptor.for_command(command), SCHEMA,
+                                  flight.FlightCallOptions(headers=[header]))
+        writer.write_batch(next(batches_then(None, 1)))  # then nothing more
+        time.sleep(0.5)
+        served.proc.send_signal(signal.SIGTERM)
+        assert served.proc.wait(timeout=30) == 1
+        client.close()
+    finally:
+        served.stop()
+    assert _tables(store) == []

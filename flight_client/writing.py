@@ -180,7 +180,8 @@ def rechunk(batches: Iterable[pa.RecordBatch], size: int) -> Iterator[pa.RecordB
 _INT_RE = r"^-?[0-9]+$"
 _FLOAT_RE = r"^[+-]?(([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?|(?i:inf|infinity|nan))$"
 _BOOL_WORDS = pa.array(["True", "TRUE", "true", "False", "FALSE", "false"])
-CSV_BLOCK_BYTES = 4 << 20  # the longest CSV row that can be read
+CSV_BLOCK_BYTES = 4 << 20  # the first try; a file with longer rows is read with larger blocks
+MAX_CSV_BLOCK_BYTES = 1 << 30
 
 
 def _cell_kinds(column: pa.Array) -> set[str]:
@@ -234,46 +235,71 @@ def _csv_column(column: pa.Array, to: pa.DataType) -> pa.Array:
     return pc.cast(text, to)
 
 
-def _csv_names(path: Path) -> list[str]:
+class _RowTooLong(Exception):
+    """A CSV row (or the header) does not fit in one block: read again with larger blocks."""
+
+
+def _csv_error(path: Path, exc: pa.ArrowInvalid) -> Exception:
+    if "straddl" in str(exc):
+        return _RowTooLong()
+    return errors.InvalidRequest(f"cannot read {str(path)!r} as CSV: {exc}")
+
+
+def _csv_names(path: Path, block_bytes: int) -> list[str]:
     try:
-        options = pa_csv.ReadOptions(block_size=CSV_BLOCK_BYTES)
+        options = pa_csv.ReadOptions(block_size=block_bytes)
         with pa_csv.open_csv(path, read_options=options) as r:
             names = r.schema.names
     except pa.ArrowInvalid as exc:
-        raise errors.InvalidRequest(f"cannot read {str(path)!r} as CSV: {exc}") from None
+        raise _csv_error(path, exc) from None
     return [name or f"Unnamed: {i}" for i, name in enumerate(names)]  # as pandas names them
 
 
-def _csv_text_batches(path: Path, count: int) -> Iterator[pa.RecordBatch]:
+def _csv_text_batches(path: Path, count: int, block_bytes: int) -> Iterator[pa.RecordBatch]:
     """The file's rows, every column as text (null when missing), block by block."""
     options = pa_csv.ConvertOptions(column_types={f"c{i}": pa.string() for i in range(count)},
                                     strings_can_be_null=True)
-    read = pa_csv.ReadOptions(block_size=CSV_BLOCK_BYTES, skip_rows=1,
+    read = pa_csv.ReadOptions(block_size=block_bytes, skip_rows=1,
                               column_names=[f"c{i}" for i in range(count)])
     try:
         with pa_csv.open_csv(path, read_options=read, convert_options=options) as reader:
             yield from reader
     except pa.ArrowInvalid as exc:
-        raise errors.InvalidRequest(f"cannot read {str(path)!r} as CSV: {exc}") from None
+        raise _csv_error(path, exc) from None
 
 
 @dataclass
 class CsvPlan:
-    """What the first pass over a CSV learned: column types, string widths, rows, chunk size."""
+    """What the first pass over a CSV learned: column types, string widths, rows, chunk size,
+    and the block size that holds its longest row."""
 
     schema: pa.Schema
     string_sizes: dict[str, int]
     rows: int
     chunk_size: int
+    block_bytes: int
 
 
 def scan_csv(path: Path, chunk_size: int | None = None) -> CsvPlan:
     """First pass: the type of each column over the whole file, string widths, rows."""
-    names = _csv_names(path)
+    block = CSV_BLOCK_BYTES
+    while True:
+        try:
+            return _scan_csv(path, chunk_size, block)
+        except _RowTooLong:
+            if block >= MAX_CSV_BLOCK_BYTES:
+                raise errors.InvalidRequest(
+                    f"{str(path)!r} has a row longer than {MAX_CSV_BLOCK_BYTES} bytes, or an "
+                    "unbalanced quote") from None
+            block *= 4
+
+
+def _scan_csv(path: Path, chunk_size: int | None, block: int) -> CsvPlan:
+    names = _csv_names(path, block)
     kinds: list[set[str]] = [set() for _ in names]
     widths = [1] * len(names)
     rows = 0
-    for batch in _csv_text_batches(path, len(names)):
+    for batch in _csv_text_batches(path, len(names), block):
         rows += batch.num_rows
         for i, column in enumerate(batch.columns):
             if "string" not in kinds[i]:
@@ -283,7 +309,8 @@ def scan_csv(path: Path, chunk_size: int | None = None) -> CsvPlan:
     schema = pa.schema([(name, _csv_type(k)) for name, k in zip(names, kinds, strict=True)])
     string_sizes = {f.name: widths[i] for i, f in enumerate(schema) if _is_string(f.type)}
     LOGGER.info("scanned %s: %d rows, %d columns", path, rows, len(names))
-    return CsvPlan(schema, string_sizes, rows, chunk_size or optimal_chunk_size(len(names)))
+    return CsvPlan(schema, string_sizes, rows, chunk_size or optimal_chunk_size(len(names)),
+                   block)
 
 
 def csv_source(path: str | os.PathLike[str], chunk_size: int | None = None) -> UploadSource:
@@ -295,7 +322,7 @@ def csv_source(path: str | os.PathLike[str], chunk_size: int | None = None) -> U
     schema = with_string_sizes(plan.schema, plan.string_sizes)
 
     def typed() -> Iterator[pa.RecordBatch]:
-        for batch in _csv_text_batches(path, len(schema)):
+        for batch in _csv_text_batches(path, len(schema), plan.block_bytes):
             columns = [_csv_column(c, f.type) for c, f in zip(batch.columns, schema, strict=True)]
             yield pa.RecordBatch.from_arrays(columns, schema=schema)
 

@@ -29,7 +29,7 @@ from flight_client.errors import (
     ServerBusy,
     ServerError,
 )
-from flight_client.files import download_csv, read_csv
+from flight_client.files import download_csv, read_csv, upload_file
 from flight_client.reading import (
     download_table,
     get_table_columns,
@@ -72,5 +72,6 @@ __all__ = [
     "read_polars",
     "read_table",
     "register_table",
+    "upload_file",
     "upload_table",
 ]

@@ -1,26 +1,38 @@
-"""Plain CSV and CSV.gz files attached to OMERO (not OMERO.tables): read or download them.
+"""Plain CSV and CSV.gz files attached to OMERO (not OMERO.tables): read, download, upload.
 
 The bridge streams a file's bytes as record batches with one binary column,
 ``data`` (``chunk_size`` bytes each). :func:`read_csv` parses them as they
 arrive through a file-like object, so pandas never needs the whole file as
-bytes; :func:`download_csv` writes each chunk as it is received.
+bytes; :func:`download_csv` writes each chunk as it is received;
+:func:`upload_file` sends a file the same way, stored only once all of it
+arrived.
 """
 
 from __future__ import annotations
 
 import io
+import json
 import logging
 import os
 from collections.abc import Iterable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from flight_client import errors, outputs
 from flight_client.connection import Connection, use_connection
 from flight_client.progress import bar
-from flight_client.protocol import ACTION_FILE_INFO, FileTicket, ProtocolError
+from flight_client.protocol import (
+    ACTION_FILE_INFO,
+    FileTicket,
+    FileUploadDescriptor,
+    ProtocolError,
+)
 from flight_client.reading import object_ids
+from flight_client.writing import upload_links
 
 LOGGER = logging.getLogger(__name__)
 
@@ -77,8 +89,13 @@ def _file_ticket(file_id: Any, annotation_id: Any, chunk_size: int,
 
 
 def file_info(conn: Connection, ticket: FileTicket) -> dict[str, Any]:
-    """The file's ``file_id``, ``name``, ``mimetype`` and ``size``."""
-    return conn.transport.action(ACTION_FILE_INFO, **ticket.to_json())
+    """The file's ``file_id``, ``name``, ``mimetype`` and ``size``; an OMERO.table is refused."""
+    info = conn.transport.action(ACTION_FILE_INFO, **ticket.to_json())
+    if info.get("is_table"):
+        raise errors.InvalidRequest(
+            f"file {info.get('file_id')} ({info.get('name')!r}) is an OMERO.table, not a CSV "
+            "file: read it with read_table (or download_table to save it)")
+    return info
 
 
 def file_chunks(conn: Connection, ticket: FileTicket, progress_bar: Any) -> Iterator[bytes]:
@@ -169,3 +186,62 @@ def download_csv(
             progress_bar.close()
     LOGGER.info("downloaded %d bytes to %s", written, path)
     return written
+
+
+FILE_SCHEMA = pa.schema([("data", pa.binary())])
+
+
+def _file_batches(path: Path, chunk_size: int) -> Iterator[pa.RecordBatch]:
+    with path.open("rb") as fh:
+        while data := fh.read(chunk_size):
+            yield pa.RecordBatch.from_arrays([pa.array([data], pa.binary())], schema=FILE_SCHEMA)
+
+
+def upload_file(
+    source: str | os.PathLike[str],
+    parent_id: int | None = None,
+    parent_type: str = "Image",
+    links: Iterable[tuple[str, int]] | None = None,
+    file_name: str | None = None,
+    mimetype: str | None = None,
+    chunk_size: int = DEFAULT_CHUNK_BYTES,
+    omero_connector: Any = None,
+    server: str | None = None,
+    port: int | None = None,
+    username: str | None = None,
+    password: str | None = None,
+    *,
+    progress: bool | None = None,
+) -> int:
+    """Attach a plain file (a CSV, CSV.gz, ...) to OMERO objects; returns its FileAnnotation id.
+
+    Links follow :func:`~flight_client.upload_table`. The name defaults to the
+    file's, the mimetype is guessed by the bridge from the name. The file is sent
+    ``chunk_size`` bytes at a time and stored only if all of it was sent.
+    """
+    path = Path(source)
+    if not path.is_file():
+        raise errors.InvalidRequest(f"could not find file {str(path)!r}")
+    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size <= 0:
+        raise errors.InvalidRequest(f"chunk_size must be a positive number of bytes, "
+                                    f"got {chunk_size!r}")
+    try:
+        descriptor = FileUploadDescriptor(file_name or path.name,
+                                          upload_links(links, parent_id, parent_type),
+                                          mimetype or "", explicit_commit=True)
+    except ProtocolError as exc:
+        raise errors.InvalidRequest(str(exc)) from None
+    with use_connection(omero_connector, server, port, username, password) as conn:
+        progress_bar = bar("Uploading file", path.stat().st_size, "B", progress)
+        try:
+            answer = conn.transport.upload(
+                descriptor.encode(), FILE_SCHEMA, _file_batches(path, chunk_size),
+                lambda batch: progress_bar.update(pc.binary_length(batch.column(0))[0].as_py()))
+        finally:
+            progress_bar.close()
+    try:
+        info = json.loads(answer or b"")
+    except ValueError:
+        raise errors.ServerError("the bridge's upload confirmation is not JSON") from None
+    LOGGER.info("uploaded %s as file %s", path, info.get("file_id"))
+    return int(info["annotation_id"])

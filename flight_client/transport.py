@@ -6,6 +6,14 @@ translated in one place, :func:`translate_errors`, using the JSON ``{"code",
 bridge is unreachable or busy are retried with exponential backoff a bounded
 number of times; a ``do_put`` is only retried while it is being opened, never
 in the middle of a stream, and a ``do_get`` only until its schema arrived.
+
+Uploads go through :meth:`Transport.upload`, the only code that touches a
+Flight writer: the bridge stores what it received only when the stream ends
+with the commit marker (``explicit_commit``), which is written after the
+source is exhausted without error. Any exception before that, in the source or
+the transport, KeyboardInterrupt included, ends the stream without the marker,
+so the bridge discards everything; a client that dies (a signal, SIGKILL)
+drops the connection, which the bridge discards the same way.
 """
 
 from __future__ import annotations
@@ -14,7 +22,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
@@ -22,7 +30,13 @@ import pyarrow as pa
 import pyarrow.flight as flight
 
 from flight_client import errors
-from flight_client.protocol import ACTION_LOGOUT, ProtocolError, decode_body, encode_body
+from flight_client.protocol import (
+    ACTION_LOGOUT,
+    COMMIT_METADATA,
+    ProtocolError,
+    decode_body,
+    encode_body,
+)
 
 LOGGER = logging.getLogger(__name__)
 
@@ -91,6 +105,14 @@ def translate_errors(where: str) -> Iterator[None]:
         raise errors.InvalidRequest(str(exc)) from exc
     except (flight.FlightError, pa.ArrowException) as exc:
         raise translate(exc, where) from exc
+
+
+def _abort(writer: flight.FlightStreamWriter) -> None:
+    """End an upload stream without its commit marker: the bridge discards what it got."""
+    try:
+        writer.close()
+    except Exception:  # noqa: BLE001 - the bridge says "no commit marker"; the first error wins
+        LOGGER.debug("closing an aborted upload", exc_info=True)
 
 
 def _transient(err: errors.OmeroFlightError) -> bool:
@@ -246,13 +268,51 @@ class Transport:
         """Record batches of one ``do_get``; the call is retried until the schema arrived."""
         return self.open_stream(ticket, location)[1]
 
-    def put(
-        self, command: bytes, schema: pa.Schema
-    ) -> tuple[flight.FlightStreamWriter, flight.FlightMetadataReader]:
-        """Open a ``do_put``; the caller writes batches inside :func:`translate_errors`."""
+    def upload(self, command: bytes, schema: pa.Schema, batches: Iterable[pa.RecordBatch],
+               on_batch: Callable[[pa.RecordBatch], None] | None = None) -> bytes | None:
+        """One ``do_put`` that the bridge commits only if every batch was sent.
+
+        ``command`` is an upload descriptor with ``explicit_commit``. The commit
+        marker follows the last batch; if the source (or ``on_batch``) raises
+        anything, the stream is closed without it and the bridge keeps nothing.
+        Returns the bridge's answer (app metadata), ``None`` if it sent none.
+        """
         client = self._client()
         descriptor = flight.FlightDescriptor.for_command(command)
-        return self.call(lambda: client.do_put(descriptor, schema, self.options()))
+        writer, reader = self.call(lambda: client.do_put(descriptor, schema, self.options()))
+        try:
+            for batch in batches:
+                if not batch.schema.equals(schema):
+                    raise errors.InvalidRequest(
+                        f"a batch's schema ({batch.schema}) differs from the upload's ({schema})")
+                try:
+                    writer.write_batch(batch)
+                except (flight.FlightError, pa.ArrowException, OSError) as exc:
+                    # The bridge ended the call (it refused a value, or went away): its
+                    # reason comes with the close.
+                    raise self._closing_error(writer, exc) from None
+                if on_batch is not None:
+                    on_batch(batch)
+        except BaseException:
+            _abort(writer)
+            raise
+        try:
+            writer.write_metadata(COMMIT_METADATA)
+            writer.done_writing()
+            answer = reader.read()
+            writer.close()
+        except (flight.FlightError, pa.ArrowException, OSError) as exc:
+            raise self._closing_error(writer, exc) from None
+        return None if answer is None else answer.to_pybytes()
+
+    def _closing_error(self, writer: flight.FlightStreamWriter,
+                       exc: BaseException) -> errors.OmeroFlightError:
+        """The bridge's own error for a broken upload stream (from closing it), else ``exc``'s."""
+        try:
+            writer.close()
+        except (flight.FlightError, pa.ArrowException, OSError) as closing:
+            return translate(closing, self.location)
+        return translate(exc, self.location)
 
     def _logout(self) -> None:
         """Best effort: end this sign-in on the bridge, which frees the user's OMERO session."""

@@ -3,8 +3,11 @@
 Every source becomes an :class:`UploadSource`: an Arrow schema (with
 ``omero.string_size``, the longest UTF-8 value, declared on each string
 column), a row count, and batches of at most ``chunk_size`` rows. A CSV file is
-read twice in chunks, as omero2pandas does: once to find each column's type and
-width over the whole file, once to send it, so files larger than memory work.
+read twice, block by block: once to find each column's type and width over the
+whole file (one rule per cell, see ``_cell_kinds``, so the types never depend on
+``chunk_size``), once to send it, so files larger than memory work. A
+``pyarrow.RecordBatchReader`` is sent as it is read; the bridge measures its
+string widths.
 
 Types: integers, floats, booleans and strings map to the OMERO.tables column
 types (integer columns named ``image``, ``roi``, ``well``, ... become id
@@ -16,6 +19,7 @@ Missing strings are stored as empty strings, missing floats as NaN.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -27,6 +31,7 @@ from typing import Any
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 
 from flight_client import errors
@@ -38,7 +43,6 @@ from flight_client.protocol import (
     UploadDescriptor,
     normalize_links,
 )
-from flight_client.transport import translate_errors
 
 LOGGER = logging.getLogger(__name__)
 
@@ -120,7 +124,7 @@ class UploadSource:
     """What an upload sends: schema (with string widths), row count, batches."""
 
     schema: pa.Schema
-    total_rows: int
+    total_rows: int | None  # None: unknown until the end (a RecordBatchReader)
     batches: Iterator[pa.RecordBatch]
 
 
@@ -145,77 +149,206 @@ def dataframe_source(df: pd.DataFrame, chunk_size: int | None = None) -> UploadS
     return _arrow_source(table, chunk_size)
 
 
-# Kinds ordered from narrowest to widest; a column takes the widest kind seen in any chunk.
-_KIND_ORDER = {"b": 0, "i": 1, "u": 1, "f": 2}
-_KIND_DTYPE = {0: "bool", 1: "int64", 2: "float64", 3: "str"}
+def rechunk(batches: Iterable[pa.RecordBatch], size: int) -> Iterator[pa.RecordBatch]:
+    """The same rows as batches of exactly ``size`` rows (the last one may be shorter)."""
+    pending: list[pa.RecordBatch] = []
+    held = 0
+    for batch in batches:
+        while batch.num_rows:
+            part = batch.slice(0, size - held)
+            batch = batch.slice(part.num_rows)
+            pending.append(part)
+            held += part.num_rows
+            if held == size:
+                yield pa.concat_batches(pending)
+                pending, held = [], 0
+    if held:
+        yield pa.concat_batches(pending)
 
 
-def _kind_rank(dtype: Any) -> int:
-    return _KIND_ORDER.get(getattr(dtype, "kind", "O"), 3)
+# -- CSV: one typing rule, whatever the chunks ------------------------------------------------
+# Each cell has a kind, decided from its text alone (surrounding blanks ignored):
+#   missing: empty, or one of pyarrow's null markers ("NA", "NaN", "null", ...);
+#   int:     -?digits that fit int64 (longer ones are floats);
+#   float:   a decimal or exponent number, inf, infinity or nan (any case);
+#   bool:    True/TRUE/true/False/FALSE/false;
+#   string:  anything else.
+# A column's type follows from the set of kinds in the whole file (so no chunking can change
+# it): any string, or bools mixed with anything else -> string (text kept as written); only
+# bools -> bool; any float, or ints with missing values, or nothing but missing -> float64
+# (missing as NaN); only ints -> int64. OMERO cannot store missing ints or bools.
+_INT_RE = r"^-?[0-9]+$"
+_FLOAT_RE = r"^[+-]?(([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?|(?i:inf|infinity|nan))$"
+_BOOL_WORDS = pa.array(["True", "TRUE", "true", "False", "FALSE", "false"])
+CSV_BLOCK_BYTES = 4 << 20  # the first try; a file with longer rows is read with larger blocks
+MAX_CSV_BLOCK_BYTES = 1 << 30
+
+
+def _cell_kinds(column: pa.Array) -> set[str]:
+    """The kinds of the cells of one CSV column read as text (see the rule above)."""
+    kinds: set[str] = set()
+    text = pc.utf8_trim_whitespace(column)
+    present = text.filter(pc.fill_null(pc.not_equal(text, ""), False))
+    if len(present) < len(column):
+        kinds.add("missing")
+    is_int = pc.match_substring_regex(present, _INT_RE)
+    ints = present.filter(is_int)
+    if len(ints):
+        try:
+            pc.cast(ints, pa.int64())
+            kinds.add("int")
+        except pa.ArrowInvalid:  # beyond int64
+            kinds.add("float")
+    rest = present.filter(pc.invert(is_int))
+    if len(rest):
+        is_float = pc.match_substring_regex(rest, _FLOAT_RE)
+        if pc.any(is_float).as_py():
+            kinds.add("float")
+        rest = rest.filter(pc.invert(is_float))
+        if len(rest):
+            is_bool = pc.is_in(rest, value_set=_BOOL_WORDS)
+            if pc.any(is_bool).as_py():
+                kinds.add("bool")
+            if not pc.all(is_bool).as_py():
+                kinds.add("string")
+    return kinds
+
+
+def _csv_type(kinds: set[str]) -> pa.DataType:
+    if "string" in kinds or ("bool" in kinds and kinds != {"bool"}):
+        return pa.string()
+    if kinds == {"bool"}:
+        return pa.bool_()
+    if kinds == {"int"}:
+        return pa.int64()
+    return pa.float64()
+
+
+def _csv_column(column: pa.Array, to: pa.DataType) -> pa.Array:
+    """One CSV column read as text, converted to the column's type."""
+    if pa.types.is_string(to):
+        return column
+    text = pc.utf8_trim_whitespace(column)
+    if pa.types.is_floating(to):
+        text = pc.if_else(pc.equal(text, ""), pa.scalar(None, pa.string()), text)
+        return pc.fill_null(pc.cast(text, to), float("nan"))
+    return pc.cast(text, to)
+
+
+class _RowTooLong(Exception):
+    """A CSV row (or the header) does not fit in one block: read again with larger blocks."""
+
+
+def _csv_error(path: Path, exc: pa.ArrowInvalid) -> Exception:
+    if "straddl" in str(exc):
+        return _RowTooLong()
+    return errors.InvalidRequest(f"cannot read {str(path)!r} as CSV: {exc}")
+
+
+def _csv_names(path: Path, block_bytes: int) -> list[str]:
+    try:
+        options = pa_csv.ReadOptions(block_size=block_bytes)
+        with pa_csv.open_csv(path, read_options=options) as r:
+            names = r.schema.names
+    except pa.ArrowInvalid as exc:
+        raise _csv_error(path, exc) from None
+    return [name or f"Unnamed: {i}" for i, name in enumerate(names)]  # as pandas names them
+
+
+def _csv_text_batches(path: Path, count: int, block_bytes: int) -> Iterator[pa.RecordBatch]:
+    """The file's rows, every column as text (null when missing), block by block."""
+    options = pa_csv.ConvertOptions(column_types={f"c{i}": pa.string() for i in range(count)},
+                                    strings_can_be_null=True)
+    read = pa_csv.ReadOptions(block_size=block_bytes, skip_rows=1,
+                              column_names=[f"c{i}" for i in range(count)])
+    try:
+        with pa_csv.open_csv(path, read_options=read, convert_options=options) as reader:
+            yield from reader
+    except pa.ArrowInvalid as exc:
+        raise _csv_error(path, exc) from None
 
 
 @dataclass
 class CsvPlan:
-    """What the first pass over a CSV learned: dtypes, string widths, rows, chunk size."""
+    """What the first pass over a CSV learned: column types, string widths, rows, chunk size,
+    and the block size that holds its longest row."""
 
-    dtypes: dict[str, str]
+    schema: pa.Schema
     string_sizes: dict[str, int]
     rows: int
     chunk_size: int
+    block_bytes: int
 
 
-def scan_csv(path: Path, chunk_size: int | None = None, **read_kwargs: Any) -> CsvPlan:
+def scan_csv(path: Path, chunk_size: int | None = None) -> CsvPlan:
     """First pass: the type of each column over the whole file, string widths, rows."""
-    columns = list(pd.read_csv(path, nrows=0, **read_kwargs).columns)
-    size = chunk_size or optimal_chunk_size(len(columns))
-    ranks = dict.fromkeys(columns, 0)
-    seen_values = dict.fromkeys(columns, False)
+    block = CSV_BLOCK_BYTES
+    while True:
+        try:
+            return _scan_csv(path, chunk_size, block)
+        except _RowTooLong:
+            if block >= MAX_CSV_BLOCK_BYTES:
+                raise errors.InvalidRequest(
+                    f"{str(path)!r} has a row longer than {MAX_CSV_BLOCK_BYTES} bytes, or an "
+                    "unbalanced quote") from None
+            block *= 4
+
+
+def _scan_csv(path: Path, chunk_size: int | None, block: int) -> CsvPlan:
+    names = _csv_names(path, block)
+    kinds: list[set[str]] = [set() for _ in names]
+    widths = [1] * len(names)
     rows = 0
-    for chunk in pd.read_csv(path, chunksize=size, **read_kwargs):
-        rows += len(chunk)
-        for name in columns:
-            column = chunk[name]
-            if column.notna().any():
-                seen_values[name] = True
-                ranks[name] = max(ranks[name], _kind_rank(column.dtype))
-            elif column.isna().any():
-                # Missing values: an integer or boolean column cannot hold them.
-                ranks[name] = max(ranks[name], 2)
-    dtypes = {}
-    for name in columns:
-        rank = ranks[name] if seen_values[name] else 2  # all missing: float, as pandas reads it
-        dtypes[name] = _KIND_DTYPE[rank]
-    string_sizes = dict.fromkeys((n for n, t in dtypes.items() if t == "str"), 1)
-    if string_sizes:
-        for chunk in pd.read_csv(path, chunksize=size, usecols=list(string_sizes),
-                                 dtype=dict.fromkeys(string_sizes, str), **read_kwargs):
-            for name in string_sizes:
-                widths = chunk[name].dropna().str.encode("utf-8").str.len()
-                if len(widths):
-                    string_sizes[name] = max(string_sizes[name], int(widths.max()))
-    LOGGER.info("scanned %s: %d rows, %d columns", path, rows, len(columns))
-    return CsvPlan(dtypes, string_sizes, rows, size)
+    for batch in _csv_text_batches(path, len(names), block):
+        rows += batch.num_rows
+        for i, column in enumerate(batch.columns):
+            if "string" not in kinds[i]:
+                kinds[i] |= _cell_kinds(column)
+            if batch.num_rows:
+                widths[i] = max(widths[i], int(pc.max(pc.binary_length(column)).as_py() or 0))
+    schema = pa.schema([(name, _csv_type(k)) for name, k in zip(names, kinds, strict=True)])
+    string_sizes = {f.name: widths[i] for i, f in enumerate(schema) if _is_string(f.type)}
+    LOGGER.info("scanned %s: %d rows, %d columns", path, rows, len(names))
+    return CsvPlan(schema, string_sizes, rows, chunk_size or optimal_chunk_size(len(names)),
+                   block)
 
 
 def csv_source(path: str | os.PathLike[str], chunk_size: int | None = None) -> UploadSource:
-    """A CSV file, read ``chunk_size`` rows at a time (two passes, never whole)."""
+    """A CSV file, read block by block in two passes (never whole); see the typing rule."""
     path = Path(path)
     if not path.is_file():
         raise errors.InvalidRequest(f"could not find file {str(path)!r}")
     plan = scan_csv(path, chunk_size)
-    columns = list(plan.dtypes)
-    schema = pa.schema([
-        (name, {"bool": pa.bool_(), "int64": pa.int64(), "float64": pa.float64(),
-                "str": pa.string()}[dtype])
-        for name, dtype in plan.dtypes.items()
-    ])
-    schema = with_string_sizes(schema, plan.string_sizes)
+    schema = with_string_sizes(plan.schema, plan.string_sizes)
+
+    def typed() -> Iterator[pa.RecordBatch]:
+        for batch in _csv_text_batches(path, len(schema), plan.block_bytes):
+            columns = [_csv_column(c, f.type) for c, f in zip(batch.columns, schema, strict=True)]
+            yield pa.RecordBatch.from_arrays(columns, schema=schema)
+
+    return UploadSource(schema, plan.rows, rechunk(typed(), plan.chunk_size))
+
+
+def reader_source(reader: pa.RecordBatchReader, chunk_size: int | None = None) -> UploadSource:
+    """A stream of batches, each sent as soon as it is read (string widths are measured by
+    the bridge). With ``chunk_size``, rows are regrouped into batches of that size;
+    without, only batches larger than the automatic size are split."""
+    schema = reader.schema.remove_metadata()
 
     def batches() -> Iterator[pa.RecordBatch]:
-        for chunk in pd.read_csv(path, chunksize=plan.chunk_size, dtype=plan.dtypes):
-            yield pa.RecordBatch.from_pandas(chunk[columns], schema=schema, preserve_index=False)
+        for batch in reader:
+            yield pa.RecordBatch.from_arrays(batch.columns, schema=schema)
 
-    return UploadSource(schema, plan.rows, batches())
+    if chunk_size is not None:
+        return UploadSource(schema, None, rechunk(batches(), chunk_size))
+    size = optimal_chunk_size(len(schema))
+
+    def split() -> Iterator[pa.RecordBatch]:
+        for batch in batches():
+            for start in range(0, max(batch.num_rows, 1), size):
+                yield batch.slice(start, size)
+
+    return UploadSource(schema, None, split())
 
 
 def parquet_source(path: str | os.PathLike[str], chunk_size: int | None = None) -> UploadSource:
@@ -252,13 +385,16 @@ def upload_source(source: Any, chunk_size: int | None = None) -> UploadSource:
         return dataframe_source(source, chunk_size)
     if isinstance(source, pa.Table):
         return _arrow_source(source, chunk_size)
+    if isinstance(source, pa.RecordBatchReader):
+        return reader_source(source, chunk_size)
     if isinstance(source, str | os.PathLike):
         suffix = Path(source).suffix.lower()
         if suffix in (".parquet", ".pq"):
             return parquet_source(source, chunk_size)
         return csv_source(source, chunk_size)
     raise errors.InvalidRequest(
-        "source must be a pandas DataFrame, a pyarrow Table or the path of a CSV or "
+        "source must be a pandas DataFrame, a pyarrow Table or RecordBatchReader, or the path "
+        "of a CSV or "
         f"Parquet file, got {type(source).__name__}"
     )
 
@@ -266,30 +402,23 @@ def upload_source(source: Any, chunk_size: int | None = None) -> UploadSource:
 # -- the upload --------------------------------------------------------------------------------
 def send_table(conn: Any, descriptor: UploadDescriptor, source: UploadSource,
                progress: bool | None = None) -> dict[str, Any]:
-    """Stream a source to the bridge with ``do_put``; returns the bridge's JSON result."""
-    transport = conn.transport
-    writer, reader = transport.put(descriptor.encode(), source.schema)
+    """Stream a source to the bridge with ``do_put``; returns the bridge's JSON result.
+
+    The bridge stores the table only when the whole source was sent: see
+    :meth:`flight_client.transport.Transport.upload`.
+    """
+    if not descriptor.explicit_commit:
+        descriptor = dataclasses.replace(descriptor, explicit_commit=True)
     progress_bar = bar("Uploading table", source.total_rows, "rows", progress)
     try:
-        with translate_errors(transport.location):
-            for batch in source.batches:
-                writer.write_batch(batch)
-                progress_bar.update(batch.num_rows)
-            writer.done_writing()
-            message = reader.read()
-            writer.close()
-    except BaseException:
-        try:
-            writer.close()
-        except Exception:  # noqa: BLE001 - the first error is the one to report
-            LOGGER.debug("error closing an aborted upload", exc_info=True)
-        raise
+        message = conn.transport.upload(descriptor.encode(), source.schema, source.batches,
+                                        lambda batch: progress_bar.update(batch.num_rows))
     finally:
         progress_bar.close()
     if message is None:
         raise errors.ServerError("the bridge did not confirm the upload")
     try:
-        result = json.loads(message.to_pybytes())
+        result = json.loads(message)
     except ValueError:
         raise errors.ServerError("the bridge's upload confirmation is not JSON") from None
     LOGGER.info("uploaded %s rows as annotation %s (file %s)", result.get("rows"),
@@ -298,7 +427,7 @@ def send_table(conn: Any, descriptor: UploadDescriptor, source: UploadSource,
 
 
 def upload_table(
-    source: pd.DataFrame | str | os.PathLike[str] | pa.Table,
+    source: pd.DataFrame | str | os.PathLike[str] | pa.Table | pa.RecordBatchReader,
     table_name: str,
     parent_id: int | None = None,
     parent_type: str = "Image",
@@ -316,8 +445,11 @@ def upload_table(
     description: str = "",
     progress: bool | None = None,
 ) -> int:
-    """Upload a DataFrame, Arrow table, or CSV/Parquet file as a new table; returns its
-    annotation id.
+    """Upload a DataFrame, Arrow table or RecordBatchReader, or a CSV/Parquet file, as a new
+    table; returns its annotation id.
+
+    The table is stored only if the whole source was sent: an exception in the
+    source, Ctrl-C, a killed client or a lost connection leaves no table.
 
     The table is linked to ``parent_type``/``parent_id`` and every ``(type, id)``
     in ``links``. ``chunk_size`` is rows per batch (default: about two million

@@ -45,6 +45,8 @@ class Settings:
     log_level: str = "INFO"
     token_lifetime: float = 12 * 3600.0
     spool_dir: Path | None = None
+    # On SIGTERM/SIGINT: seconds running calls may take to finish before they are cancelled.
+    shutdown_grace: float = 30.0
     # The OMERO backend: set omero_host to serve an OMERO server instead of the store.
     omero_host: str | None = None
     omero_port: int = 4064
@@ -83,6 +85,8 @@ class Settings:
                 f"refusing to serve {self.host} without authentication: "
                 "insecure_no_auth is only allowed on a loopback address (127.0.0.1, ::1)"
             )
+        if not 0 <= self.shutdown_grace < float("inf"):
+            raise ConfigError("shutdown_grace must be a number of seconds, 0 or more")
         if self.split_rows < 1:
             raise ConfigError("split_rows must be at least 1")
         if not 0 <= self.port <= 65535:

@@ -11,6 +11,7 @@ Start one in-process (it serves as soon as it is constructed)::
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -47,7 +48,7 @@ from flight_server.auth import (
 )
 from flight_server.backends.base import Backend, Caller, FileInfo, TableSummary
 from flight_server.columns import META_DESCRIPTION, column_type_of, short_name
-from flight_server.errors import InvalidArgument, flight_errors
+from flight_server.errors import InvalidArgument, Unavailable, flight_errors
 
 log = logging.getLogger(__name__)
 
@@ -74,9 +75,13 @@ def _file_json(info: FileInfo) -> dict[str, object]:
     }
 
 
-def _guarded(stream: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+def _guarded(stream: Iterator[pa.RecordBatch],
+             stopping: threading.Event | None = None) -> Iterator[pa.RecordBatch]:
     with flight_errors():
-        yield from stream
+        for batch in stream:
+            if stopping is not None and stopping.is_set():
+                raise Unavailable("the server is stopping; the stream was cut short")
+            yield batch
 
 
 class FlightService(flight.FlightServerBase):
@@ -101,6 +106,8 @@ class FlightService(flight.FlightServerBase):
         self.split_rows = max(1, int(split_rows))
         self.spool_dir = spool_dir
         self.omero_web_url = omero_web_url
+        #: Set when a graceful shutdown's drain deadline passed: running calls end.
+        self.stopping = threading.Event()
         self.signer = TokenSigner(token_secret, token_lifetime)
         middleware = {MIDDLEWARE_KEY: AuthMiddlewareFactory(backend, self.signer, require_auth)}
         scheme, _, address = location.partition("://")
@@ -158,14 +165,16 @@ class FlightService(flight.FlightServerBase):
             request = decode(ticket.ticket, "ticket")
             if isinstance(request, TableTicket):
                 read = streaming.plan_read(self.backend, caller, request)
-                return flight.GeneratorStream(read.schema, _guarded(streaming.batches(read)))
+                return flight.GeneratorStream(read.schema, _guarded(streaming.batches(read),
+                                                                    self.stopping))
             if isinstance(request, FileTicket):
                 info = self.backend.file_info(caller, streaming.ref_of(request))
                 streaming.check_file(info, request)
                 chunks = self.backend.read_file(caller, streaming.ref_of(request),
                                                 request.chunk_size or streaming.DEFAULT_FILE_CHUNK)
                 return flight.GeneratorStream(streaming.FILE_SCHEMA,
-                                              _guarded(streaming.file_batches(chunks)))
+                                              _guarded(streaming.file_batches(chunks),
+                                                       self.stopping))
             raise InvalidArgument(f"a do_get ticket must be a table or file ticket, "
                                   f"not {request.kind!r}")
 
@@ -190,14 +199,17 @@ class FlightService(flight.FlightServerBase):
         with flight_errors():
             caller = caller_of(context)
             request = self._decode_command(descriptor, "upload descriptor")
+
+            def cancelled() -> bool:
+                return context.is_cancelled() or self.stopping.is_set()
+
             if isinstance(request, UploadDescriptor):
                 result = uploads.receive_table(self.backend, caller, request, reader,
-                                               self.spool_dir, context.is_cancelled)
+                                               self.spool_dir, cancelled)
                 answer = encode_body(annotation_id=result.annotation_id,
                                      file_id=result.file_id, rows=result.rows)
             elif isinstance(request, FileUploadDescriptor):
-                info = uploads.receive_file(self.backend, caller, request, reader,
-                                            context.is_cancelled)
+                info = uploads.receive_file(self.backend, caller, request, reader, cancelled)
                 answer = encode_body(**_file_json(info))
             else:
                 raise InvalidArgument("do_put needs an upload or file_upload descriptor, "

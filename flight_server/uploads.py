@@ -5,8 +5,9 @@ straight through. Otherwise the string widths are only known at the end, so
 the conformed batches are spooled to a temporary Arrow IPC file on disk while
 the widths are measured, then copied into the table: memory stays bounded
 either way. Anything that goes wrong (a bad value, a client that disconnects
-or ends without the commit marker it promised) aborts the backend writer, so
-nothing is left behind.
+or ends without the commit marker it promised, a server that stops) aborts the
+backend writer, so nothing is left behind. Link targets are checked before
+anything is received.
 """
 
 from __future__ import annotations
@@ -33,15 +34,22 @@ def _never() -> bool:
     return False
 
 
+_CANCELLED = ("the upload was cancelled (the client went away, or the server is stopping); "
+              "nothing was stored")
+
+
 def _chunks(reader: flight.MetadataRecordBatchReader, explicit_commit: bool,
             cancelled: Callable[[], bool]) -> Iterator[pa.RecordBatch]:
     """The stream's batches; refuse a stream that was cancelled or lacks its commit marker.
 
     gRPC ends the server's read of a vanished client like a normal end of
-    stream; only the call's cancellation flag tells the two apart.
+    stream; only the call's cancellation flag tells the two apart. The flag is
+    also checked between batches, so a server that stops cuts the upload short.
     """
     committed = False
     while True:
+        if cancelled():
+            raise Unavailable(_CANCELLED)
         try:
             chunk = reader.read_chunk()
         except StopIteration:
@@ -53,7 +61,7 @@ def _chunks(reader: flight.MetadataRecordBatchReader, explicit_commit: bool,
         if chunk.data is not None:
             yield chunk.data
     if cancelled():
-        raise Unavailable("the client disconnected during the upload; nothing was stored")
+        raise Unavailable(_CANCELLED)
     if explicit_commit and not committed:
         raise InvalidArgument("the upload ended without its commit marker; nothing was stored")
 
@@ -85,6 +93,8 @@ def receive_table(backend: Backend, caller: Caller, desc: UploadDescriptor,
     if not unsized:
         return _write(backend, caller, desc, stored, (cols.conform_batch(b, stored)
                                                       for b in chunks))
+    # Refuse before receiving anything: the spool may hold a whole table.
+    backend.check_upload(caller, desc.links)
     with _spool_file(spool_dir) as spool:
         widths = dict.fromkeys(unsized, 0)
         with pa.OSFile(str(spool), "wb") as sink, pa.ipc.new_file(sink, stored) as ipc:

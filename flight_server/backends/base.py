@@ -187,6 +187,11 @@ class Backend(abc.ABC):
         before anything is written.
         """
 
+    def check_upload(self, caller: Caller,  # noqa: B027 - default: nothing to check early
+                     links: Sequence[tuple[str, int]]) -> None:
+        """Refuse an upload before its data is received (link targets the caller may not
+        annotate, ...); ``create_table`` and ``create_file`` check the same again."""
+
     @abc.abstractmethod
     def list_tables(
         self, caller: Caller, object_type: str | None = None, object_id: int | None = None

@@ -6,7 +6,12 @@ import argparse
 import logging
 import os
 import secrets
+import signal
 import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from flight_server.backends.base import Backend
@@ -20,6 +25,8 @@ from flight_server.token_key import read_token_key
 log = logging.getLogger(__name__)
 
 ROOT_PASSWORD_FILE = "root-password"
+#: After the drain deadline, how long cancelled calls get to end before the process exits.
+CANCEL_WAIT = 5.0
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -41,6 +48,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="no sign-in, every call runs as root (loopback addresses only)")
     p.add_argument("--split-rows", type=int,
                    help="rows per endpoint for large range reads (default 1000000)")
+    p.add_argument("--shutdown-grace", type=float,
+                   help="on SIGTERM/SIGINT, seconds running calls may take to finish before "
+                        "they are cancelled (default 30)")
     p.add_argument("--log-level", help="DEBUG, INFO, WARNING, ... (default INFO)")
     p.add_argument("--omero-host", help="serve this OMERO server instead of the store")
     p.add_argument("--omero-port", type=int, help="OMERO's SSL port (default 4064)")
@@ -110,7 +120,8 @@ def make_server(settings: Settings, store: Backend) -> FlightService:
     return FlightService(
         store, settings.location, require_auth=not settings.insecure_no_auth,
         token_lifetime=settings.token_lifetime, tls_certificates=tls,
-        split_rows=settings.split_rows, spool_dir=settings.spool_dir,
+        split_rows=settings.split_rows,
+        spool_dir=settings.spool_dir or getattr(store, "tmp", None),
         omero_web_url=settings.omero_web_url,
         token_secret=read_token_key(settings.token_secret_file),
     )
@@ -121,9 +132,9 @@ def run(args: argparse.Namespace) -> int:
 
     given = {k: getattr(args, k, None) for k in
              ("host", "port", "store", "tls_cert", "tls_key", "insecure_no_auth", "split_rows",
-              "log_level", "omero_host", "omero_port", "omero_idle_timeout", "omero_max_calls",
-              "omero_call_timeout", "omero_data_dir", "omero_web_url", "health_port",
-              "token_secret_file")}
+              "shutdown_grace", "log_level", "omero_host", "omero_port", "omero_idle_timeout",
+              "omero_max_calls", "omero_call_timeout", "omero_data_dir", "omero_web_url",
+              "health_port", "token_secret_file")}
     try:
         settings = load_settings(given, args.config)
     except ConfigError as exc:
@@ -149,16 +160,74 @@ def run(args: argparse.Namespace) -> int:
               else str(getattr(backend, "path", settings.store)))
     if settings.omero_data_dir is not None:
         source += f" (tables read directly from {settings.omero_data_dir})"
-    print(f"omero-flight serving {source} on {server.url} ({auth})", flush=True)
-    if health is not None:
-        print(f"health endpoints: {health.url}/livez {health.url}/readyz", flush=True)
-    try:
-        server.serve()
-    except KeyboardInterrupt:
-        pass
-    finally:
+    with stop_signals() as (stop, hurry):
+        print(f"omero-flight serving {source} on {server.url} ({auth})", flush=True)
+        if health is not None:
+            print(f"health endpoints: {health.url}/livez {health.url}/readyz", flush=True)
+        while not stop.wait(1.0):
+            pass
         if health is not None:
             health.close()
-        server.shutdown()
+        drained = drain(server, settings.shutdown_grace, hurry)
+    if drained:
         backend.close()
-    return 0
+        return 0
+    # Calls stuck in the network (a client that neither sends nor reads): the process must
+    # still end. Nothing uncommitted is visible (its temporary file stays in the store).
+    closing = threading.Thread(target=backend.close, name="backend-close", daemon=True)
+    closing.start()
+    closing.join(CANCEL_WAIT)
+    logging.shutdown()
+    os._exit(1)
+
+
+@contextmanager
+def stop_signals() -> Iterator[tuple[threading.Event, threading.Event]]:
+    """SIGTERM and SIGINT set ``stop``; a second one sets ``hurry`` (cancel without waiting)."""
+    stop, hurry = threading.Event(), threading.Event()
+
+    def handle(signum: int, frame: object) -> None:
+        if stop.is_set():
+            hurry.set()
+        stop.set()
+
+    previous = {sig: signal.signal(sig, handle) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield stop, hurry
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def drain(server: FlightService, grace: float, hurry: threading.Event | None = None) -> bool:
+    """Stop a server gracefully; True when every call ended.
+
+    New calls are refused at once; running ones may finish for ``grace``
+    seconds (or until ``hurry`` is set), then streams and uploads are cancelled
+    at their next batch (an upload cut short stores nothing) and given
+    :data:`CANCEL_WAIT` seconds to end.
+    """
+    hurry = hurry or threading.Event()
+    done = threading.Event()
+
+    def shutdown() -> None:
+        server.shutdown()  # gRPC: refuse new calls, wait for the running ones
+        done.set()
+
+    print("omero-flight stopping: no new calls; running calls may finish for "
+          f"{grace:g} s", flush=True)
+    threading.Thread(target=shutdown, name="shutdown", daemon=True).start()
+    deadline = time.monotonic() + grace
+    while not done.wait(min(0.1, max(deadline - time.monotonic(), 0.0))):
+        if hurry.is_set() or time.monotonic() >= deadline:
+            break
+    if done.is_set():
+        log.info("every call finished; stopped")
+        return True
+    log.warning("drain deadline passed: cancelling the calls still running")
+    server.stopping.set()
+    if done.wait(CANCEL_WAIT):
+        log.info("running calls cancelled; stopped")
+        return True
+    log.error("calls still running %g s after cancellation; exiting anyway", CANCEL_WAIT)
+    return False

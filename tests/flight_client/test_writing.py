@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
+import csv
+import math
+import tempfile
+from pathlib import Path
+from unittest import mock
+
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import flight_client
+from flight_client import writing
 from flight_client.protocol import META_STRING_SIZE
 from flight_client.writing import (
     csv_source,
@@ -74,24 +84,24 @@ def test_csv_is_read_in_chunks(conn, tmp_path, monkeypatch):
     path = tmp_path / "big.csv"
     pd.DataFrame({"id": range(250), "name": [f"n{i}" for i in range(250)]}).to_csv(
         path, index=False)
-    calls = []
-    real_read_csv = pd.read_csv
+    blocks = []
+    real = writing._csv_text_batches
 
-    def spy(*args, **kwargs):
-        calls.append(kwargs.get("chunksize", kwargs.get("nrows")))
-        return real_read_csv(*args, **kwargs)
+    def spy(*args):
+        for batch in real(*args):
+            blocks.append(batch.num_rows)
+            yield batch
 
-    monkeypatch.setattr(pd, "read_csv", spy)
+    monkeypatch.setattr(writing, "CSV_BLOCK_BYTES", 512)
+    monkeypatch.setattr(writing, "_csv_text_batches", spy)
     source = csv_source(path, chunk_size=100)
     assert [b.num_rows for b in source.batches] == [100, 100, 50]
     assert source.total_rows == 250
-    # a header peek (nrows=0), then only chunked passes: never the whole file at once
-    assert calls[0] == 0 and all(c == 100 for c in calls[1:]) and len(calls) >= 3
+    # both passes read the file in blocks, never whole
+    assert sum(blocks) == 500 and max(blocks) < 250
 
-    calls.clear()
     back = roundtrip(path, conn, chunk_size=100)
     assert len(back) == 250 and list(back["name"][:2]) == ["n0", "n1"]
-    assert calls and all(c in (0, 100) for c in calls)
 
 
 def test_csv_column_types_come_from_the_whole_file(tmp_path):
@@ -123,3 +133,69 @@ def test_bad_sources(conn, tmp_path):
         flight_client.upload_table([1, 2, 3], "t", 1, omero_connector=conn)
     with pytest.raises(ValueError, match="table name"):
         flight_client.upload_table(pd.DataFrame({"a": [1]}), " ", 1, omero_connector=conn)
+
+
+# -- CSV typing: one rule per cell, whatever the chunks ---------------------------------------
+_WORDS = {"na", "nan", "null", "inf", "infinity", "true", "false", "none", "n"}
+_CELLS = {
+    "int": st.integers(-10**12, 10**12).map(str),
+    "float": st.floats(allow_nan=False, allow_infinity=False).map(repr),
+    "bool": st.sampled_from(["True", "false", "TRUE", "False"]),
+    "string": st.from_regex(r"\A[a-z]{1,8}\Z").filter(lambda s: s not in _WORDS),
+    "missing": st.just(""),
+}
+
+
+@st.composite
+def sparse_csv(draw) -> tuple[list[list[str]], list[set[str]]]:
+    """Columns of text cells (empty in their first rows, mixed kinds), and each one's kinds."""
+    rows = draw(st.integers(1, 40))
+    columns, kinds = [], []
+    for _ in range(draw(st.integers(1, 4))):
+        allowed = draw(st.lists(st.sampled_from(sorted(_CELLS)), min_size=1, max_size=3,
+                                unique=True))
+        lead = draw(st.integers(0, rows))
+        cells, seen = [""] * lead, {"missing"} if lead else set()
+        for _ in range(rows - lead):
+            kind = draw(st.sampled_from(allowed))
+            cells.append(draw(_CELLS[kind]))
+            seen.add(kind)
+        columns.append(cells)
+        kinds.append(seen)
+    return columns, kinds
+
+
+def _expected(cells: list[str], kinds: set[str]) -> tuple[pa.DataType, list]:
+    """The documented rule, stated independently of the implementation."""
+    present = kinds - {"missing"}
+    if "string" in present or ("bool" in present and kinds != {"bool"}):
+        return pa.string(), [c or None for c in cells]
+    if kinds == {"bool"}:
+        return pa.bool_(), [c.lower() == "true" for c in cells]
+    if kinds == {"int"}:
+        return pa.int64(), [int(c) for c in cells]
+    return pa.float64(), [float(c) if c else math.nan for c in cells]
+
+
+@settings(max_examples=60, deadline=None)
+@given(sparse_csv(), st.integers(1, 50), st.integers(64, 2048))
+def test_csv_types_do_not_depend_on_chunks(data, chunk_size, block_bytes):
+    columns, kinds = data
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "sparse.csv"
+        with path.open("w", newline="") as fh:
+            out = csv.writer(fh, lineterminator="\n")
+            out.writerow([f"c{i}" for i in range(len(columns))])
+            out.writerows(zip(*columns, strict=True))
+        with mock.patch.object(writing, "CSV_BLOCK_BYTES", block_bytes):
+            source = csv_source(path, chunk_size)
+            table = pa.Table.from_batches(list(source.batches), schema=source.schema)
+    assert all(b <= chunk_size for b in (len(c) for c in table.to_batches()))
+    for i, (cells, seen) in enumerate(zip(columns, kinds, strict=True)):
+        kind, values = _expected(cells, seen)
+        assert table.schema.field(i).type == kind, (cells, seen)
+        got = table.column(i).to_pylist()
+        if kind == pa.float64():
+            assert np.allclose(got, values, equal_nan=True, rtol=0, atol=0), (cells, got)
+        else:
+            assert got == values

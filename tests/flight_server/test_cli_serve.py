@@ -6,6 +6,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 
@@ -71,3 +72,33 @@ def test_user_commands(tmp_path):
     bad = run("user", "add", "eve", "--group", "lab", "--password-stdin", stdin="pw\n")
     assert bad.returncode == 2 and "already exists" in bad.stderr
     assert run("user", "remove", "eve").returncode == 0
+
+
+def test_shutdown_grace_setting():
+    from flight_server.config import ConfigError, load_settings
+
+    assert load_settings({}, environ={}).shutdown_grace == 30.0
+    env = {"OMERO_FLIGHT_SHUTDOWN_GRACE": "2.5"}
+    assert load_settings({}, environ=env).shutdown_grace == 2.5
+    assert load_settings({"shutdown_grace": 0}, environ=env).shutdown_grace == 0
+    for bad in (-1, "nan", "inf"):
+        with pytest.raises(ConfigError, match="shutdown_grace"):
+            load_settings({"shutdown_grace": bad}, environ={})
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_idle_server_stops_at_once_on_a_signal(tmp_path, sig):
+    proc = subprocess.Popen(CLI + ["serve", "--store", str(tmp_path / "s"), "--port", "0",
+                                   "--shutdown-grace", "600"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        while "serving" not in proc.stdout.readline():
+            assert proc.poll() is None
+        proc.send_signal(sig)
+        assert proc.wait(timeout=30) == 0  # nothing running: no wait for the grace period
+        assert "stopping" in proc.stdout.read()
+        assert "Traceback" not in proc.stderr.read()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()

@@ -288,7 +288,7 @@ class LocalStore(Backend):
         if row["mimetype"] != TABLE_MIMETYPE:
             raise InvalidArgument(
                 f"{ref} ({row['name']!r}, {row['mimetype']}) is a plain file, not an "
-                "OMERO.table: read it with a file ticket (download_file)"
+                "OMERO.table: read it with a file ticket (read_csv / download_csv)"
             )
         path = self._disk_path(row)
         if path.is_dir():  # a TileDB array is a folder

@@ -147,6 +147,9 @@ class OmeroBackend(Backend):
 
     # -- writing ---------------------------------------------------------------------
 
+    def check_upload(self, caller: Caller, links: Sequence[tuple[str, int]]) -> None:
+        self._lookup(caller).link_group(normalize_links(links))
+
     def create_table(self, caller: Caller, name: str, schema: pa.Schema,
                      links: Sequence[tuple[str, int]], description: str = "") -> TableWriter:
         links = normalize_links(links)

@@ -1,0 +1,204 @@
+"""The Flight SQL RPCs: GetFlightInfo, GetSchema, DoGet and the Flight SQL actions.
+
+A statement handle (in ``TicketStatementQuery`` and in prepared statements) is
+the statement's text as versioned JSON: the server keeps no per-statement state,
+and whoever presents a handle runs it as themselves, so a handle cannot reach
+another user's tables. Every RPC re-plans the statement as its own caller.
+
+Errors: bridge errors keep their type and code (``flight_server.errors``);
+a command or action this server does not implement answers UNIMPLEMENTED (a
+Python ``NotImplementedError``, which pyarrow maps to that gRPC status).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import threading
+from collections import deque
+from collections.abc import Iterator
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.flight as flight
+
+from flight_server.auth import caller_of
+from flight_server.backends.base import Backend, Caller
+from flight_server.errors import InvalidArgument, flight_error, to_flight
+from flight_server.sql import engine, messages, metadata
+from flight_server.sql.messages import FLIGHT, SQL, BadMessage, pack, parse, unpack
+
+log = logging.getLogger(__name__)
+
+HANDLE_VERSION = 1
+MAX_SQL_LENGTH = 100_000
+
+
+def encode_handle(sql: str) -> bytes:
+    return json.dumps({"v": HANDLE_VERSION, "sql": sql}, separators=(",", ":")).encode()
+
+
+def decode_handle(raw: bytes) -> str:
+    try:
+        obj = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise InvalidArgument("not a statement handle of this server") from None
+    if not isinstance(obj, dict) or obj.get("v") != HANDLE_VERSION \
+            or not isinstance(obj.get("sql"), str):
+        raise InvalidArgument("not a statement handle of this server")
+    return obj["sql"]
+
+
+def _checked_sql(sql: str) -> str:
+    if len(sql) > MAX_SQL_LENGTH:
+        raise InvalidArgument(f"the SQL statement is longer than {MAX_SQL_LENGTH} characters")
+    return sql
+
+
+@contextlib.contextmanager
+def sql_errors() -> Iterator[None]:
+    """The error boundary of the Flight SQL face."""
+    try:
+        yield
+    except (flight.FlightError, NotImplementedError):
+        raise
+    except BadMessage as exc:
+        raise flight_error("invalid_argument", f"malformed Flight SQL request: {exc}") from None
+    except Exception as exc:
+        raise to_flight(exc) from None
+
+
+def _guarded(stream: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+    with sql_errors():
+        yield from stream
+
+
+class SqlFace:
+    """Flight SQL over one :class:`FlightService`'s backend, sign-in and port."""
+
+    def __init__(self, backend: Backend, limits: engine.Limits | None = None) -> None:
+        self.backend = backend
+        self.limits = limits or engine.Limits()
+        self.reports: deque[engine.Report] = deque(maxlen=256)
+        self._lock = threading.Lock()
+
+    # -- planning --------------------------------------------------------------------
+
+    def _plan(self, caller: Caller, sql: str) -> tuple[engine.Planned, pa.Schema]:
+        planned = engine.plan_statement(self.backend, caller, _checked_sql(sql), self.limits)
+        return planned, engine.describe(planned, self.limits)
+
+    def _statement_info(self, caller: Caller, sql: str,
+                        descriptor: flight.FlightDescriptor) -> flight.FlightInfo:
+        _, schema = self._plan(caller, sql)
+        ticket = pack(SQL["TicketStatementQuery"](statement_handle=encode_handle(sql)))
+        return flight.FlightInfo(schema, descriptor, [flight.FlightEndpoint(ticket, [])], -1, -1)
+
+    def _metadata(self, caller: Caller, name: str, command: Any) -> pa.Table:
+        if name == "CommandGetSqlInfo":
+            return metadata.sql_info(command.info)
+        if name == "CommandGetCatalogs":
+            return metadata.catalogs()
+        if name == "CommandGetDbSchemas":
+            return metadata.db_schemas(
+                command.catalog if command.HasField("catalog") else None,
+                command.db_schema_filter_pattern
+                if command.HasField("db_schema_filter_pattern") else None)
+        if name == "CommandGetTables":
+            return metadata.tables(
+                self.backend, caller,
+                command.catalog if command.HasField("catalog") else None,
+                command.db_schema_filter_pattern
+                if command.HasField("db_schema_filter_pattern") else None,
+                command.table_name_filter_pattern
+                if command.HasField("table_name_filter_pattern") else None,
+                list(command.table_types), command.include_schema)
+        if name == "CommandGetTableTypes":
+            return metadata.table_types()
+        if name == "CommandGetPrimaryKeys":
+            return metadata.primary_keys()
+        raise NotImplementedError(f"Flight SQL {name} is not supported by this server")
+
+    @staticmethod
+    def _statement_text(name: str, command: Any) -> str | None:
+        if name == "CommandStatementQuery":
+            return command.query
+        if name == "CommandPreparedStatementQuery":
+            return decode_handle(command.prepared_statement_handle)
+        if name in ("CommandStatementUpdate", "CommandPreparedStatementUpdate"):
+            raise InvalidArgument("this server is read-only: only SELECT statements are accepted")
+        return None
+
+    # -- RPCs ------------------------------------------------------------------------
+
+    def get_flight_info(self, context: flight.ServerCallContext,
+                        descriptor: flight.FlightDescriptor) -> flight.FlightInfo:
+        with sql_errors():
+            caller = caller_of(context)
+            name, command = unpack(descriptor.command)
+            if command is None:
+                raise NotImplementedError(f"Flight SQL {name} is not supported by this server")
+            sql = self._statement_text(name, command)
+            if sql is not None:
+                return self._statement_info(caller, sql, descriptor)
+            table = self._metadata(caller, name, command)
+            endpoint = flight.FlightEndpoint(descriptor.command, [])
+            return flight.FlightInfo(table.schema, descriptor, [endpoint], table.num_rows, -1)
+
+    def get_schema(self, context: flight.ServerCallContext,
+                   descriptor: flight.FlightDescriptor) -> flight.SchemaResult:
+        with sql_errors():
+            caller = caller_of(context)
+            name, command = unpack(descriptor.command)
+            if command is None:
+                raise NotImplementedError(f"Flight SQL {name} is not supported by this server")
+            sql = self._statement_text(name, command)
+            if sql is not None:
+                return flight.SchemaResult(self._plan(caller, sql)[1])
+            return flight.SchemaResult(self._metadata(caller, name, command).schema)
+
+    def do_get(self, context: flight.ServerCallContext,
+               ticket: flight.Ticket) -> flight.FlightDataStream:
+        with sql_errors():
+            caller = caller_of(context)
+            name, command = unpack(ticket.ticket)
+            if name == "TicketStatementQuery" and command is not None:
+                return self._run(caller, decode_handle(command.statement_handle))
+            if command is None:
+                raise NotImplementedError(f"Flight SQL {name} is not supported by this server")
+            sql = self._statement_text(name, command)
+            if sql is not None:
+                return self._run(caller, sql)
+            return flight.RecordBatchStream(self._metadata(caller, name, command))
+
+    def _run(self, caller: Caller, sql: str) -> flight.FlightDataStream:
+        planned = engine.plan_statement(self.backend, caller, _checked_sql(sql), self.limits)
+        report = engine.Report(caller.username, sql)
+        execution = engine.Execution(self.backend, caller, planned, self.limits, report)
+        with self._lock:
+            self.reports.append(report)
+        return flight.GeneratorStream(execution.schema, _guarded(execution.batches()))
+
+    def do_action(self, context: flight.ServerCallContext,
+                  action: flight.Action) -> Iterator[bytes]:
+        with sql_errors():
+            caller = caller_of(context)
+            body = action.body.to_pybytes() if action.body is not None else b""
+            kind = action.type
+            if kind == "CreatePreparedStatement":
+                name, request = unpack(body)
+                if name != "ActionCreatePreparedStatementRequest" or request is None:
+                    raise BadMessage(f"CreatePreparedStatement needs its request, not {name}")
+                _, schema = self._plan(caller, request.query)
+                result = SQL["ActionCreatePreparedStatementResult"](
+                    prepared_statement_handle=encode_handle(request.query),
+                    dataset_schema=schema.serialize().to_pybytes())
+                return iter([pack(result)])
+            if kind == "ClosePreparedStatement":
+                return iter([])  # handles hold no state
+            if kind == "CloseSession":
+                parse("CloseSessionRequest", body)
+                closed = FLIGHT["CloseSessionResult"](status=messages.CLOSE_SESSION_CLOSED)
+                return iter([closed.SerializeToString()])
+            raise NotImplementedError(f"Flight SQL action {kind!r} is not supported")

@@ -90,7 +90,7 @@ def parse(con: Any, sql: str) -> dict[str, Any]:
         raise InvalidArgument(f"SQL refused: {message}")
     statements = tree.get("statements") or []
     if len(statements) != 1:
-        raise InvalidArgument(f"send exactly one SQL statement, not {len(statements)}")
+        raise InvalidArgument(f"SQL refused: send exactly one statement, not {len(statements)}")
     return statements[0]["node"]
 
 

@@ -77,7 +77,8 @@ class SqlSite:
 
     def adbc(self, role: str = "owner") -> Any:
         username, password = self.users[role]
-        return fsql.connect(self.url, db_kwargs={"username": username, "password": password})
+        return fsql.connect(self.url, db_kwargs={"username": username, "password": password},
+                            autocommit=True)
 
     def client(self, role: str = "owner") -> flight_client.Connection:
         username, password = self.users[role]

@@ -133,8 +133,12 @@ def _ticket(ref: TableRef, columns: tuple[str, ...] | None,
                        query=query, variables=variables, row_numbers=columns == ())
 
 
-def plan_statement(backend: Backend, caller: Caller, sql: str, limits: Limits) -> Planned:
-    """Parse, resolve every table as the caller, choose projections and pushed conditions."""
+def plan_statement(backend: Backend, caller: Caller, sql: str, limits: Limits,
+                   pushdown: bool = True) -> Planned:
+    """Parse, resolve every table as the caller, choose projections and pushed conditions.
+
+    ``pushdown=False`` reads every column and row of every table (for comparison only).
+    """
     if not isinstance(sql, str) or not sql.strip():
         raise InvalidArgument("the SQL statement is empty")
     con = connect(limits)
@@ -151,8 +155,9 @@ def plan_statement(backend: Backend, caller: Caller, sql: str, limits: Limits) -
             full[name] = handle.schema
     tickets, schemas = {}, {}
     for name, ref in refs.items():
-        columns = plan.projection(analysis, full[name])
-        ticket = _ticket(ref, columns, plan.conditions(analysis, name, full))
+        columns = plan.projection(analysis, full[name]) if pushdown else None
+        condition = plan.conditions(analysis, name, full) if pushdown else None
+        ticket = _ticket(ref, columns, condition)
         read = streaming.plan_read(backend, caller, ticket)  # checks columns and condition
         read.close()
         tickets[name], schemas[name] = ticket, read.schema

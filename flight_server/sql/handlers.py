@@ -80,6 +80,7 @@ class SqlFace:
     def __init__(self, backend: Backend, limits: engine.Limits | None = None) -> None:
         self.backend = backend
         self.limits = limits or engine.Limits()
+        self.pushdown = True  # False reads whole tables: only to measure what pushdown saves
         self.reports: deque[engine.Report] = deque(maxlen=256)
         self._lock = threading.Lock()
 
@@ -173,7 +174,8 @@ class SqlFace:
             return flight.RecordBatchStream(self._metadata(caller, name, command))
 
     def _run(self, caller: Caller, sql: str) -> flight.FlightDataStream:
-        planned = engine.plan_statement(self.backend, caller, _checked_sql(sql), self.limits)
+        planned = engine.plan_statement(self.backend, caller, _checked_sql(sql), self.limits,
+                                        self.pushdown)
         report = engine.Report(caller.username, sql)
         execution = engine.Execution(self.backend, caller, planned, self.limits, report)
         with self._lock:

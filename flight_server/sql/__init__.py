@@ -21,6 +21,8 @@ from typing import TYPE_CHECKING, Any
 
 import pyarrow.flight as flight
 
+from flight_server.errors import flight_error
+
 if TYPE_CHECKING:
     from flight_server.sql.handlers import SqlFace
 
@@ -62,8 +64,11 @@ def face(service: Any) -> SqlFace:
     with _lock:
         existing = getattr(service, _ATTRIBUTE, None)
         if existing is None:
-            from flight_server.sql.handlers import SqlFace
-
+            try:
+                from flight_server.sql.handlers import SqlFace
+            except ImportError as exc:
+                raise flight_error("unavailable", f"this server has no Flight SQL: {exc}; "
+                                   "install it with pip install 'omero-flight[sql]'") from None
             existing = SqlFace(service.backend)
             setattr(service, _ATTRIBUTE, existing)
         return existing

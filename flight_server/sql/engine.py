@@ -81,6 +81,7 @@ def connect(limits: Limits) -> duckdb.DuckDBPyConnection:
     })
     try:
         con.execute("SET enable_progress_bar = false")
+        con.execute("SET python_enable_replacements = false")  # no Python variables as tables
         con.execute(f"ATTACH ':memory:' AS {catalog.CATALOG}")
         con.execute(f"USE {catalog.CATALOG}")
         con.execute("SET lock_configuration = true")
@@ -174,12 +175,16 @@ def _register(con: duckdb.DuckDBPyConnection, name: str, source: object) -> None
 def describe(planned: Planned, limits: Limits) -> pa.Schema:
     """The result schema, from running the statement over empty tables of the same schemas."""
     con = connect(limits)
+    timer = threading.Timer(limits.timeout, con.interrupt)
+    timer.daemon = True
     try:
         for name, schema in planned.schemas.items():
             _register(con, name, schema.empty_table())
+        timer.start()
         with translated(None, limits):
             return con.sql(planned.sql).limit(0).to_arrow_table().schema
     finally:
+        timer.cancel()
         con.close()
 
 

@@ -9,6 +9,7 @@ types in field metadata), ``CommandGetTableTypes`` and ``CommandGetPrimaryKeys``
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Iterable
 
@@ -16,7 +17,10 @@ import pyarrow as pa
 
 from flight_server import __version__
 from flight_server.backends.base import Backend, Caller
-from flight_server.sql.catalog import CATALOG, DB_SCHEMA, TABLE_TYPE, visible
+from flight_server.errors import BridgeError
+from flight_server.sql.catalog import CATALOG, DB_SCHEMA, TABLE_TYPE, SqlTable, visible
+
+log = logging.getLogger(__name__)
 
 _STRING_LIST = pa.list_(pa.field("item", pa.utf8()))
 _INT_MAP = pa.map_(pa.int32(), pa.list_(pa.field("item", pa.int32())))
@@ -133,7 +137,7 @@ def tables(backend: Backend, caller: Caller, catalog: str | None, schema_pattern
               and (not table_types or TABLE_TYPE in table_types))
     if wanted:
         rx = like(name_pattern)
-        schemas: dict[int, bytes] = {}
+        schemas: dict[int, bytes | None] = {}
         for table in visible(backend, caller):
             if not _matches(rx, table.name):
                 continue
@@ -142,12 +146,22 @@ def tables(backend: Backend, caller: Caller, catalog: str | None, schema_pattern
             if include_schema:
                 file_id = table.summary.file.file_id
                 if file_id not in schemas:
-                    with backend.open_table(caller, table.ref) as handle:
-                        schemas[file_id] = handle.schema.serialize().to_pybytes()
+                    schemas[file_id] = _schema_of(backend, caller, table)
+                if schemas[file_id] is None:
+                    continue  # listed but unreadable now (deleted, broken): left out
                 row["table_schema"] = schemas[file_id]
             rows.append(row)
     return pa.Table.from_pylist(rows, schema=TABLES_WITH_SCHEMA if include_schema
                                 else TABLES_SCHEMA)
+
+
+def _schema_of(backend: Backend, caller: Caller, table: SqlTable) -> bytes | None:
+    try:
+        with backend.open_table(caller, table.ref) as handle:
+            return handle.schema.serialize().to_pybytes()
+    except BridgeError as exc:
+        log.warning("sql: table %s listed but not opened: %s", table.name, exc)
+        return None
 
 
 def table_types() -> pa.Table:

@@ -7,7 +7,8 @@ which also refuses anything but one SELECT). From the parse tree:
   occurs;
 * **projection**: a table is read with only the columns whose names appear
   anywhere in the statement (case-insensitive, as DuckDB resolves them). A star,
-  a NATURAL join or a whole-row reference reads every column. Reading a superset
+  ``COLUMNS(...)``, a positional reference (``#2``), a NATURAL join or a
+  whole-row reference (a table name or alias used as a value) reads every column. Reading a superset
   is always correct: the engine still does the real work;
 * **predicates**: in a statement whose top level is one SELECT over base tables
   joined by INNER joins, each top-level ``AND`` term of WHERE that compares one
@@ -96,6 +97,7 @@ def parse(con: Any, sql: str) -> dict[str, Any]:
 
 def analyse(node: dict[str, Any]) -> Analysis:
     out = Analysis()
+    aliases: set[str] = set()
     ctes = {
         entry["key"].lower()
         for n in _walk(node) if isinstance(n.get("cte_map"), dict)
@@ -104,6 +106,8 @@ def analyse(node: dict[str, Any]) -> Analysis:
     for n in _walk(node):
         if n.get("type") == "BASE_TABLE":
             name = n["table_name"].lower()
+            if n.get("alias"):
+                aliases.add(n["alias"].lower())
             catalog, schema = n.get("catalog_name", ""), n.get("schema_name", "")
             if not catalog and not schema and name in ctes:
                 continue
@@ -113,12 +117,13 @@ def analyse(node: dict[str, Any]) -> Analysis:
             out.tables[name] += 1
         elif n.get("class") == "COLUMN_REF":
             out.mentioned.update(c.lower() for c in n.get("column_names", []))
-        elif n.get("class") == "STAR" or n.get("ref_type") == "NATURAL":
-            out.whole_rows = True
+        elif n.get("class") in ("STAR", "POSITIONAL_REFERENCE") \
+                or n.get("ref_type") == "NATURAL":
+            out.whole_rows = True  # *, COLUMNS(...), #2, NATURAL JOIN: every column counts
         for name in n.get("using_columns") or []:
             out.mentioned.add(str(name).lower())
-    if out.mentioned & set(out.tables):
-        out.whole_rows = True  # SELECT t FROM t: the whole row as a struct
+    if out.mentioned & (set(out.tables) | aliases):
+        out.whole_rows = True  # SELECT t FROM t, SELECT c FROM t AS c: the row as a struct
     _top_level_predicates(node, out)
     return out
 

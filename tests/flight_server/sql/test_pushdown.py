@@ -88,7 +88,10 @@ def test_projection_is_case_insensitive_and_star_reads_all(con):
     a = analysed(con, "SELECT label, max(AREA) FROM t_1 GROUP BY 1")
     assert plan.projection(a, SCHEMA) == ("area", "Label")
     assert plan.projection(analysed(con, "SELECT * FROM t_1"), SCHEMA) is None
-    assert plan.projection(analysed(con, "SELECT t_1 FROM t_1"), SCHEMA) is None
+    for sql in ("SELECT t_1 FROM t_1", "SELECT c FROM t_1 AS c", "SELECT #2 FROM t_1",
+                "SELECT COLUMNS('a.*') FROM t_1", "SELECT c.* EXCLUDE (well) FROM t_1 c",
+                "SELECT well FROM t_1 NATURAL JOIN t_2"):
+        assert plan.projection(analysed(con, sql), SCHEMA) is None, sql
 
 
 def test_conditions_respect_types_and_nan(con):

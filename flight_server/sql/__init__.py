@@ -69,6 +69,6 @@ def face(service: Any) -> SqlFace:
             except ImportError as exc:
                 raise flight_error("unavailable", f"this server has no Flight SQL: {exc}; "
                                    "install it with pip install 'omero-flight[sql]'") from None
-            existing = SqlFace(service.backend)
+            existing = SqlFace(service.backend, split_rows=service.split_rows)
             setattr(service, _ATTRIBUTE, existing)
         return existing

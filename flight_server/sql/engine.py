@@ -21,16 +21,17 @@ condition in the ticket, so the backend decides what the user sees and
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import duckdb
 import pyarrow as pa
 
-from flight_client.protocol import TableTicket
+from flight_client.protocol import RowRange, TableTicket
 from flight_server import streaming
 from flight_server.backends.base import Backend, Caller, TableRef
 from flight_server.errors import BridgeError, InvalidArgument, PermissionDenied
@@ -125,6 +126,19 @@ class Planned:
     sql: str
     tickets: dict[str, TableTicket]
     schemas: dict[str, pa.Schema]  # each table's read schema (projection applied)
+    splittable: tuple[str, int] | None = None  # (table, rows) when it may run on row ranges
+
+
+@functools.cache
+def scalar_functions() -> frozenset[str]:
+    """The engine's scalar function (and operator) names."""
+    con = duckdb.connect(":memory:", config={"enable_external_access": False})
+    try:
+        rows = con.execute("SELECT DISTINCT lower(function_name) FROM duckdb_functions() "
+                           "WHERE function_type = 'scalar'").fetchall()
+    finally:
+        con.close()
+    return frozenset(r[0] for r in rows)
 
 
 def _ticket(ref: TableRef, columns: tuple[str, ...] | None,
@@ -135,34 +149,46 @@ def _ticket(ref: TableRef, columns: tuple[str, ...] | None,
 
 
 def plan_statement(backend: Backend, caller: Caller, sql: str, limits: Limits,
-                   pushdown: bool = True) -> Planned:
+                   pushdown: bool = True, row_range: tuple[int, int] | None = None) -> Planned:
     """Parse, resolve every table as the caller, choose projections and pushed conditions.
 
-    ``pushdown=False`` reads every column and row of every table (for comparison only).
+    ``row_range`` runs a row-by-row statement on those rows of its table only (one
+    endpoint of a split result). ``pushdown=False`` reads every column and row of every
+    table (for comparison only).
     """
     if not isinstance(sql, str) or not sql.strip():
         raise InvalidArgument("the SQL statement is empty")
     con = connect(limits)
     try:
-        analysis = plan.analyse(plan.parse(con, sql))
+        analysis = plan.analyse(plan.parse(con, sql), scalar_functions())
     finally:
         con.close()
+    if row_range is not None and analysis.row_wise is None:
+        raise InvalidArgument("this statement cannot run on a row range")
     if len(analysis.tables) > MAX_TABLES:
         raise InvalidArgument(f"a statement may name at most {MAX_TABLES} tables")
     refs = {name: catalog.resolve(backend, caller, name) for name in analysis.tables}
     full: dict[str, pa.Schema] = {}
+    sizes: dict[str, int] = {}
     for name, ref in refs.items():
         with backend.open_table(caller, ref) as handle:
-            full[name] = handle.schema
+            full[name], sizes[name] = handle.schema, handle.num_rows
     tickets, schemas = {}, {}
+    splittable = None
     for name, ref in refs.items():
         columns = plan.projection(analysis, full[name]) if pushdown else None
         condition = plan.conditions(analysis, name, full) if pushdown else None
+        if name == analysis.row_wise and row_range is not None:
+            condition = None  # a ticket takes a row range or a condition, not both
         ticket = _ticket(ref, columns, condition)
+        if name == analysis.row_wise and condition is None:
+            splittable = (name, sizes[name])
+            if row_range is not None:
+                ticket = replace(ticket, rows=RowRange(*row_range))
         read = streaming.plan_read(backend, caller, ticket)  # checks columns and condition
         read.close()
         tickets[name], schemas[name] = ticket, read.schema
-    return Planned(sql, tickets, schemas)
+    return Planned(sql, tickets, schemas, splittable)
 
 
 def _register(con: duckdb.DuckDBPyConnection, name: str, source: object) -> None:

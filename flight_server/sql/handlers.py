@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import math
 import threading
 from collections import deque
 from collections.abc import Iterator
@@ -23,6 +24,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.flight as flight
 
+from flight_server import streaming
 from flight_server.auth import caller_of
 from flight_server.backends.base import Backend, Caller
 from flight_server.errors import InvalidArgument, flight_error, to_flight
@@ -35,11 +37,15 @@ HANDLE_VERSION = 1
 MAX_SQL_LENGTH = 100_000
 
 
-def encode_handle(sql: str) -> bytes:
-    return json.dumps({"v": HANDLE_VERSION, "sql": sql}, separators=(",", ":")).encode()
+def encode_handle(sql: str, rows: tuple[int, int] | None = None) -> bytes:
+    body: dict[str, object] = {"v": HANDLE_VERSION, "sql": sql}
+    if rows is not None:
+        body["rows"] = list(rows)
+    return json.dumps(body, separators=(",", ":")).encode()
 
 
-def decode_handle(raw: bytes) -> str:
+def decode_handle(raw: bytes) -> tuple[str, tuple[int, int] | None]:
+    """The statement and, for one endpoint of a split result, its row range."""
     try:
         obj = json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError):
@@ -47,7 +53,20 @@ def decode_handle(raw: bytes) -> str:
     if not isinstance(obj, dict) or obj.get("v") != HANDLE_VERSION \
             or not isinstance(obj.get("sql"), str):
         raise InvalidArgument("not a statement handle of this server")
-    return obj["sql"]
+    rows = obj.get("rows")
+    if rows is None:
+        return obj["sql"], None
+    if not (isinstance(rows, list) and len(rows) == 2
+            and all(type(r) is int and r >= 0 for r in rows) and rows[0] <= rows[1]):
+        raise InvalidArgument("malformed row range in a statement handle")
+    return obj["sql"], (rows[0], rows[1])
+
+
+def split(rows: int, split_rows: int) -> list[tuple[int, int]]:
+    """Row ranges for the endpoints of a result over ``rows`` rows (at most MAX_ENDPOINTS)."""
+    parts = min(streaming.MAX_ENDPOINTS, math.ceil(rows / max(1, split_rows)))
+    per = math.ceil(rows / max(1, parts))
+    return [(start, min(start + per, rows)) for start in range(0, rows, per)]
 
 
 def _checked_sql(sql: str) -> str:
@@ -77,8 +96,10 @@ def _guarded(stream: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
 class SqlFace:
     """Flight SQL over one :class:`FlightService`'s backend, sign-in and port."""
 
-    def __init__(self, backend: Backend, limits: engine.Limits | None = None) -> None:
+    def __init__(self, backend: Backend, limits: engine.Limits | None = None,
+                 split_rows: int = 1_000_000) -> None:
         self.backend = backend
+        self.split_rows = split_rows  # a row-by-row result over more rows: several endpoints
         self.limits = limits or engine.Limits()
         self.pushdown = True  # False reads whole tables: only to measure what pushdown saves
         self.reports: deque[engine.Report] = deque(maxlen=256)
@@ -92,9 +113,16 @@ class SqlFace:
 
     def _statement_info(self, caller: Caller, sql: str,
                         descriptor: flight.FlightDescriptor) -> flight.FlightInfo:
-        _, schema = self._plan(caller, sql)
-        ticket = pack(SQL["TicketStatementQuery"](statement_handle=encode_handle(sql)))
-        return flight.FlightInfo(schema, descriptor, [flight.FlightEndpoint(ticket, [])], -1, -1)
+        planned, schema = self._plan(caller, sql)
+        ranges: list[tuple[int, int] | None] = [None]
+        if planned.splittable is not None and planned.splittable[1] > self.split_rows:
+            ranges = list(split(planned.splittable[1], self.split_rows))
+        endpoints = [
+            flight.FlightEndpoint(pack(SQL["TicketStatementQuery"](
+                statement_handle=encode_handle(sql, rows))), [])
+            for rows in ranges
+        ]
+        return flight.FlightInfo(schema, descriptor, endpoints, -1, -1)
 
     def _metadata(self, caller: Caller, name: str, command: Any) -> pa.Table:
         if name == "CommandGetSqlInfo":
@@ -126,7 +154,7 @@ class SqlFace:
         if name == "CommandStatementQuery":
             return command.query
         if name == "CommandPreparedStatementQuery":
-            return decode_handle(command.prepared_statement_handle)
+            return decode_handle(command.prepared_statement_handle)[0]
         if name in ("CommandStatementUpdate", "CommandPreparedStatementUpdate"):
             raise InvalidArgument("this server is read-only: only SELECT statements are accepted")
         return None
@@ -165,7 +193,7 @@ class SqlFace:
             caller = caller_of(context)
             name, command = unpack(ticket.ticket)
             if name == "TicketStatementQuery" and command is not None:
-                return self._run(caller, decode_handle(command.statement_handle))
+                return self._run(caller, *decode_handle(command.statement_handle))
             if command is None:
                 raise NotImplementedError(f"Flight SQL {name} is not supported by this server")
             sql = self._statement_text(name, command)
@@ -173,9 +201,10 @@ class SqlFace:
                 return self._run(caller, sql)
             return flight.RecordBatchStream(self._metadata(caller, name, command))
 
-    def _run(self, caller: Caller, sql: str) -> flight.FlightDataStream:
+    def _run(self, caller: Caller, sql: str,
+             rows: tuple[int, int] | None = None) -> flight.FlightDataStream:
         planned = engine.plan_statement(self.backend, caller, _checked_sql(sql), self.limits,
-                                        self.pushdown)
+                                        self.pushdown, rows)
         report = engine.Report(caller.username, sql)
         execution = engine.Execution(self.backend, caller, planned, self.limits, report)
         with self._lock:

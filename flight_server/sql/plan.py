@@ -67,6 +67,7 @@ class Analysis:
     whole_rows: bool = False
     from_aliases: dict[str, str] = field(default_factory=dict)  # alias/name -> table
     predicates: list[Predicate] = field(default_factory=list)
+    row_wise: str | None = None  # the one table of a row-by-row SELECT (split in row ranges)
 
 
 def _walk(node: Any) -> Iterator[dict[str, Any]]:
@@ -95,7 +96,9 @@ def parse(con: Any, sql: str) -> dict[str, Any]:
     return statements[0]["node"]
 
 
-def analyse(node: dict[str, Any]) -> Analysis:
+def analyse(node: dict[str, Any], scalars: frozenset[str] = frozenset()) -> Analysis:
+    """Tables, mentioned columns and predicates; ``scalars`` are the engine's scalar
+    function names (a statement calling only those can be run on row ranges)."""
     out = Analysis()
     aliases: set[str] = set()
     ctes = {
@@ -125,7 +128,30 @@ def analyse(node: dict[str, Any]) -> Analysis:
     if out.mentioned & (set(out.tables) | aliases):
         out.whole_rows = True  # SELECT t FROM t, SELECT c FROM t AS c: the row as a struct
     _top_level_predicates(node, out)
+    if _row_wise(node, scalars):
+        out.row_wise = node["from_table"]["table_name"].lower()
     return out
+
+
+def _row_wise(node: dict[str, Any], scalars: frozenset[str]) -> bool:
+    """Is each output row made from one input row of one table, so that the statement gives
+    the same rows run on row ranges one by one? No aggregate, window, DISTINCT, ORDER BY,
+    LIMIT, subquery or CTE; every function a scalar one."""
+    if node.get("type") != "SELECT_NODE" or node.get("modifiers") \
+            or node.get("group_expressions") or node.get("group_sets") or node.get("having") \
+            or node.get("qualify") or node.get("sample") \
+            or (node.get("cte_map") or {}).get("map") \
+            or node.get("aggregate_handling") != "STANDARD_HANDLING":
+        return False
+    source = node.get("from_table") or {}
+    if source.get("type") != "BASE_TABLE" or source.get("sample") is not None:
+        return False
+    for n in _walk([node.get("select_list"), node.get("where_clause")]):
+        if n.get("class") in ("WINDOW", "SUBQUERY"):
+            return False
+        if n.get("class") == "FUNCTION" and str(n.get("function_name", "")).lower() not in scalars:
+            return False
+    return True
 
 
 def _from_tables(node: dict[str, Any], aliases: dict[str, str]) -> bool:

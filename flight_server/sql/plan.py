@@ -18,6 +18,11 @@ which also refuses anything but one SELECT). From the parse tree:
   user query. The engine re-applies the whole WHERE, so a pushed condition only
   has to keep every row that could match; it never has to be exact.
 
+A SELECT whose output rows each come from one input row of its one table (no
+aggregate, window, DISTINCT, ORDER BY, LIMIT, subquery or CTE, and no pushed
+condition) is **row-wise**: it can run on row ranges of that table one by one,
+which is how a large result is served as several endpoints.
+
 Types are respected: integer columns take integer constants, double columns
 numbers (``>``/``>=`` also keep NaN, which DuckDB sorts above every number),
 string and boolean columns ``=``/``<>`` with a constant of their type. Anything

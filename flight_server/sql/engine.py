@@ -21,6 +21,7 @@ condition in the ticket, so the backend decides what the user sees and
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import threading
@@ -105,7 +106,11 @@ class TableSource:
         return self.schema.__arrow_c_schema__()
 
     def __arrow_c_stream__(self, requested_schema: object = None) -> object:
-        read = streaming.plan_read(self.backend, self.caller, self.ticket)
+        try:
+            read = streaming.plan_read(self.backend, self.caller, self.ticket)
+        except BaseException as exc:
+            self.error = exc
+            raise
         reader = pa.RecordBatchReader.from_batches(read.schema, self._counted(read))
         return reader.__arrow_c_stream__(requested_schema)
 
@@ -244,7 +249,9 @@ class Execution:
 
     def _interrupt(self) -> None:
         self.timed_out.set()
-        self.con.interrupt()
+        con = self.con
+        if con is not None:
+            con.interrupt()
 
     @property
     def schema(self) -> pa.Schema:
@@ -275,22 +282,13 @@ class Execution:
                      self.report.rows_out, self.report.seconds)
 
 
-class _Translator:
-    def __init__(self, execution: Execution | None, limits: Limits) -> None:
-        self.execution, self.limits = execution, limits
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, kind: type | None, exc: BaseException | None, tb: object) -> bool:
-        if exc is None or not isinstance(exc, (duckdb.Error, pa.ArrowException)):
-            return False
-        raise translate(exc, self.execution, self.limits) from None
-
-
-def translated(execution: Execution | None, limits: Limits) -> _Translator:
+@contextlib.contextmanager
+def translated(execution: Execution | None, limits: Limits) -> Iterator[None]:
     """A block whose DuckDB errors become bridge errors with a clear message."""
-    return _Translator(execution, limits)
+    try:
+        yield
+    except (duckdb.Error, pa.ArrowException) as exc:
+        raise translate(exc, execution, limits) from None
 
 
 def translate(exc: BaseException, execution: Execution | None, limits: Limits) -> Exception:
@@ -298,18 +296,17 @@ def translate(exc: BaseException, execution: Execution | None, limits: Limits) -
         for source in execution.sources:
             if isinstance(source.error, (BridgeError, UnsafeQuery)):
                 return source.error  # the backend's own refusal, type kept
-        if execution.timed_out.is_set():
-            return InvalidArgument(f"statement cancelled: it ran longer than the "
-                                   f"{limits.timeout:g} s limit per statement")
     message = str(exc).strip()
+    timed_out = execution is not None and execution.timed_out.is_set()
+    if timed_out or isinstance(exc, duckdb.InterruptException):  # only our timer interrupts
+        return InvalidArgument(f"statement cancelled: it ran longer than the "
+                               f"{limits.timeout:g} s limit per statement")
     if isinstance(exc, duckdb.PermissionException):
         return PermissionDenied(f"SQL refused by the sandbox (no file, network or extension "
                                 f"access): {message}")
     if isinstance(exc, duckdb.OutOfMemoryException):
         return InvalidArgument(f"statement cancelled: it needed more than the "
                                f"{limits.memory_limit} memory limit per statement ({message})")
-    if isinstance(exc, duckdb.InterruptException):
-        return InvalidArgument("statement cancelled")
     if isinstance(exc, duckdb.Error):
         return InvalidArgument(f"SQL error: {message}")
-    return exc if isinstance(exc, Exception) else InvalidArgument(message)
+    return InvalidArgument(f"SQL error: {message}")

@@ -147,6 +147,9 @@ class SqlFace:
             return metadata.table_types()
         if name == "CommandGetPrimaryKeys":
             return metadata.primary_keys()
+        if name == "CommandGetXdbcTypeInfo":
+            return metadata.xdbc_type_info(
+                command.data_type if command.HasField("data_type") else None)
         raise NotImplementedError(f"Flight SQL {name} is not supported by this server")
 
     @staticmethod

@@ -3,7 +3,8 @@
 ``CommandGetSqlInfo`` (a dense union of values keyed by info id),
 ``CommandGetCatalogs``, ``CommandGetDbSchemas``, ``CommandGetTables`` (with
 ``table_schema`` as an IPC-serialized Arrow schema that keeps the OMERO column
-types in field metadata), ``CommandGetTableTypes`` and ``CommandGetPrimaryKeys``
+types in field metadata), ``CommandGetTableTypes``, ``CommandGetXdbcTypeInfo``
+(the four SQL types OMERO.tables columns map to) and ``CommandGetPrimaryKeys``
 (always empty: OMERO.tables have no keys).
 """
 
@@ -162,6 +163,54 @@ def _schema_of(backend: Backend, caller: Caller, table: SqlTable) -> bytes | Non
     except BridgeError as exc:
         log.warning("sql: table %s listed but not opened: %s", table.name, exc)
         return None
+
+
+XDBC_TYPE_INFO_SCHEMA = pa.schema([
+    pa.field("type_name", pa.utf8(), nullable=False),
+    pa.field("data_type", pa.int32(), nullable=False),
+    pa.field("column_size", pa.int32()),
+    pa.field("literal_prefix", pa.utf8()),
+    pa.field("literal_suffix", pa.utf8()),
+    pa.field("create_params", pa.list_(pa.field("item", pa.utf8(), nullable=False))),
+    pa.field("nullable", pa.int32(), nullable=False),
+    pa.field("case_sensitive", pa.bool_(), nullable=False),
+    pa.field("searchable", pa.int32(), nullable=False),
+    pa.field("unsigned_attribute", pa.bool_()),
+    pa.field("fixed_prec_scale", pa.bool_(), nullable=False),
+    pa.field("auto_increment", pa.bool_()),
+    pa.field("local_type_name", pa.utf8()),
+    pa.field("minimum_scale", pa.int32()),
+    pa.field("maximum_scale", pa.int32()),
+    pa.field("sql_data_type", pa.int32(), nullable=False),
+    pa.field("datetime_subcode", pa.int32()),
+    pa.field("num_prec_radix", pa.int32()),
+    pa.field("interval_precision", pa.int32()),
+])  # fmt: skip
+
+# The SQL types of OMERO.tables columns: (name, XdbcDataType, column size, radix, case-sensitive).
+_XDBC_TYPES = [
+    ("BIGINT", -5, 19, 10, False),     # Long and id columns
+    ("BOOLEAN", -7, 1, None, False),   # XDBC_BIT: BoolColumn
+    ("DOUBLE", 8, 15, 10, False),      # DoubleColumn
+    ("VARCHAR", 12, None, None, True),  # StringColumn
+]  # fmt: skip
+
+
+def xdbc_type_info(data_type: int | None) -> pa.Table:
+    """The SQL types a table column can have (CommandGetXdbcTypeInfo), by data_type."""
+    rows = [
+        {"type_name": name, "data_type": code, "column_size": size,
+         "literal_prefix": "'" if code == 12 else None,
+         "literal_suffix": "'" if code == 12 else None, "create_params": None,
+         "nullable": 1, "case_sensitive": case, "searchable": 3,
+         "unsigned_attribute": False if radix else None, "fixed_prec_scale": False,
+         "auto_increment": False if radix else None, "local_type_name": name,
+         "minimum_scale": None, "maximum_scale": None, "sql_data_type": code,
+         "datetime_subcode": None, "num_prec_radix": radix, "interval_precision": None}
+        for name, code, size, radix, case in sorted(_XDBC_TYPES, key=lambda t: (t[1], t[0]))
+        if data_type is None or code == data_type
+    ]  # fmt: skip
+    return pa.Table.from_pylist(rows, schema=XDBC_TYPE_INFO_SCHEMA)
 
 
 def table_types() -> pa.Table:

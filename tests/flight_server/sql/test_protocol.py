@@ -57,9 +57,17 @@ def test_statement_info_then_ticket(alice):
     assert table.to_pylist() == [{"one": 1, "letter": "a"}]
 
 
+def test_xdbc_type_info(alice):
+    types = fetch(*alice, SQL["CommandGetXdbcTypeInfo"]())  # ordered by data_type
+    assert types["type_name"].to_pylist() == ["BOOLEAN", "BIGINT", "DOUBLE", "VARCHAR"]
+    assert types.schema.field("sql_data_type").nullable is False
+    only = fetch(*alice, SQL["CommandGetXdbcTypeInfo"](data_type=12))
+    assert only["type_name"].to_pylist() == ["VARCHAR"]
+
+
 def test_unsupported_requests_answer_unimplemented(alice):
     with pytest.raises(NotImplementedError):
-        info(*alice, SQL["CommandGetXdbcTypeInfo"]())
+        info(*alice, SQL["CommandGetExportedKeys"](table="t_1"))
     with pytest.raises(NotImplementedError):
         list(alice[0].do_action(flight.Action("BeginTransaction", b""), alice[1]))
 

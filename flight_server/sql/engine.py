@@ -24,9 +24,11 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
+import os
+import re
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, replace
 
 import duckdb
@@ -46,12 +48,34 @@ MAX_TABLES = 32
 
 @dataclass(frozen=True)
 class Limits:
-    """Per-statement limits."""
+    """Per-statement limits; :meth:`from_env` reads ``OMERO_FLIGHT_SQL_*`` overrides."""
 
     memory_limit: str = "1GB"
     threads: int = 2
     timeout: float = 300.0  # seconds, from the start of the statement to its last batch
     batch_rows: int = 65_536
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Limits:
+        """``OMERO_FLIGHT_SQL_MEMORY`` (e.g. 2GB), ``_THREADS``, ``_TIMEOUT`` (seconds)."""
+        env = os.environ if env is None else env
+        limits = cls()
+        try:
+            if env.get("OMERO_FLIGHT_SQL_MEMORY"):
+                memory = env["OMERO_FLIGHT_SQL_MEMORY"].strip()
+                if not re.fullmatch(r"\d+(\.\d+)?\s*[KMGT]i?B", memory, re.IGNORECASE):
+                    raise ValueError(f"OMERO_FLIGHT_SQL_MEMORY={memory!r}: use e.g. 512MB, 2GB")
+                limits = replace(limits, memory_limit=memory)
+            if env.get("OMERO_FLIGHT_SQL_THREADS"):
+                limits = replace(limits, threads=max(1, int(env["OMERO_FLIGHT_SQL_THREADS"])))
+            if env.get("OMERO_FLIGHT_SQL_TIMEOUT"):
+                timeout = float(env["OMERO_FLIGHT_SQL_TIMEOUT"])
+                if not timeout > 0:
+                    raise ValueError("OMERO_FLIGHT_SQL_TIMEOUT must be a positive number")
+                limits = replace(limits, timeout=timeout)
+        except ValueError as exc:
+            raise ValueError(f"bad Flight SQL limit: {exc}") from None
+        return limits
 
 
 @dataclass

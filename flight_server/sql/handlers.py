@@ -100,7 +100,7 @@ class SqlFace:
                  split_rows: int = 1_000_000) -> None:
         self.backend = backend
         self.split_rows = split_rows  # a row-by-row result over more rows: several endpoints
-        self.limits = limits or engine.Limits()
+        self.limits = limits or engine.Limits.from_env()
         self.pushdown = True  # False reads whole tables: only to measure what pushdown saves
         self.reports: deque[engine.Report] = deque(maxlen=256)
         self._lock = threading.Lock()

@@ -120,3 +120,15 @@ def test_only_one_select_parses(con):
     for sql in ("ATTACH 'x'", "SELECT 1; SELECT 2", "DROP TABLE t_1", "PRAGMA version"):
         with pytest.raises(InvalidArgument, match="SQL refused"):
             plan.parse(con, sql)
+
+
+def test_limits_from_the_environment():
+    limits = engine.Limits.from_env({"OMERO_FLIGHT_SQL_MEMORY": "2GB",
+                                     "OMERO_FLIGHT_SQL_THREADS": "4",
+                                     "OMERO_FLIGHT_SQL_TIMEOUT": "30"})
+    assert (limits.memory_limit, limits.threads, limits.timeout) == ("2GB", 4, 30.0)
+    assert engine.Limits.from_env({}) == engine.Limits()
+    for bad in ({"OMERO_FLIGHT_SQL_MEMORY": "2GB'; SET x=1"}, {"OMERO_FLIGHT_SQL_TIMEOUT": "0"},
+                {"OMERO_FLIGHT_SQL_THREADS": "many"}):
+        with pytest.raises(ValueError, match="bad Flight SQL limit"):
+            engine.Limits.from_env(bad)

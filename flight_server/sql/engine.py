@@ -35,10 +35,11 @@ import duckdb
 import pyarrow as pa
 
 from flight_client.protocol import RowRange, TableTicket
+from flight_server import columns as cols
 from flight_server import streaming
 from flight_server.backends.base import Backend, Caller, TableRef
 from flight_server.errors import BridgeError, InvalidArgument, PermissionDenied
-from flight_server.query import UnsafeQuery
+from flight_server.query import UnsafeQuery, check_query
 from flight_server.sql import catalog, plan
 
 log = logging.getLogger(__name__)
@@ -214,9 +215,12 @@ def plan_statement(backend: Backend, caller: Caller, sql: str, limits: Limits,
             splittable = (name, sizes[name])
             if row_range is not None:
                 ticket = replace(ticket, rows=RowRange(*row_range))
-        read = streaming.plan_read(backend, caller, ticket)  # checks columns and condition
-        read.close()
-        tickets[name], schemas[name] = ticket, read.schema
+        if ticket.query is not None:  # refused now rather than mid-statement
+            check_query(ticket.query, {f.name: cols.column_type_of(f) for f in full[name]},
+                        ticket.variables)
+        names = list(full[name].names if columns is None else columns)
+        tickets[name] = ticket
+        schemas[name] = streaming.output_schema(full[name], names, ticket.row_numbers)
     return Planned(sql, tickets, schemas, splittable)
 
 

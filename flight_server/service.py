@@ -194,6 +194,8 @@ class FlightService(flight.FlightServerBase):
     def do_put(self, context: flight.ServerCallContext, descriptor: flight.FlightDescriptor,
                reader: flight.MetadataRecordBatchReader,
                writer: flight.FlightMetadataWriter) -> None:
+        if flight_sql.is_sql_descriptor(descriptor):  # Flight SQL: flight_server/sql
+            return flight_sql.face(self).do_put(context, descriptor, reader, writer)
         with flight_errors():
             caller = caller_of(context)
             request = self._decode_command(descriptor, "upload descriptor")

@@ -46,6 +46,8 @@ log = logging.getLogger(__name__)
 
 MAX_TABLES = 32
 
+Parameter = bool | int | float | str | None
+
 
 @dataclass(frozen=True)
 class Limits:
@@ -157,6 +159,16 @@ class Planned:
     tickets: dict[str, TableTicket]
     schemas: dict[str, pa.Schema]  # each table's read schema (projection applied)
     splittable: tuple[str, int] | None = None  # (table, rows) when it may run on row ranges
+    parameters: int = 0  # how many parameters the statement takes
+    values: tuple[Parameter, ...] = ()  # the values bound to them
+
+    def bound(self) -> list[Parameter] | None:
+        """The parameter values to run with (NULLs when only describing)."""
+        if not self.parameters:
+            return None
+        if self.values:
+            return list(self.values)
+        return [None] * self.parameters
 
 
 @functools.cache
@@ -179,7 +191,8 @@ def _ticket(ref: TableRef, columns: tuple[str, ...] | None,
 
 
 def plan_statement(backend: Backend, caller: Caller, sql: str, limits: Limits,
-                   pushdown: bool = True, row_range: tuple[int, int] | None = None) -> Planned:
+                   pushdown: bool = True, row_range: tuple[int, int] | None = None,
+                   values: tuple[Parameter, ...] = ()) -> Planned:
     """Parse, resolve every table as the caller, choose projections and pushed conditions.
 
     ``row_range`` runs a row-by-row statement on those rows of its table only (one
@@ -195,6 +208,9 @@ def plan_statement(backend: Backend, caller: Caller, sql: str, limits: Limits,
         con.close()
     if row_range is not None and analysis.row_wise is None:
         raise InvalidArgument("this statement cannot run on a row range")
+    if values and len(values) != analysis.parameters:
+        raise InvalidArgument(f"the statement takes {analysis.parameters} parameter(s), "
+                              f"{len(values)} were bound")
     if len(analysis.tables) > MAX_TABLES:
         raise InvalidArgument(f"a statement may name at most {MAX_TABLES} tables")
     refs = {name: catalog.resolve(backend, caller, name) for name in analysis.tables}
@@ -221,7 +237,7 @@ def plan_statement(backend: Backend, caller: Caller, sql: str, limits: Limits,
         names = list(full[name].names if columns is None else columns)
         tickets[name] = ticket
         schemas[name] = streaming.output_schema(full[name], names, ticket.row_numbers)
-    return Planned(sql, tickets, schemas, splittable)
+    return Planned(sql, tickets, schemas, splittable, analysis.parameters, tuple(values))
 
 
 def _register(con: duckdb.DuckDBPyConnection, name: str, source: object) -> None:
@@ -241,7 +257,7 @@ def describe(planned: Planned, limits: Limits) -> pa.Schema:
             _register(con, name, schema.empty_table())
         timer.start()
         with translated(None, limits):
-            return con.sql(planned.sql).limit(0).to_arrow_table().schema
+            return con.sql(planned.sql, params=planned.bound()).limit(0).to_arrow_table().schema
     finally:
         timer.cancel()
         con.close()
@@ -252,6 +268,9 @@ class Execution:
 
     def __init__(self, backend: Backend, caller: Caller, planned: Planned, limits: Limits,
                  report: Report) -> None:
+        if planned.parameters and not planned.values:
+            raise InvalidArgument(f"the statement takes {planned.parameters} parameter(s): "
+                                  "bind values to run it")
         self.limits, self.report = limits, report
         self.timed_out = threading.Event()
         self.started = time.monotonic()
@@ -270,7 +289,8 @@ class Execution:
                 _register(self.con, name, source)
             self.timer.start()
             with translated(self, limits):
-                self.reader = self.con.sql(planned.sql).to_arrow_reader(limits.batch_rows)
+                relation = self.con.sql(planned.sql, params=planned.bound())
+                self.reader = relation.to_arrow_reader(limits.batch_rows)
         except BaseException:
             self.close()
             raise

@@ -1,9 +1,12 @@
 """The Flight SQL RPCs: GetFlightInfo, GetSchema, DoGet and the Flight SQL actions.
 
 A statement handle (in ``TicketStatementQuery`` and in prepared statements) is
-the statement's text as versioned JSON: the server keeps no per-statement state,
-and whoever presents a handle runs it as themselves, so a handle cannot reach
-another user's tables. Every RPC re-plans the statement as its own caller.
+versioned JSON holding the statement's text, the parameter values bound to it
+(binding answers a new handle, as ``DoPutPreparedStatementResult`` allows) and,
+for one endpoint of a split result, its row range. The server keeps no
+per-statement state, and whoever presents a handle runs it as themselves, so a
+handle cannot reach another user's tables. Every RPC re-plans the statement as
+its own caller.
 
 Errors: bridge errors keep their type and code (``flight_server.errors``);
 a command or action this server does not implement answers UNIMPLEMENTED (a
@@ -19,6 +22,7 @@ import math
 import threading
 from collections import deque
 from collections.abc import Iterator
+from dataclasses import dataclass, replace
 from typing import Any
 
 import pyarrow as pa
@@ -37,29 +41,57 @@ HANDLE_VERSION = 1
 MAX_SQL_LENGTH = 100_000
 
 
-def encode_handle(sql: str, rows: tuple[int, int] | None = None) -> bytes:
-    body: dict[str, object] = {"v": HANDLE_VERSION, "sql": sql}
-    if rows is not None:
-        body["rows"] = list(rows)
-    return json.dumps(body, separators=(",", ":")).encode()
+@dataclass(frozen=True)
+class Handle:
+    """A statement handle: the SQL, bound parameter values, and an endpoint's row range."""
+
+    sql: str
+    values: tuple[engine.Parameter, ...] = ()
+    rows: tuple[int, int] | None = None
+
+    def encode(self) -> bytes:
+        body: dict[str, object] = {"v": HANDLE_VERSION, "sql": self.sql}
+        if self.values:
+            body["values"] = list(self.values)
+        if self.rows is not None:
+            body["rows"] = list(self.rows)
+        return json.dumps(body, separators=(",", ":")).encode()
+
+    @classmethod
+    def decode(cls, raw: bytes) -> Handle:
+        try:
+            obj = json.loads(raw)
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            raise InvalidArgument("not a statement handle of this server") from None
+        if not isinstance(obj, dict) or obj.get("v") != HANDLE_VERSION \
+                or not isinstance(obj.get("sql"), str):
+            raise InvalidArgument("not a statement handle of this server")
+        values = obj.get("values") or []
+        if not isinstance(values, list) or not all(_scalar(v) for v in values):
+            raise InvalidArgument("malformed parameter values in a statement handle")
+        rows = obj.get("rows")
+        if rows is not None and not (
+                isinstance(rows, list) and len(rows) == 2
+                and all(type(r) is int and r >= 0 for r in rows) and rows[0] <= rows[1]):
+            raise InvalidArgument("malformed row range in a statement handle")
+        return cls(obj["sql"], tuple(values), None if rows is None else (rows[0], rows[1]))
 
 
-def decode_handle(raw: bytes) -> tuple[str, tuple[int, int] | None]:
-    """The statement and, for one endpoint of a split result, its row range."""
-    try:
-        obj = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        raise InvalidArgument("not a statement handle of this server") from None
-    if not isinstance(obj, dict) or obj.get("v") != HANDLE_VERSION \
-            or not isinstance(obj.get("sql"), str):
-        raise InvalidArgument("not a statement handle of this server")
-    rows = obj.get("rows")
-    if rows is None:
-        return obj["sql"], None
-    if not (isinstance(rows, list) and len(rows) == 2
-            and all(type(r) is int and r >= 0 for r in rows) and rows[0] <= rows[1]):
-        raise InvalidArgument("malformed row range in a statement handle")
-    return obj["sql"], (rows[0], rows[1])
+def _scalar(value: object) -> bool:
+    return value is None or type(value) in (bool, int, float, str)
+
+
+def bound_values(reader: flight.MetadataRecordBatchReader) -> tuple[engine.Parameter, ...]:
+    """The one row of parameter values a client binds to a prepared statement."""
+    table = reader.read_all()
+    if table.num_rows != 1:
+        raise InvalidArgument(f"bind exactly one row of parameter values, not {table.num_rows}")
+    values = tuple(column[0].as_py() for column in table.columns)
+    for value in values:
+        if not _scalar(value):
+            raise InvalidArgument(f"parameter value {value!r} is not a number, a string, a "
+                                  "boolean or null")
+    return values
 
 
 def split(rows: int, split_rows: int) -> list[tuple[int, int]]:
@@ -107,21 +139,22 @@ class SqlFace:
 
     # -- planning --------------------------------------------------------------------
 
-    def _plan(self, caller: Caller, sql: str) -> tuple[engine.Planned, pa.Schema]:
-        planned = engine.plan_statement(self.backend, caller, _checked_sql(sql), self.limits)
+    def _plan(self, caller: Caller, handle: Handle) -> tuple[engine.Planned, pa.Schema]:
+        planned = engine.plan_statement(self.backend, caller, _checked_sql(handle.sql),
+                                        self.limits, values=handle.values)
         return planned, engine.describe(planned, self.limits)
 
-    def _statement_info(self, caller: Caller, sql: str,
+    def _statement_info(self, caller: Caller, handle: Handle,
                         descriptor: flight.FlightDescriptor) -> flight.FlightInfo:
-        planned, schema = self._plan(caller, sql)
+        planned, schema = self._plan(caller, handle)
         ranges: list[tuple[int, int] | None] = [None]
         if planned.splittable is not None and planned.splittable[1] > self.split_rows:
             ranges = list(split(planned.splittable[1], self.split_rows))
         endpoints = [
             flight.FlightEndpoint(pack(SQL["TicketStatementQuery"](
-                statement_handle=encode_handle(sql, rows))), [])
+                statement_handle=replace(handle, rows=rows).encode())), [])
             for rows in ranges
-        ]
+        ]  # fmt: skip
         return flight.FlightInfo(schema, descriptor, endpoints, -1, -1)
 
     def _metadata(self, caller: Caller, name: str, command: Any) -> pa.Table:
@@ -153,11 +186,11 @@ class SqlFace:
         raise NotImplementedError(f"Flight SQL {name} is not supported by this server")
 
     @staticmethod
-    def _statement_text(name: str, command: Any) -> str | None:
+    def _statement(name: str, command: Any) -> Handle | None:
         if name == "CommandStatementQuery":
-            return command.query
+            return Handle(command.query)
         if name == "CommandPreparedStatementQuery":
-            return decode_handle(command.prepared_statement_handle)[0]
+            return replace(Handle.decode(command.prepared_statement_handle), rows=None)
         if name in ("CommandStatementUpdate", "CommandPreparedStatementUpdate"):
             raise InvalidArgument("this server is read-only: only SELECT statements are accepted")
         return None
@@ -171,9 +204,9 @@ class SqlFace:
             name, command = unpack(descriptor.command)
             if command is None:
                 raise NotImplementedError(f"Flight SQL {name} is not supported by this server")
-            sql = self._statement_text(name, command)
-            if sql is not None:
-                return self._statement_info(caller, sql, descriptor)
+            handle = self._statement(name, command)
+            if handle is not None:
+                return self._statement_info(caller, handle, descriptor)
             table = self._metadata(caller, name, command)
             endpoint = flight.FlightEndpoint(descriptor.command, [])
             return flight.FlightInfo(table.schema, descriptor, [endpoint], table.num_rows, -1)
@@ -185,9 +218,9 @@ class SqlFace:
             name, command = unpack(descriptor.command)
             if command is None:
                 raise NotImplementedError(f"Flight SQL {name} is not supported by this server")
-            sql = self._statement_text(name, command)
-            if sql is not None:
-                return flight.SchemaResult(self._plan(caller, sql)[1])
+            handle = self._statement(name, command)
+            if handle is not None:
+                return flight.SchemaResult(self._plan(caller, handle)[1])
             return flight.SchemaResult(self._metadata(caller, name, command).schema)
 
     def do_get(self, context: flight.ServerCallContext,
@@ -196,19 +229,18 @@ class SqlFace:
             caller = caller_of(context)
             name, command = unpack(ticket.ticket)
             if name == "TicketStatementQuery" and command is not None:
-                return self._run(caller, *decode_handle(command.statement_handle))
+                return self._run(caller, Handle.decode(command.statement_handle))
             if command is None:
                 raise NotImplementedError(f"Flight SQL {name} is not supported by this server")
-            sql = self._statement_text(name, command)
-            if sql is not None:
-                return self._run(caller, sql)
+            handle = self._statement(name, command)
+            if handle is not None:
+                return self._run(caller, handle)
             return flight.RecordBatchStream(self._metadata(caller, name, command))
 
-    def _run(self, caller: Caller, sql: str,
-             rows: tuple[int, int] | None = None) -> flight.FlightDataStream:
-        planned = engine.plan_statement(self.backend, caller, _checked_sql(sql), self.limits,
-                                        self.pushdown, rows)
-        report = engine.Report(caller.username, sql)
+    def _run(self, caller: Caller, handle: Handle) -> flight.FlightDataStream:
+        planned = engine.plan_statement(self.backend, caller, _checked_sql(handle.sql),
+                                        self.limits, self.pushdown, handle.rows, handle.values)
+        report = engine.Report(caller.username, handle.sql)
         execution = engine.Execution(self.backend, caller, planned, self.limits, report)
         with self._lock:
             self.reports.append(report)
@@ -224,9 +256,10 @@ class SqlFace:
                 name, request = unpack(body)
                 if name != "ActionCreatePreparedStatementRequest" or request is None:
                     raise BadMessage(f"CreatePreparedStatement needs its request, not {name}")
-                _, schema = self._plan(caller, request.query)
+                handle = Handle(request.query)
+                _, schema = self._plan(caller, handle)
                 result = SQL["ActionCreatePreparedStatementResult"](
-                    prepared_statement_handle=encode_handle(request.query),
+                    prepared_statement_handle=handle.encode(),
                     dataset_schema=schema.serialize().to_pybytes())
                 return iter([pack(result)])
             if kind == "ClosePreparedStatement":
@@ -236,3 +269,22 @@ class SqlFace:
                 closed = FLIGHT["CloseSessionResult"](status=messages.CLOSE_SESSION_CLOSED)
                 return iter([closed.SerializeToString()])
             raise NotImplementedError(f"Flight SQL action {kind!r} is not supported")
+
+    def do_put(self, context: flight.ServerCallContext, descriptor: flight.FlightDescriptor,
+               reader: flight.MetadataRecordBatchReader,
+               writer: flight.FlightMetadataWriter) -> None:
+        """Bind parameter values to a prepared statement: the answer is a new handle that
+        carries them (DoPutPreparedStatementResult), so the server keeps no state."""
+        with sql_errors():
+            caller_of(context)
+            name, command = unpack(descriptor.command)
+            if name != "CommandPreparedStatementQuery" or command is None:
+                if name in ("CommandStatementUpdate", "CommandPreparedStatementUpdate",
+                            "CommandStatementIngest"):
+                    raise InvalidArgument("this server is read-only: nothing can be written "
+                                          "with SQL")
+                raise NotImplementedError(f"Flight SQL DoPut with {name} is not supported")
+            handle = Handle.decode(command.prepared_statement_handle)
+            bound = replace(handle, values=bound_values(reader), rows=None)
+            result = SQL["DoPutPreparedStatementResult"](prepared_statement_handle=bound.encode())
+            writer.write(pa.py_buffer(result.SerializeToString()))

@@ -66,6 +66,7 @@ SQL_MESSAGES: dict[str, list[tuple[str, int, int, int]]] = {
                                             ("parameter_schema", 3, OPT, BYTES)],
     "ActionClosePreparedStatementRequest": [("prepared_statement_handle", 1, OPT, BYTES)],
     "DoPutUpdateResult": [("record_count", 1, OPT, INT64)],
+    "DoPutPreparedStatementResult": [("prepared_statement_handle", 1, OPT, BYTES)],
 }  # fmt: skip
 
 #: Flight.proto session messages (bodies of the CloseSession action, not packed in Any).

@@ -73,6 +73,7 @@ class Analysis:
     from_aliases: dict[str, str] = field(default_factory=dict)  # alias/name -> table
     predicates: list[Predicate] = field(default_factory=list)
     row_wise: str | None = None  # the one table of a row-by-row SELECT (split in row ranges)
+    parameters: int = 0  # how many distinct ? / $n parameters the statement takes
 
 
 def _walk(node: Any) -> Iterator[dict[str, Any]]:
@@ -106,6 +107,7 @@ def analyse(node: dict[str, Any], scalars: frozenset[str] = frozenset()) -> Anal
     function names (a statement calling only those can be run on row ranges)."""
     out = Analysis()
     aliases: set[str] = set()
+    parameters: set[str] = set()
     ctes = {
         entry["key"].lower()
         for n in _walk(node) if isinstance(n.get("cte_map"), dict)
@@ -130,8 +132,11 @@ def analyse(node: dict[str, Any], scalars: frozenset[str] = frozenset()) -> Anal
             out.whole_rows = True  # *, COLUMNS(...), #2, NATURAL JOIN: every column counts
         for name in n.get("using_columns") or []:
             out.mentioned.add(str(name).lower())
+        if n.get("class") == "PARAMETER":
+            parameters.add(str(n.get("identifier")))
     if out.mentioned & (set(out.tables) | aliases):
         out.whole_rows = True  # SELECT t FROM t, SELECT c FROM t AS c: the row as a struct
+    out.parameters = len(parameters)
     _top_level_predicates(node, out)
     if _row_wise(node, scalars):
         out.row_wise = node["from_table"]["table_name"].lower()

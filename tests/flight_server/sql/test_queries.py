@@ -119,3 +119,17 @@ def test_prepared_statement(sql_site, owner_sql):
         assert schema is None or schema.names == ["n"]  # the dataset schema, when reported
         cur.execute(sql)
         assert cur.fetchone()[0] == int((cells.frame.well == 7).sum())
+
+
+def test_parameters_bound_to_a_prepared_statement(sql_site, owner_sql):
+    cells = sql_site.tables["cells"]
+    df = cells.frame
+    with owner_sql.cursor() as cur:
+        sql = (f"SELECT count(*) AS n, sum(area) AS s FROM t_{cells.file_id} "
+               "WHERE well = ? AND label = ?")
+        for well, label in ((3, "nucleus"), (11, "membrane")):
+            cur.execute(sql, (well, label))
+            n, total = cur.fetchone()
+            chosen = df[(df.well == well) & (df.label == label)]
+            assert n == len(chosen) > 0
+            assert total == pytest.approx(chosen.area.sum())

@@ -115,3 +115,12 @@ def test_a_statement_past_its_memory_limit_is_cancelled(limited):
     with conn.cursor() as cur:
         cur.execute("SELECT 1")
         assert cur.fetchone() == (1,)
+
+
+def test_parameters_must_be_bound(owner_sql):
+    refused(owner_sql, "SELECT ?::INTEGER + 1 AS x", "takes 1 parameter(s)", "bind values")
+    with pytest.raises(adbc_driver_manager.Error) as info:
+        with owner_sql.cursor() as cur:
+            cur.execute("SELECT ?::INTEGER + ?::INTEGER AS x", (1,))
+            cur.fetchall()
+    assert "takes 2 parameter(s), 1 were bound" in str(info.value), info.value

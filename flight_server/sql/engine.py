@@ -203,7 +203,7 @@ def plan_statement(backend: Backend, caller: Caller, sql: str, limits: Limits,
         raise InvalidArgument("the SQL statement is empty")
     con = connect(limits)
     try:
-        analysis = plan.analyse(plan.parse(con, sql), scalar_functions())
+        analysis = plan.analyse(plan.parse(con, sql), scalar_functions(), values)
     finally:
         con.close()
     if row_range is not None and analysis.row_wise is None:

@@ -12,7 +12,8 @@ which also refuses anything but one SELECT). From the parse tree:
   is always correct: the engine still does the real work;
 * **predicates**: in a statement whose top level is one SELECT over base tables
   joined by INNER joins, each top-level ``AND`` term of WHERE that compares one
-  column of a table occurring once with a constant becomes a PyTables condition
+  column of a table occurring once with a constant (or a bound parameter value)
+  becomes a PyTables condition
   for that table's read. It is written as a condition text with the column named
   through a variable and goes through ``flight_server.query.check_query`` like any
   user query. The engine re-applies the whole WHERE, so a pushed condition only
@@ -102,9 +103,11 @@ def parse(con: Any, sql: str) -> dict[str, Any]:
     return statements[0]["node"]
 
 
-def analyse(node: dict[str, Any], scalars: frozenset[str] = frozenset()) -> Analysis:
+def analyse(node: dict[str, Any], scalars: frozenset[str] = frozenset(),
+            values: tuple[Any, ...] = ()) -> Analysis:
     """Tables, mentioned columns and predicates; ``scalars`` are the engine's scalar
-    function names (a statement calling only those can be run on row ranges)."""
+    function names (a statement calling only those can be run on row ranges), ``values``
+    the parameter values bound to ``?``/``$1`` (used as constants in predicates)."""
     out = Analysis()
     aliases: set[str] = set()
     parameters: set[str] = set()
@@ -137,7 +140,7 @@ def analyse(node: dict[str, Any], scalars: frozenset[str] = frozenset()) -> Anal
     if out.mentioned & (set(out.tables) | aliases):
         out.whole_rows = True  # SELECT t FROM t, SELECT c FROM t AS c: the row as a struct
     out.parameters = len(parameters)
-    _top_level_predicates(node, out)
+    _top_level_predicates(node, out, values)
     if _row_wise(node, scalars):
         out.row_wise = node["from_table"]["table_name"].lower()
     return out
@@ -186,7 +189,18 @@ def _conjuncts(expr: dict[str, Any] | None) -> Iterator[dict[str, Any]]:
         yield expr
 
 
-def _constant(expr: dict[str, Any]) -> bool | int | float | str | None:
+def _constant(expr: dict[str, Any], values: tuple[Any, ...]
+              ) -> bool | int | float | str | None:
+    if expr.get("class") == "PARAMETER":
+        identifier = str(expr.get("identifier", ""))
+        if not identifier.isdigit() or not 1 <= int(identifier) <= len(values):
+            return None
+        value = values[int(identifier) - 1]
+        if type(value) is float and not math.isfinite(value):
+            return None
+        if type(value) is int and not _INT64[0] <= value <= _INT64[1]:
+            return None
+        return value if type(value) in (bool, int, float, str) else None
     literal = expr.get("literal") if expr.get("class") == "CONSTANT" else None
     if not isinstance(literal, dict):
         return None
@@ -209,7 +223,8 @@ def _constant(expr: dict[str, Any]) -> bool | int | float | str | None:
     return None
 
 
-def _top_level_predicates(node: dict[str, Any], out: Analysis) -> None:
+def _top_level_predicates(node: dict[str, Any], out: Analysis, values: tuple[Any, ...]
+                          ) -> None:
     if node.get("type") != "SELECT_NODE" or not node.get("from_table"):
         return
     if not _from_tables(node["from_table"], out.from_aliases):
@@ -222,7 +237,7 @@ def _top_level_predicates(node: dict[str, Any], out: Analysis) -> None:
         left, right = term.get("left", {}), term.get("right", {})
         if left.get("class") != "COLUMN_REF":
             left, right, op = right, left, _FLIP[op]
-        value = _constant(right)
+        value = _constant(right, values)
         names = left.get("column_names", []) if left.get("class") == "COLUMN_REF" else []
         if value is None or len(names) not in (1, 2):
             continue

@@ -133,3 +133,5 @@ def test_parameters_bound_to_a_prepared_statement(sql_site, owner_sql):
             chosen = df[(df.well == well) & (df.label == label)]
             assert n == len(chosen) > 0
             assert total == pytest.approx(chosen.area.sum())
+            report = next(r for r in reversed(sql_site.face.reports) if r.sql == sql)
+            assert report.rows_read == {f"t_{cells.file_id}": len(chosen)}  # pushed down

@@ -9,9 +9,10 @@ are the server's own.
 Modules: :mod:`.messages` (the protobuf messages), :mod:`.catalog` (the table
 names a caller can type), :mod:`.plan` (tables, projection and pushed-down
 predicates of a statement), :mod:`.engine` (DuckDB, sandboxed),
-:mod:`.metadata` (answers to the metadata commands), :mod:`.handlers` (the
-RPCs). Importing this package needs neither DuckDB nor protobuf; the first
-Flight SQL request does (the ``sql`` extra).
+:mod:`.metadata` (answers to the metadata commands), :mod:`.handles`
+(statement handles), :mod:`.handlers` (the RPCs). Importing this package needs
+neither DuckDB nor protobuf; the first Flight SQL request does (the ``sql``
+extra).
 """
 
 from __future__ import annotations

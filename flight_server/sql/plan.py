@@ -15,8 +15,9 @@ which also refuses anything but one SELECT). From the parse tree:
   column of a table occurring once with a constant (or a bound parameter value)
   becomes a PyTables condition for that table's read. It is written as a
   condition text with the column named through a variable and goes through
-  ``flight_server.query.check_query`` like any user query. The engine re-applies the whole WHERE, so a pushed condition only
-  has to keep every row that could match; it never has to be exact.
+  ``flight_server.query.check_query`` like any user query. The engine re-applies
+  the whole WHERE, so a pushed condition only has to keep every row that could
+  match; it never has to be exact.
 
 A SELECT whose output rows each come from one input row of its one table (no
 aggregate, window, DISTINCT, ORDER BY, LIMIT, subquery or CTE, and no pushed

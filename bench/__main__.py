@@ -26,7 +26,7 @@ def main() -> None:
                         help="small tables (CI); figures go to bench/results/smoke/")
     parser.add_argument("--rows", type=int, nargs="+",
                         help="table sizes for the memory benchmark (default 1M, 5M and 10M rows)")
-    parser.add_argument("--only", choices=["memory", "perf", "soak"],
+    parser.add_argument("--only", choices=["memory", "perf", "soak", "sql"],
                         help="run only one benchmark (default: both)")
     args = parser.parse_args()
     sizes = args.rows or ([100_000, 400_000] if args.smoke else [1_000_000, 5_000_000, 10_000_000])
@@ -39,6 +39,11 @@ def main() -> None:
         from bench import soak
 
         soak.run(20 if args.smoke else 300, 2_000 if args.smoke else 20_000, out_dir / "soak.json")
+    if args.only in (None, "sql"):
+        from bench import sql
+
+        sql.run(200_000 if args.smoke else 5_000_000, 1 if args.smoke else 3,
+                out_dir / "sql.json")
     if args.only in (None, "perf"):
         from bench import perf
 

@@ -122,7 +122,9 @@ class AuthMiddlewareFactory(flight.ServerMiddlewareFactory):
         scheme = scheme.lower()
         if scheme == "basic":
             try:
-                username, sep, password = base64.b64decode(credentials).decode().partition(":")
+                # unpadded too: the Go Flight client (ADBC's Flight SQL driver) sends it so
+                padded = credentials + "=" * (-len(credentials) % 4)
+                username, sep, password = base64.b64decode(padded).decode().partition(":")
             except (ValueError, binascii.Error):
                 raise Unauthenticated("malformed basic credentials") from None
             if not sep:

@@ -38,6 +38,7 @@ from flight_client.protocol import (
     normalize_links,
 )
 from flight_server import __version__, registration, streaming, uploads
+from flight_server import sql as flight_sql
 from flight_server.auth import (
     DEFAULT_TOKEN_LIFETIME,
     MIDDLEWARE_KEY,
@@ -137,6 +138,8 @@ class FlightService(flight.FlightServerBase):
 
     def get_flight_info(self, context: flight.ServerCallContext,
                         descriptor: flight.FlightDescriptor) -> flight.FlightInfo:
+        if flight_sql.is_sql_descriptor(descriptor):  # Flight SQL: flight_server/sql
+            return flight_sql.face(self).get_flight_info(context, descriptor)
         with flight_errors():
             caller = caller_of(context)
             request = self._decode_command(descriptor)
@@ -149,6 +152,8 @@ class FlightService(flight.FlightServerBase):
 
     def get_schema(self, context: flight.ServerCallContext,
                    descriptor: flight.FlightDescriptor) -> flight.SchemaResult:
+        if flight_sql.is_sql_descriptor(descriptor):  # Flight SQL: flight_server/sql
+            return flight_sql.face(self).get_schema(context, descriptor)
         with flight_errors():
             caller = caller_of(context)
             request = self._decode_command(descriptor)
@@ -160,6 +165,8 @@ class FlightService(flight.FlightServerBase):
 
     def do_get(self, context: flight.ServerCallContext,
                ticket: flight.Ticket) -> flight.FlightDataStream:
+        if flight_sql.is_sql_command(ticket.ticket):  # Flight SQL: flight_server/sql
+            return flight_sql.face(self).do_get(context, ticket)
         with flight_errors():
             caller = caller_of(context)
             request = decode(ticket.ticket, "ticket")
@@ -196,6 +203,8 @@ class FlightService(flight.FlightServerBase):
     def do_put(self, context: flight.ServerCallContext, descriptor: flight.FlightDescriptor,
                reader: flight.MetadataRecordBatchReader,
                writer: flight.FlightMetadataWriter) -> None:
+        if flight_sql.is_sql_descriptor(descriptor):  # Flight SQL: flight_server/sql
+            return flight_sql.face(self).do_put(context, descriptor, reader, writer)
         with flight_errors():
             caller = caller_of(context)
             request = self._decode_command(descriptor, "upload descriptor")
@@ -223,6 +232,8 @@ class FlightService(flight.FlightServerBase):
 
     def do_action(self, context: flight.ServerCallContext,
                   action: flight.Action) -> Iterator[bytes]:
+        if action.type in flight_sql.ACTIONS:  # Flight SQL: flight_server/sql
+            return flight_sql.face(self).do_action(context, action)
         with flight_errors():
             caller = caller_of(context)
             raw = action.body.to_pybytes() if action.body is not None else b""

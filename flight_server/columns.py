@@ -237,7 +237,7 @@ def _member_size(name: str, type_size: int, version: int) -> int:
     return _padded_name(name) + (32 if version == 1 else 4) + type_size
 
 
-def _type_size(f: pa.Field, version: int) -> int:
+def _type_size(f: pa.Field, nested_version: int) -> int:
     kind = column_type_of(f)
     if kind in INTEGER_COLUMNS:
         return _MEMBER_TYPE["int"]
@@ -251,7 +251,7 @@ def _type_size(f: pa.Field, version: int) -> int:
         base = _MEMBER_TYPE["int" if kind == LONG_ARRAY else "float"]
         # Array datatype (version 2): rank (1), reserved (3), one size (4), one permutation (4).
         return _DTYPE_HEADER + 1 + 3 + 4 + 4 + base
-    return _DTYPE_HEADER + sum(_member_size(n, _MEMBER_TYPE[k], version)
+    return _DTYPE_HEADER + sum(_member_size(n, _MEMBER_TYPE[k], nested_version)
                                for n, k in _MASK_MEMBERS)
 
 
@@ -260,18 +260,28 @@ def hdf5_header_size(schema: pa.Schema) -> int:
 
     The table is one HDF5 compound type, written whole into one object header message,
     which cannot exceed :data:`HDF5_HEADER_LIMIT` bytes. Its size follows the HDF5 file
-    format specification (Datatype Message, compound class): libhdf5 writes version 1
-    compound types, or version 2 when a member is an array (array columns), and each
-    member costs its name (NUL-terminated, padded to 8 bytes) plus 32 bytes (version 1)
-    or 4 bytes (version 2) plus its own type: 12 bytes for integers and booleans, 20 for
+    format specification (Datatype Message, compound class): each member costs its name
+    (NUL-terminated, padded to 8 bytes) plus 32 bytes in a version 1 compound or 4 bytes
+    in a version 2 compound, plus its own type: 12 bytes for integers and booleans, 20 for
     floats, 8 for strings (whatever their width), 28 plus the element type for a fixed-size
-    array, and a nested compound for a MaskColumn. The string widths and array lengths do
-    not count; the number and the length of the column names do. Measured against PyTables
-    and libhdf5 1.14 (``tests/flight_server/test_wide_tables.py`` checks it at the limit).
+    array, and a nested compound (8 bytes plus its seven members) for a MaskColumn. String
+    widths and array lengths do not count; the number and the length of the names do.
+
+    Versions, as libhdf5 assigns them while PyTables inserts the columns in order: the
+    table is version 1, or version 2 once it holds an array column; the first array
+    column upgrades every type already inserted (a MaskColumn before it), while a type
+    inserted later keeps its own version (a MaskColumn after an array column stays 1).
+    Measured against PyTables and libhdf5 1.14 at the limit for every column kind
+    (``tests/flight_server/test_wide_tables.py`` checks it against libhdf5 itself).
     """
-    version = 2 if any(column_type_of(f) in ARRAY_COLUMNS for f in schema) else 1
-    return _DTYPE_HEADER + sum(_member_size(f.name, _type_size(f, version), version)
-                               for f in schema)
+    kinds = [column_type_of(f) for f in schema]
+    arrays = [i for i, k in enumerate(kinds) if k in ARRAY_COLUMNS]
+    version = 2 if arrays else 1
+    total = _DTYPE_HEADER
+    for i, f in enumerate(schema):
+        nested = 2 if arrays and arrays[0] > i else 1
+        total += _member_size(f.name, _type_size(f, nested), version)
+    return total
 
 
 def check_hdf5_header(schema: pa.Schema) -> None:
@@ -285,7 +295,7 @@ def check_hdf5_header(schema: pa.Schema) -> None:
         names = sum(len(f.name.encode("utf-8")) for f in schema)
         raise UnsupportedColumn(
             f"the table is too wide for an HDF5 OMERO.table: its {len(schema)} columns "
-            f"(names of {names} bytes in all) need a {size:,}-byte HDF5 type description, "
+            f"(names of {names:,} bytes in all) need a {size:,}-byte HDF5 type description, "
             f"over HDF5's limit of {HDF5_HEADER_LIMIT:,} bytes per object header message; "
             "use fewer columns or shorter column names, or store groups of numeric "
             "columns as array columns (fixed-size lists)")

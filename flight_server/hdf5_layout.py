@@ -109,6 +109,7 @@ class H5Writer:
         self.path = Path(path)
         self.schema = schema
         self.rows = 0
+        cols.check_hdf5_header(schema)
         definition = {f.name: _descriptor(f, i) for i, f in enumerate(schema)}
         self._has_mask = any(cols.column_type_of(f) == cols.MASK for f in schema)
         with HDF5_LOCK:
@@ -133,6 +134,7 @@ class H5Writer:
                 self._h5.flush()
             except BaseException:
                 self._h5.close()
+                self.path.unlink(missing_ok=True)  # a refused table leaves no file
                 raise
 
     def append(self, batch: pa.RecordBatch) -> None:

@@ -13,6 +13,14 @@ The layout is what ``omero.hdfstorageV2.HdfStorage.initialize`` writes:
 * attributes ``__version = '2'`` and ``__initialized`` (a float time) on the
   Measurements table.
 
+Every file is checked before PyTables opens it
+(:func:`flight_server.hdf5_check.check_file`: plain, self-contained storage in
+this layout, nothing PyTables would unpickle), then its column types are
+checked against the stored dtypes. Writing refuses a table whose compound type
+cannot fit HDF5's object header (:func:`flight_server.columns.check_hdf5_header`).
+Reads fetch whole rows, at most :data:`READ_BYTES` at a time, and keep only the
+requested columns.
+
 libhdf5 is usually built without thread safety, so every PyTables call in this
 process goes through :data:`HDF5_LOCK` (as OMERO.tables does with its global
 lock). Callers hold it for one chunk at a time, never for a whole stream.

@@ -34,7 +34,7 @@ from pathlib import Path
 
 import h5py
 import numpy as np
-from h5py import h5d, h5l, h5o, h5z
+from h5py import h5a, h5d, h5l, h5o, h5s, h5z
 
 from flight_server.errors import InvalidArgument, NotFound
 
@@ -101,27 +101,47 @@ def _text(value: object) -> str:
     return str(value)
 
 
+def _ascii_values(obj: h5py.HLObject, attr: h5a.AttrID, dt: np.dtype) -> list[bytes]:
+    """The values of an ASCII string attribute (PyTables reads these as bytes)."""
+    if attr.get_space().get_simple_extent_type() == h5s.NULL:
+        return []
+    if h5py.check_string_dtype(dt).length is None:  # variable length: h5py converts
+        value = obj.attrs[attr.name.decode("utf-8", "surrogateescape")]
+        items = [value] if isinstance(value, bytes | str) else np.asarray(value).reshape(-1)
+    else:
+        buffer = np.empty(attr.shape, dtype=dt)
+        attr.read(buffer)
+        items = list(buffer.reshape(-1))
+    return [i.encode("utf-8", "surrogateescape") if isinstance(i, str) else bytes(i)
+            for i in items if isinstance(i, bytes | np.bytes_ | str)]
+
+
 def _check_attributes(label: str, obj: h5py.HLObject, where: str) -> None:
-    """No attribute holds a reference, and none is a pickle that runs code (PyTables loads it)."""
-    attrs = obj.attrs
-    for name in list(attrs):
+    """No attribute holds a reference, and none is a pickle that runs code (PyTables loads it).
+
+    PyTables unpickles ASCII string attributes ending with ``.``; it reads UTF-8 ones as
+    ``str`` and never unpickles them, so only ASCII values are read here.
+    """
+    oid = obj.id
+    raw_names: list[bytes] = []
+    h5a.iterate(oid, raw_names.append)  # names once; opening by name is cheaper than by index
+    for raw in raw_names:
+        name = raw.decode("utf-8", "replace")
         try:
-            dt = attrs.get_id(name).dtype
+            attr = h5a.open(oid, raw)
+            dt = attr.dtype
             text = h5py.check_string_dtype(dt)
             bad = None if text is not None else _bad_dtype(dt)
-            value = None if bad else attrs[name]
+            values = _ascii_values(obj, attr, dt) if text is not None and \
+                text.encoding == "ascii" else []
         except Exception as exc:  # noqa: BLE001 - an attribute h5py cannot read
             raise _refuse(label, f"attribute {name[:40]!r} of {where} cannot be read "
-                                f"({type(exc).__name__})") from None
+                                 f"({type(exc).__name__})") from None
         if bad:
             raise _refuse(label, f"attribute {name[:40]!r} of {where} holds {bad}")
-        if text is not None and text.encoding == "utf-8":
-            continue  # PyTables reads UTF-8 strings as str, which it never unpickles
-        items = [value] if isinstance(value, bytes | str) else np.asarray(value).reshape(-1)
-        for item in items:
-            if isinstance(item, bytes | np.bytes_) and runs_code_when_unpickled(bytes(item)):
-                raise _refuse(label, f"attribute {name[:40]!r} of {where} is a pickle that "
-                                    "runs code")
+        if any(runs_code_when_unpickled(v) for v in values):
+            raise _refuse(label, f"attribute {name[:40]!r} of {where} is a pickle that "
+                                 "runs code")
 
 
 def _check_dataset(label: str, ds: h5py.Dataset, where: str) -> None:

@@ -134,12 +134,25 @@ class _Touch:
         return (Path.touch, (Path(self.canary),))
 
 
-def pickled_attribute(path: Path, canary: Path) -> Path:
-    """An attribute on Measurements that PyTables unpickles when it opens the table."""
+def pickled_attribute(path: Path, canary: Path, variable: bool = False) -> Path:
+    """An attribute on Measurements that PyTables unpickles when it opens the table
+    (``variable``: stored as a variable-length ASCII string)."""
+    template(path)
+    payload = pickle.dumps(_Touch(canary), protocol=0)
+    with h5py.File(path, "r+") as fh:
+        attrs = fh["OME/Measurements"].attrs
+        if variable:
+            attrs.create("note", payload, dtype=h5py.string_dtype("ascii"))
+        else:
+            attrs["note"] = np.bytes_(payload)
+    return path
+
+
+def reference_attribute(path: Path) -> Path:
+    """An attribute holding an object reference (to the root group)."""
     template(path)
     with h5py.File(path, "r+") as fh:
-        fh["OME/Measurements"].attrs["note"] = np.bytes_(pickle.dumps(_Touch(canary),
-                                                                       protocol=0))
+        fh["OME/Measurements"].attrs["ref"] = fh.ref
     return path
 
 

@@ -512,14 +512,18 @@ def _own_tmp(tmp: Path) -> tuple[Path, io.BufferedWriter]:
     tmp.mkdir(mode=0o700, exist_ok=True)
     os.chmod(tmp, 0o700)
     for entry in tmp.iterdir():
-        if entry.suffix == ".lock":
-            continue
-        lock = tmp / f"{entry.name}.lock"
-        if lock.exists() and not _lock_is_free(lock):
-            continue  # a running store's uploads
-        _remove(entry)
-        lock.unlink(missing_ok=True)
-        log.info("removed leftover temporary files %s", entry)
+        with contextlib.suppress(FileNotFoundError):  # another store removed it meanwhile
+            if entry.suffix == ".lock":
+                continue
+            if entry.suffix == ".pending" and (time.time() - entry.stat().st_mtime < 60
+                                               or not _lock_is_free(entry)):
+                continue  # another store starting right now
+            lock = tmp / f"{entry.name}.lock"
+            if lock.exists() and not _lock_is_free(lock):
+                continue  # a running store's uploads
+            _remove(entry)
+            lock.unlink(missing_ok=True)
+            log.info("removed leftover temporary files %s", entry)
     for lock in tmp.glob("*.lock"):  # locks whose folder is gone
         if not (tmp / lock.stem).exists() and _lock_is_free(lock):
             lock.unlink(missing_ok=True)
@@ -550,11 +554,15 @@ def _flock(handle: io.BufferedWriter, blocking: bool) -> bool:
 
 
 def _lock_is_free(lock: Path) -> bool:
+    """Whether no running store holds ``lock`` (a missing file holds nothing)."""
     try:
-        with open(lock, "ab") as handle:
-            return _flock(handle, blocking=False)
+        fd = os.open(lock, os.O_WRONLY | os.O_APPEND)
+    except FileNotFoundError:
+        return True
     except OSError:
         return False
+    with open(fd, "ab") as handle:
+        return _flock(handle, blocking=False)
 
 
 def _disk_size(path: Path) -> int:

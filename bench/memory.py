@@ -7,7 +7,10 @@ process, uploads a synthetic measurement table, then measures side by side:
 * a client streaming the table to CSV and to Parquet (``download_table``),
   next to ``read_table``, which holds the result on purpose;
 * a client uploading a CSV file larger than its chunk size, next to reading
-  that CSV whole with pandas.
+  that CSV whole with pandas;
+* wide rows: the server's peak while a client reads one int64 column of a
+  table whose rows also hold a 4,000-byte string, against the same read of the
+  whole table (``python -m bench.memory --wide-rows N`` runs it alone).
 
 Each client task runs in its own process (``bench.probe``); the figures are
 peak resident memory above the process's baseline after imports.
@@ -155,6 +158,75 @@ def format_table(results: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+WIDE_STRING_BYTES = 4_000
+
+
+def _upload_wide(url: str, rows: int) -> tuple[int, float]:
+    """A table of ``rows`` rows: ``n`` (int64) and ``text`` (4,000-byte strings), sent in
+    batches; returns its file id and its size in MiB."""
+    import flight_client
+
+    def batches() -> Any:
+        step = 2_000
+        for start in range(0, rows, step):
+            count = min(step, rows - start)
+            text = [f"{i:08d}".ljust(WIDE_STRING_BYTES, "x") for i in range(start, start + count)]
+            yield pa.record_batch({"n": pa.array(range(start, start + count), type=pa.int64()),
+                                   "text": pa.array(text)})
+
+    schema = pa.schema([("n", pa.int64()), ("text", pa.string())])
+    table = pa.Table.from_batches(batches(), schema=schema)
+    with flight_client.connect_to_omero(server=url, username=USER, password=PASSWORD,
+                                        interactive=False, allow_token=False) as conn:
+        ann = flight_client.upload_table(table, f"wide rows {rows}", links=[("Image", 1)],
+                                         omero_connector=conn, progress=False)
+        info = [t for t in flight_client.list_tables(omero_connector=conn)
+                if t["annotation_id"] == ann][0]
+    return int(info["file_id"]), table.nbytes / 2**20
+
+
+def measure_wide_rows(rows: int, workdir: Path) -> dict[str, Any]:
+    """Server peak for a one-column read of a wide-row table against the whole table's."""
+    with running_store_bridge(workdir / f"store-wide-{rows}") as bridge:
+        file_id, table_mib = _upload_wide(bridge.url, rows)
+        common = {"url": bridge.url, "username": USER, "password": PASSWORD, "file_id": file_id}
+        peaks = {}
+        for label, columns in (("one_int64_column", ["n"]), ("whole_table", [])):
+            with PeakSampler(bridge.process.pid) as server:
+                probe = run_probe("stream_discard", columns=columns, **common)
+            assert probe["result"]["rows"] == rows, probe
+            peaks[label] = (round(server.peak_mib - server.start_mib, 1),
+                            round(probe["seconds"], 2))
+    return {
+        "rows": rows,
+        "string_bytes": WIDE_STRING_BYTES,
+        "table_arrow_mib": round(table_mib, 1),
+        "server_peak_delta_mib": {k: v[0] for k, v in peaks.items()},
+        "seconds": {k: v[1] for k, v in peaks.items()},
+    }
+
+
+def format_wide(result: dict[str, Any]) -> str:
+    peaks = result["server_peak_delta_mib"]
+    return "\n".join([
+        f"wide rows: {result['rows']:,} rows of int64 + {result['string_bytes']:,}-byte string "
+        f"({result['table_arrow_mib']:.1f} MiB in Arrow)",
+        f"  server peak above baseline, one int64 column: {peaks['one_int64_column']:8.1f} MiB",
+        f"  server peak above baseline, whole table:      {peaks['whole_table']:8.1f} MiB",
+    ])
+
+
+def run_wide(rows: int, out: Path) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory(prefix="omero-flight-bench-") as tmp:
+        result = measure_wide_rows(rows, Path(tmp))
+    print(format_wide(result))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"benchmark": "memory-wide-rows", "result": result},
+                              indent=2) + "\n")
+    print(f"figures written to {out}")
+    return result
+
+
 def run(sizes: list[int], out: Path) -> list[dict[str, Any]]:
     with tempfile.TemporaryDirectory(prefix="omero-flight-bench-") as tmp:
         results = [measure_size(rows, Path(tmp)) for rows in sizes]
@@ -163,4 +235,18 @@ def run(sizes: list[int], out: Path) -> list[dict[str, Any]]:
     out.write_text(json.dumps({"benchmark": "memory", "sizes": sizes, "results": results},
                               indent=2) + "\n")
     print(f"\nfigures written to {out}")
+    # Wide rows at full size (60,000 rows) with the full sizes, a tenth of it when smoke.
+    run_wide(60_000 if max(sizes) >= 1_000_000 else 6_000, out.with_name("memory_wide.json"))
     return results
+
+
+if __name__ == "__main__":
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m bench.memory")
+    parser.add_argument("--wide-rows", type=int, default=60_000,
+                        help="rows of the wide-row table (default 60,000)")
+    parser.add_argument("--out", type=Path,
+                        default=Path(__file__).parent / "results" / "memory_wide.json")
+    args = parser.parse_args()
+    run_wide(args.wide_rows, args.out)

@@ -59,12 +59,13 @@ def task_read_table(args: dict[str, Any]) -> dict[str, Any]:
 
 
 def task_stream_discard(args: dict[str, Any]) -> dict[str, Any]:
-    """Read every batch and drop it: what the server streams, with no client result."""
+    """Read every batch (of ``columns``, default all) and drop it: what the server streams."""
     import flight_client
 
     rows = 0
     with _connect(args) as conn:
         reader = flight_client.read_arrow(file_id=args["file_id"], omero_connector=conn,
+                                          column_names=args.get("columns") or (),
                                           stream=True, progress=False)
         for batch in reader:
             rows += batch.num_rows

@@ -23,6 +23,7 @@ fixed_size_list<int*>[n]                LongArrayColumn(n)
 fixed_size_list<float32>[n]             FloatArrayColumn(n)
 fixed_size_list<float64>[n]             DoubleArrayColumn(n)
 struct<imageId,theZ,theT,x,y,w,h,bytes> MaskColumn
+null (no values: all None, or no rows)  StringColumn, width 1, values "" (omero2pandas)
 ======================================  =============================================
 
 An integer column named ``image``, ``roi``, ``well``, ``plate``, ``dataset``
@@ -36,7 +37,15 @@ empty string (as omero2pandas does). Integer, boolean, array and mask columns
 cannot hold nulls; a null there is refused with an error naming the column.
 Unsigned values above 2**63-1 are refused. Types with no OMERO.tables column
 (timestamps, binary, nested lists, ...) are refused with the column's name and
-what to cast it to.
+what to cast it to. A column with no values at all (Arrow's ``null`` type: an
+``object`` column of ``None``, or any column of a DataFrame without rows) is a
+StringColumn, as omero2pandas stores an ``object`` column.
+
+Names: not empty, no NUL character, not starting with ``__``, unique after
+``/`` becomes ``\\`` (as omero2pandas does).
+
+HDF5 width: :func:`check_hdf5_header` refuses, before anything is written, a
+table whose HDF5 compound type would not fit in one object header message.
 """
 
 from __future__ import annotations
@@ -164,7 +173,7 @@ def _infer_type(f: pa.Field) -> tuple[str, int | None]:
         return DOUBLE, None
     if pa.types.is_boolean(t):
         return BOOL, None
-    if pa.types.is_string(t) or pa.types.is_large_string(t):
+    if pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_null(t):
         return STRING, None
     if pa.types.is_fixed_size_list(t):
         v = t.value_type
@@ -193,6 +202,10 @@ def _infer_type(f: pa.Field) -> tuple[str, int | None]:
 def _check_name(name: str, seen: set[str]) -> str:
     if not name:
         raise UnsupportedColumn("column names must not be empty")
+    if "\0" in name:
+        shown = name if len(name) <= 60 else name[:60] + "..."
+        raise UnsupportedColumn(f"column name {shown!r} contains a NUL character (\\x00), "
+                                "which HDF5 cannot store")
     stored = name.replace("/", "\\")  # '/' separates HDF5 nodes; omero2pandas does the same
     if stored.startswith("__"):
         raise UnsupportedColumn(f"column name {name!r} is reserved (names may not start with '__')")
@@ -200,6 +213,92 @@ def _check_name(name: str, seen: set[str]) -> str:
         raise UnsupportedColumn(f"column name {name!r} appears more than once")
     seen.add(stored)
     return stored
+
+
+#: The largest HDF5 object header message, in bytes (the message size is a 2-byte field;
+#: libhdf5 refuses messages of H5O_MESG_MAX_SIZE = 65536 bytes or more).
+HDF5_HEADER_LIMIT = 65_535
+#: Bytes of a datatype message's own header (class and version, bit fields, size), and
+#: of each member type's properties (HDF5 file format specification, "Datatype Message").
+_DTYPE_HEADER = 8
+_MEMBER_TYPE = {"int": 8 + 4, "float": 8 + 12, "bool": 8 + 4, "string": 8}
+_MASK_MEMBERS = (("i", "int"), ("z", "int"), ("t", "int"),
+                 ("x", "float"), ("y", "float"), ("w", "float"), ("h", "float"))
+
+
+def _padded_name(name: str) -> int:
+    """A member name in a version 1 or 2 compound: UTF-8, NUL-terminated, padded to 8 bytes."""
+    return (len(name.encode("utf-8")) + 1 + 7) // 8 * 8
+
+
+def _member_size(name: str, type_size: int, version: int) -> int:
+    # Version 1 members carry offset (4), dimensionality (1), reserved (3), permutation (4),
+    # reserved (4) and four dimension sizes (16); version 2 members only the offset (4).
+    return _padded_name(name) + (32 if version == 1 else 4) + type_size
+
+
+def _type_size(f: pa.Field, nested_version: int) -> int:
+    kind = column_type_of(f)
+    if kind in INTEGER_COLUMNS:
+        return _MEMBER_TYPE["int"]
+    if kind == DOUBLE:
+        return _MEMBER_TYPE["float"]
+    if kind == BOOL:
+        return _MEMBER_TYPE["bool"]
+    if kind == STRING:
+        return _MEMBER_TYPE["string"]
+    if kind in ARRAY_COLUMNS:
+        base = _MEMBER_TYPE["int" if kind == LONG_ARRAY else "float"]
+        # Array datatype (version 2): rank (1), reserved (3), one size (4), one permutation (4).
+        return _DTYPE_HEADER + 1 + 3 + 4 + 4 + base
+    return _DTYPE_HEADER + sum(_member_size(n, _MEMBER_TYPE[k], nested_version)
+                               for n, k in _MASK_MEMBERS)
+
+
+def hdf5_header_size(schema: pa.Schema) -> int:
+    """Bytes of the HDF5 datatype message of a stored schema's ``/OME/Measurements`` table.
+
+    The table is one HDF5 compound type, written whole into one object header message,
+    which cannot exceed :data:`HDF5_HEADER_LIMIT` bytes. Its size follows the HDF5 file
+    format specification (Datatype Message, compound class): each member costs its name
+    (NUL-terminated, padded to 8 bytes) plus 32 bytes in a version 1 compound or 4 bytes
+    in a version 2 compound, plus its own type: 12 bytes for integers and booleans, 20 for
+    floats, 8 for strings (whatever their width), 28 plus the element type for a fixed-size
+    array, and a nested compound (8 bytes plus its seven members) for a MaskColumn. String
+    widths and array lengths do not count; the number and the length of the names do.
+
+    Versions, as libhdf5 assigns them while PyTables inserts the columns in order: the
+    table is version 1, or version 2 once it holds an array column; the first array
+    column upgrades every type already inserted (a MaskColumn before it), while a type
+    inserted later keeps its own version (a MaskColumn after an array column stays 1).
+    Measured against PyTables and libhdf5 1.14 at the limit for every column kind
+    (``tests/flight_server/test_wide_tables.py`` checks it against libhdf5 itself).
+    """
+    kinds = [column_type_of(f) for f in schema]
+    arrays = [i for i, k in enumerate(kinds) if k in ARRAY_COLUMNS]
+    version = 2 if arrays else 1
+    total = _DTYPE_HEADER
+    for i, f in enumerate(schema):
+        nested = 2 if arrays and arrays[0] > i else 1
+        total += _member_size(f.name, _type_size(f, nested), version)
+    return total
+
+
+def check_hdf5_header(schema: pa.Schema) -> None:
+    """Refuse (:class:`UnsupportedColumn`) a stored schema too wide for an HDF5 table.
+
+    Both backends call this before writing anything: the embedded store and OMERO.tables
+    write the same PyTables layout (see :func:`hdf5_header_size`).
+    """
+    size = hdf5_header_size(schema)
+    if size > HDF5_HEADER_LIMIT:
+        names = sum(len(f.name.encode("utf-8")) for f in schema)
+        raise UnsupportedColumn(
+            f"the table is too wide for an HDF5 OMERO.table: its {len(schema)} columns "
+            f"(names of {names:,} bytes in all) need a {size:,}-byte HDF5 type description, "
+            f"over HDF5's limit of {HDF5_HEADER_LIMIT:,} bytes per object header message; "
+            "use fewer columns or shorter column names, or store groups of numeric "
+            "columns as array columns (fixed-size lists)")
 
 
 def omero_schema(schema: pa.Schema) -> pa.Schema:
@@ -368,47 +467,3 @@ def from_numpy(values: object, f: pa.Field) -> pa.Array:
         return pa.StructArray.from_arrays(children, fields=list(MASK_TYPE))
     return pa.array(np.asarray(values), type=f.type)
 
-
-# --- BEGIN omero helper: minimal check_compound_fits (the lead reconciles it with the
-# --- storage helper's version; keep the name and signature) -------------------------------
-
-#: HDF5 keeps a compound datatype in one object header message of at most 64 KiB.
-HDF5_HEADER_LIMIT = 65_536
-_MEMBER_BYTES = 32  # HDF5 datatype message v1: member offset, dimensionality, dims, perms
-_TYPE_BYTES = {STRING: 8, BOOL: 12, DOUBLE: 20}  # member type header and properties
-_ARRAY_BYTES = 8 + 40  # an array member type around its base type (one dimension)
-
-
-def compound_header_size(schema: pa.Schema) -> int:
-    """Bytes of the HDF5 compound datatype message OMERO.tables would write for ``schema``.
-
-    Per member: its NUL-terminated name padded to 8 bytes, the member record and its
-    type; an estimate from HDF5's format (version 1 datatype messages, as PyTables writes).
-    """
-    total = 8
-    for f in schema:
-        column_type = column_type_of(f)
-        name = len(f.name.encode("utf-8")) + 1
-        member = -(-name // 8) * 8 + _MEMBER_BYTES
-        if column_type == MASK:
-            member += 8 + sum(-(-(len(n) + 1) // 8) * 8 + _MEMBER_BYTES + 20
-                              for n in MASK_TYPE.names[:-1])
-        elif column_type in ARRAY_COLUMNS:
-            member += _ARRAY_BYTES + 20
-        else:
-            member += _TYPE_BYTES.get(column_type, 12)
-        total += member
-    return total
-
-
-def check_compound_fits(schema: pa.Schema) -> None:
-    """Refuse (``UnsupportedColumn``, answered as invalid_argument) a schema whose HDF5
-    compound type does not fit HDF5's 64 KiB header limit, before anything is written."""
-    size = compound_header_size(schema)
-    if size > HDF5_HEADER_LIMIT:
-        raise UnsupportedColumn(
-            f"the table's {len(schema)} columns need an HDF5 compound type of about {size:,} "
-            f"bytes, over HDF5's limit of {HDF5_HEADER_LIMIT:,} bytes (it grows with the number "
-            "and length of column names): use fewer or shorter column names, or array columns")
-
-# --- END omero helper: minimal check_compound_fits -----------------------------------------

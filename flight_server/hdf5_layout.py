@@ -13,6 +13,14 @@ The layout is what ``omero.hdfstorageV2.HdfStorage.initialize`` writes:
 * attributes ``__version = '2'`` and ``__initialized`` (a float time) on the
   Measurements table.
 
+Every file is checked before PyTables opens it
+(:func:`flight_server.hdf5_check.check_file`: plain, self-contained storage in
+this layout, nothing PyTables would unpickle), then its column types are
+checked against the stored dtypes. Writing refuses a table whose compound type
+cannot fit HDF5's object header (:func:`flight_server.columns.check_hdf5_header`).
+Reads fetch whole rows, at most :data:`READ_BYTES` at a time, and keep only the
+requested columns.
+
 libhdf5 is usually built without thread safety, so every PyTables call in this
 process goes through :data:`HDF5_LOCK` (as OMERO.tables does with its global
 lock). Callers hold it for one chunk at a time, never for a whole stream.
@@ -28,7 +36,7 @@ import logging
 import threading
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -38,6 +46,7 @@ import tables
 from flight_server import columns as cols
 from flight_server.backends.base import FileInfo, TableHandle
 from flight_server.errors import InvalidArgument, NotFound
+from flight_server.hdf5_check import check_file
 from flight_server.query import CheckedQuery
 
 log = logging.getLogger(__name__)
@@ -47,6 +56,8 @@ HDF5_LOCK = threading.RLock()
 
 VERSION = "2"
 TITLE = "OMERO HDF Measurement Storage"
+_MASK_DTYPE = [("i", np.dtype(np.int64)), ("z", np.dtype(np.int32)), ("t", np.dtype(np.int32)),
+               *((c, np.dtype(np.float64)) for c in "xywh")]
 _MASK_FIELDS = {"imageId": "i", "theZ": "z", "theT": "t", "x": "x", "y": "y", "w": "w", "h": "h"}
 
 
@@ -106,6 +117,7 @@ class H5Writer:
         self.path = Path(path)
         self.schema = schema
         self.rows = 0
+        cols.check_hdf5_header(schema)
         definition = {f.name: _descriptor(f, i) for i, f in enumerate(schema)}
         self._has_mask = any(cols.column_type_of(f) == cols.MASK for f in schema)
         with HDF5_LOCK:
@@ -130,6 +142,7 @@ class H5Writer:
                 self._h5.flush()
             except BaseException:
                 self._h5.close()
+                self.path.unlink(missing_ok=True)  # a refused table leaves no file
                 raise
 
     def append(self, batch: pa.RecordBatch) -> None:
@@ -160,40 +173,100 @@ class H5Writer:
                 self._h5.close()
 
 
+#: Bytes of whole HDF5 rows read at a time: a read of a few columns of a table with wide
+#: rows holds at most this much beyond the requested columns themselves.
+READ_BYTES = 4 << 20
+
+
+def _expected_dtype(kind: str, dtype: np.dtype) -> bool:
+    """Whether a stored HDF5 column's dtype is what omero/columns.py writes for ``kind``."""
+    if kind in cols.INTEGER_COLUMNS:
+        return dtype == np.int64
+    if kind == cols.DOUBLE:
+        return dtype == np.float64
+    if kind == cols.BOOL:
+        return dtype == np.bool_
+    if kind == cols.STRING:
+        return dtype.kind == "S" and dtype.itemsize >= 1
+    if kind in cols.ARRAY_COLUMNS:
+        base = {cols.LONG_ARRAY: np.int64, cols.FLOAT_ARRAY: np.float32,
+                cols.DOUBLE_ARRAY: np.float64}[kind]
+        shape = dtype.shape
+        return dtype.subdtype is not None and dtype.base == base and len(shape) == 1 \
+            and shape[0] >= 1
+    return dtype.names is not None and [(n, dtype.fields[n][0]) for n in dtype.names] == _MASK_DTYPE
+
+
 class H5Reader(TableHandle):
-    """An open OMERO.tables file: its stored schema and chunked reads."""
+    """An open OMERO.tables file: its stored schema and chunked reads.
+
+    The file is checked first (:func:`flight_server.hdf5_check.check_file`): only plain,
+    self-contained OMERO.tables files are opened. Reads fetch whole HDF5 rows (the storage
+    keeps rows together) at most :data:`READ_BYTES` at a time and keep only the requested
+    columns, so memory follows the requested columns, not the table's width.
+    """
 
     def __init__(self, path: str | Path, info: FileInfo | None = None) -> None:
         self.path = Path(path)
+        self._label = self.path.name
         if info is not None:
             self.info = info
+            self._label = f"OriginalFile {info.file_id} ({info.name[:100]!r})"
+        check_file(self.path, self._label)
         with HDF5_LOCK:
             try:
                 self._h5 = tables.open_file(str(self.path), mode="r")
             except (OSError, tables.HDF5ExtError) as exc:
-                raise NotFound(f"cannot open {self.path.name} as an HDF5 file: {exc}") from None
+                raise NotFound(f"cannot open {self._label} as an HDF5 file: {exc}") from None
             try:
-                ome = self._h5.root.OME
-                self._table = ome.Measurements
-                types = [_text(t) for t in ome.ColumnTypes.read()]
-                descriptions = [_text(d) for d in ome.ColumnDescriptions.read()]
-                self._masks = getattr(ome, "Measurements_masks", None)
-                names = list(self._table.description._v_names)
-                if len(types) != len(names):
-                    raise InvalidArgument(
-                        f"{self.path.name}: {len(types)} column types for {len(names)} columns"
-                    )
-                self._schema = pa.schema(
-                    _stored_field(self._table, n, cols._full_name(t), d)
-                    for n, t, d in zip(names, types, descriptions, strict=True)
-                )
-                self._num_rows = int(self._table.nrows)
+                self._open()
             except tables.NoSuchNodeError:
                 self._h5.close()
-                raise InvalidArgument(f"{self.path.name} is not an OMERO.tables file") from None
+                raise InvalidArgument(f"{self._label} is not an OMERO.tables file") from None
             except BaseException:
                 self._h5.close()
                 raise
+
+    def _open(self) -> None:
+        ome = self._h5.root.OME
+        self._table = ome.Measurements
+        kinds = {"Measurements": tables.Table, "ColumnTypes": tables.Array,
+                 "ColumnDescriptions": tables.Array}
+        for name, kind in kinds.items():
+            node = getattr(ome, name)
+            if type(node) is not kind or (kind is tables.Array and node.atom.kind != "string"):
+                raise InvalidArgument(f"{self._label}: /OME/{name} is not an OMERO.tables "
+                                      f"{kind.__name__}")
+        types = [_text(t) for t in ome.ColumnTypes.read()]
+        descriptions = [_text(d) for d in ome.ColumnDescriptions.read()]
+        self._masks = getattr(ome, "Measurements_masks", None)
+        names = list(self._table.description._v_names)
+        if len(types) != len(names) or len(descriptions) != len(names):
+            raise InvalidArgument(
+                f"{self._label}: {len(types)} column types and {len(descriptions)} "
+                f"descriptions for {len(names)} columns"
+            )
+        try:
+            kinds_of = [cols._full_name(t) for t in types]
+        except cols.UnsupportedColumn as exc:
+            raise InvalidArgument(f"{self._label}: {str(exc)[:200]}") from None
+        for name, kind in zip(names, kinds_of, strict=True):
+            if not _expected_dtype(kind, self._table.dtype[name]):
+                raise InvalidArgument(
+                    f"{self._label}: column {name[:100]!r} is declared "
+                    f"{cols.short_name(kind)} but stored as {self._table.dtype[name]}")
+        if cols.MASK in kinds_of:
+            masks = self._masks
+            if (type(masks) is not tables.VLArray or type(masks.atom) is not tables.UInt8Atom
+                    or masks.nrows < self._table.nrows):
+                raise InvalidArgument(f"{self._label}: /OME/Measurements_masks is not the "
+                                      "table's mask bytes")
+        self._schema = pa.schema(
+            _stored_field(self._table, n, k, d)
+            for n, k, d in zip(names, kinds_of, descriptions, strict=True)
+        )
+        self._num_rows = int(self._table.nrows)
+        self._rows_per_read = max(1, READ_BYTES // max(1, self._table.rowsize))
 
     @property
     def schema(self) -> pa.Schema:
@@ -206,7 +279,7 @@ class H5Reader(TableHandle):
     def _field(self, name: str) -> pa.Field:
         return self.schema.field(name)
 
-    def _to_batch(self, names: Sequence[str], records: np.ndarray, rows: np.ndarray,
+    def _to_batch(self, names: Sequence[str], records: dict[str, np.ndarray], rows: np.ndarray,
                   ) -> pa.RecordBatch:
         arrays = []
         for name in names:
@@ -222,22 +295,41 @@ class H5Reader(TableHandle):
         fields = [self._field(n) for n in names]
         return pa.RecordBatch.from_arrays(arrays, schema=pa.schema(fields))
 
+    def _columns(self, names: Sequence[str], count: int,
+                 read: Callable[[int, int], np.ndarray]) -> dict[str, np.ndarray]:
+        """The named columns of ``count`` rows, from whole rows read a bounded piece at a time.
+
+        ``read(i, j)`` returns the records of result rows ``i..j``; only the named fields of
+        each piece are kept, so whole rows never pile up.
+        """
+        out = {n: np.empty(count, dtype=self._table.dtype[n]) for n in names}
+        for i in range(0, count if names else 0, self._rows_per_read):
+            j = min(i + self._rows_per_read, count)
+            try:
+                with HDF5_LOCK:
+                    records = read(i, j)
+            except (tables.HDF5ExtError, OSError) as exc:
+                raise InvalidArgument(f"{self._label} cannot be read (damaged file?): "
+                                      f"{str(exc)[:200]}") from None
+            for n in names:
+                out[n][i:j] = records[n]
+        return out
+
     def read_range(self, names: Sequence[str], start: int, stop: int) -> pa.RecordBatch:
         """Rows ``[start, stop)`` of the named columns."""
         stop = min(stop, self.num_rows)
         start = min(start, stop)
-        with HDF5_LOCK:
-            records = self._table.read(start, stop)
+        records = self._columns(names, stop - start,
+                                lambda i, j: self._table.read(start + i, start + j))
         return self._to_batch(names, records, np.arange(start, stop, dtype=np.int64))
 
     def read_rows(self, names: Sequence[str], rows: np.ndarray) -> pa.RecordBatch:
         """The given rows (any order, repeats allowed) of the named columns."""
         rows = np.asarray(rows, dtype=np.int64)
         unique, inverse = np.unique(rows, return_inverse=True)
-        with HDF5_LOCK:
-            records = self._table.read_coordinates(unique) if len(unique) else (
-                self._table.read(0, 0))
-        return self._to_batch(names, records[inverse], rows)
+        records = self._columns(names, len(unique),
+                                lambda i, j: self._table.read_coordinates(unique[i:j]))
+        return self._to_batch(names, {n: v[inverse] for n, v in records.items()}, rows)
 
     def where(self, query: CheckedQuery, start: int, stop: int) -> np.ndarray:
         """Sorted row numbers in ``[start, stop)`` where the checked condition holds."""

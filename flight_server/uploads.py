@@ -87,6 +87,8 @@ def receive_table(backend: Backend, caller: Caller, desc: UploadDescriptor,
         raise InvalidArgument(
             f"this server stores tables as {' or '.join(formats)}, not {desc.format!r}")
     stored = cols.omero_schema(reader.schema)
+    if desc.format == "hdf5":
+        cols.check_hdf5_header(stored)  # before any data is received
     unsized = [f.name for f in stored
                if cols.column_type_of(f) == cols.STRING and cols.string_size_of(f) is None]
     chunks = _chunks(reader, desc.explicit_commit, cancelled)

@@ -150,7 +150,7 @@ def test_mask_columns_refused_for_tiledb(alice, bridge):
     with pytest.raises(flight.FlightError, match="MaskColumn") as info:
         upload_as(*alice, data, "tiledb", "masks")
     assert error_code(info.value) == "invalid_argument"
-    assert not [p for p in (bridge.store_path / "tmp").iterdir() if p.suffix == ".tiledb"]
+    assert not [p for p in bridge.store.tmp.iterdir() if p.suffix == ".tiledb"]
 
 
 def test_unknown_format_refused(alice):

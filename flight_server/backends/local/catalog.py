@@ -65,6 +65,7 @@ ANNOTATION_ID_BASE = 500
 
 FILE_COLUMNS = """
     f.id AS file_id, f.name, f.mimetype, f.size, f.owner_id, f.group_id, f.path, f.rows,
+    f.is_table,
     a.id AS annotation_id, u.username AS owner, g.name AS grp, g.permissions
 """
 FILE_JOINS = """
@@ -73,6 +74,28 @@ FILE_JOINS = """
     LEFT JOIN users u ON u.id = f.owner_id
     JOIN groups g ON g.id = f.group_id
 """
+
+
+def _add_table_marks(db: sqlite3.Connection) -> None:
+    """Migration: ``original_files.is_table``, 1 only for tables the bridge itself wrote.
+
+    Only such files are ever opened as tables; a file a user uploaded is data, whatever
+    its mimetype. In a store from before this column, the tables the bridge wrote are the
+    OMERO.tables files with a row count (plain file uploads never had one).
+    """
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        names = {row[1] for row in db.execute("PRAGMA table_info(original_files)")}
+        if "is_table" in names:
+            db.execute("COMMIT")
+            return
+        db.execute("ALTER TABLE original_files ADD COLUMN is_table INTEGER NOT NULL DEFAULT 0")
+        db.execute("UPDATE original_files SET is_table = 1 "
+                   "WHERE mimetype = 'OMERO.tables' AND rows IS NOT NULL")
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+    db.execute("COMMIT")
 
 
 class Catalog:
@@ -86,6 +109,7 @@ class Catalog:
             self._db.execute("PRAGMA foreign_keys = ON")
             self._db.execute("PRAGMA journal_mode = WAL")
             self._db.executescript(_SCHEMA)
+            _add_table_marks(self._db)
             self._db.execute(
                 "INSERT INTO sqlite_sequence (name, seq) SELECT 'file_annotations', ? "
                 "WHERE NOT EXISTS (SELECT 1 FROM sqlite_sequence WHERE name='file_annotations')",

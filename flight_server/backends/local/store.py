@@ -5,7 +5,17 @@ Layout of the folder::
     catalog.sqlite      users, groups, OriginalFiles, FileAnnotations, links
     secret.key          HMAC key for bearer tokens (0600)
     Files/...           OriginalFile bytes, OMERO's binary-repository layout
-    tmp/                uploads in progress (never referenced by the catalog)
+    tmp/<id>/           uploads in progress of one running store (never in the catalog),
+    tmp/<id>.lock       held locked by that store while it runs
+
+Everything in the folder is its owner's only: folders 0700, files 0600, whatever the
+umask, and an existing folder is repaired to that when a store opens it (the catalog
+holds password hashes). Each store instance writes its temporary files in its own
+``tmp/<id>/``; opening a store removes the temporary folders of stores that are no longer
+running (their lock is free: a killed server leaves nothing for long).
+
+Only files the bridge wrote as tables (``original_files.is_table``) are ever opened as
+tables; a plain file upload cannot claim the ``OMERO.tables`` mimetype.
 
 Visibility follows OMERO: a file belongs to its owner and its group; in a
 private group only the owner (and admins) can read it; in read-only and above
@@ -15,12 +25,14 @@ first entry of ``Caller.group_ids``.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
 import os
 import secrets
 import shutil
 import sqlite3
+import stat
 import time
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
@@ -104,14 +116,27 @@ class LocalStore(Backend):
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path).expanduser().resolve()
-        if not self.path.exists():
-            self.path.mkdir(parents=True, mode=0o700)  # the catalog holds password hashes
-        self.tmp = self.path / "tmp"
-        self.tmp.mkdir(exist_ok=True)
-        self.catalog = Catalog(self.path / "catalog.sqlite")
+        self.path.mkdir(parents=True, mode=0o700, exist_ok=True)
+        make_private(self.path)  # the catalog holds password hashes
+        catalog = self.path / "catalog.sqlite"
+        if not catalog.exists():  # SQLite gives its -wal and -shm files the catalog's mode
+            fd = os.open(catalog, os.O_WRONLY | os.O_CREAT, 0o600)
+            os.fchmod(fd, 0o600)  # whatever the umask
+            os.close(fd)
+        self.catalog = Catalog(catalog)
+        make_private(self.path)
+        self.tmp, self._tmp_lock = _own_tmp(self.path / "tmp")
 
     def __repr__(self) -> str:
         return f"LocalStore({str(self.path)!r})"
+
+    def close(self) -> None:
+        """Remove this store's (empty, once uploads ended) temporary folder and unlock it."""
+        if self._tmp_lock.closed:
+            return
+        shutil.rmtree(self.tmp, ignore_errors=True)
+        Path(f"{self.tmp}.lock").unlink(missing_ok=True)
+        self._tmp_lock.close()
 
     # -- users and groups ------------------------------------------------------------
 
@@ -241,6 +266,7 @@ class LocalStore(Backend):
         path = self.path / "secret.key"
         if not path.exists():
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            os.fchmod(fd, 0o600)  # whatever the umask
             with os.fdopen(fd, "wb") as fh:
                 fh.write(secrets.token_bytes(32))
         return path.read_bytes()
@@ -290,6 +316,11 @@ class LocalStore(Backend):
                 f"{ref} ({row['name']!r}, {row['mimetype']}) is a plain file, not an "
                 "OMERO.table: read it with a file ticket (read_csv / download_csv)"
             )
+        if not row["is_table"]:
+            raise InvalidArgument(
+                f"{ref} ({row['name']!r}) was uploaded as a plain file, not written by the "
+                "bridge as a table: it is data, and is never opened as a table"
+            )
         path = self._disk_path(row)
         if path.is_dir():  # a TileDB array is a folder
             from flight_server.tiledb_layout import TileDBReader
@@ -314,7 +345,7 @@ class LocalStore(Backend):
     def list_tables(
         self, caller: Caller, object_type: str | None = None, object_id: int | None = None
     ) -> list[TableSummary]:
-        sql = f"SELECT {FILE_COLUMNS} FROM {FILE_JOINS} WHERE f.mimetype = ?"
+        sql = f"SELECT {FILE_COLUMNS} FROM {FILE_JOINS} WHERE f.mimetype = ? AND f.is_table = 1"
         args: list[object] = [TABLE_MIMETYPE]
         if object_type is not None:
             sql += (" AND EXISTS (SELECT 1 FROM links l WHERE l.annotation_id = a.id "
@@ -349,6 +380,8 @@ class LocalStore(Backend):
         if format not in self.table_formats:
             raise InvalidArgument(f"unknown table format {format!r}: use one of "
                                   f"{', '.join(self.table_formats)}")
+        if format == "hdf5":
+            cols.check_hdf5_header(schema)
         links = normalize_links(links)
         for f in schema:
             if cols.column_type_of(f) == cols.STRING and cols.string_size_of(f) is None:
@@ -358,6 +391,11 @@ class LocalStore(Backend):
     def create_file(
         self, caller: Caller, name: str, mimetype: str, links: Sequence[tuple[str, int]]
     ) -> FileWriter:
+        if (mimetype or "").strip().lower() == TABLE_MIMETYPE.lower():
+            raise InvalidArgument(
+                f"a plain file cannot have the mimetype {TABLE_MIMETYPE!r}: only tables the "
+                "bridge writes are OMERO.tables (upload a table with upload_table, or give "
+                "the file another mimetype, e.g. application/x-hdf5)")
         return _LocalFileWriter(self, caller, name, mimetype or guess_mimetype(name),
                                 normalize_links(links))
 
@@ -397,16 +435,22 @@ class LocalStore(Backend):
         links: Sequence[tuple[str, int]],
         rows: int | None,
         description: str = "",
+        is_table: bool = False,
     ) -> tuple[int, int]:
-        """Catalog rows and file move in one transaction; returns (file_id, annotation_id)."""
+        """Catalog rows and file move in one transaction; returns (file_id, annotation_id).
+
+        ``is_table``: the bridge wrote this file as a table (only such files are opened
+        as tables).
+        """
         final: Path | None = None
         try:
+            make_private(tmp)
             with self.catalog.transaction() as db:
                 cur = db.execute(
                     "INSERT INTO original_files (name, mimetype, size, owner_id, group_id, path,"
-                    " rows, created) VALUES (?, ?, ?, ?, ?, '', ?, ?)",
+                    " rows, created, is_table) VALUES (?, ?, ?, ?, ?, '', ?, ?, ?)",
                     (name, mimetype, _disk_size(tmp), caller.user_id, caller.group_ids[0],
-                     rows, time.time()))
+                     rows, time.time(), int(is_table)))
                 file_id = int(cur.lastrowid)
                 final = original_file_path(self.path, file_id)
                 db.execute("UPDATE original_files SET path = ? WHERE id = ?",
@@ -417,7 +461,7 @@ class LocalStore(Backend):
                 annotation_id = int(cur.lastrowid)
                 db.executemany("INSERT INTO links VALUES (?, ?, ?)",
                                [(annotation_id, t, i) for t, i in links])
-                final.parent.mkdir(parents=True, exist_ok=True)
+                _private_parents(final.parent, self.path)
                 os.replace(tmp, final)
         except BaseException:
             _remove(tmp)
@@ -431,6 +475,103 @@ class LocalStore(Backend):
         row = self.catalog.one(f"SELECT {FILE_COLUMNS} FROM {FILE_JOINS} WHERE f.id = ?",
                                (file_id,))
         return _file_info(row)
+
+
+def _private_mode(path: Path, st: os.stat_result) -> None:
+    mode = 0o700 if stat.S_ISDIR(st.st_mode) else 0o600
+    if stat.S_IMODE(st.st_mode) != mode:
+        os.chmod(path, mode)
+
+
+def make_private(path: Path) -> None:
+    """``path`` and, for a folder, everything in it: folders 0700, files 0600 (no symlinks)."""
+    st = os.lstat(path)
+    if stat.S_ISLNK(st.st_mode):
+        return
+    _private_mode(path, st)
+    if not stat.S_ISDIR(st.st_mode):
+        return
+    for root, dirs, files in os.walk(path):
+        for name in dirs + files:
+            child = Path(root) / name
+            with contextlib.suppress(FileNotFoundError):  # removed meanwhile (an upload ended)
+                st = os.lstat(child)
+                if not stat.S_ISLNK(st.st_mode):
+                    _private_mode(child, st)
+
+
+def _private_parents(folder: Path, top: Path) -> None:
+    """Create ``folder`` (inside ``top``) and its missing parents, each 0700."""
+    missing = []
+    while not folder.exists() and folder != top:
+        missing.append(folder)
+        folder = folder.parent
+    for f in reversed(missing):
+        with contextlib.suppress(FileExistsError):
+            f.mkdir(mode=0o700)
+        os.chmod(f, 0o700)
+
+
+def _own_tmp(tmp: Path) -> tuple[Path, io.BufferedWriter]:
+    """This store's temporary folder ``tmp/<id>/``, after removing those of dead stores.
+
+    A running store holds ``tmp/<id>.lock`` locked (``flock``: the lock ends with the
+    process, even when it is killed), so a folder whose lock can be taken is a leftover.
+    """
+    tmp.mkdir(mode=0o700, exist_ok=True)
+    os.chmod(tmp, 0o700)
+    for entry in tmp.iterdir():
+        with contextlib.suppress(FileNotFoundError):  # another store removed it meanwhile
+            if entry.suffix == ".lock":
+                continue
+            if entry.suffix == ".pending" and (time.time() - entry.stat().st_mtime < 60
+                                               or not _lock_is_free(entry)):
+                continue  # another store starting right now
+            lock = tmp / f"{entry.name}.lock"
+            if lock.exists() and not _lock_is_free(lock):
+                continue  # a running store's uploads
+            _remove(entry)
+            lock.unlink(missing_ok=True)
+            log.info("removed leftover temporary files %s", entry)
+    for lock in tmp.glob("*.lock"):  # locks whose folder is gone
+        if not (tmp / lock.stem).exists() and _lock_is_free(lock):
+            lock.unlink(missing_ok=True)
+    ident = f"{os.getpid()}-{uuid.uuid4().hex[:12]}"
+    # Lock under a private name, then rename: a lock file another store can see is locked.
+    pending = tmp / f".{ident}.pending"
+    fd = os.open(pending, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    os.fchmod(fd, 0o600)
+    handle = open(fd, "wb")  # held open (locked) while the store runs
+    _flock(handle, blocking=True)
+    os.replace(pending, tmp / f"{ident}.lock")
+    own = tmp / ident
+    own.mkdir(mode=0o700)
+    os.chmod(own, 0o700)
+    return own, handle
+
+
+def _flock(handle: io.BufferedWriter, blocking: bool) -> bool:
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: no cross-process lock, leftovers are kept
+        return blocking
+    try:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
+    except OSError:
+        return False
+    return True
+
+
+def _lock_is_free(lock: Path) -> bool:
+    """Whether no running store holds ``lock`` (a missing file holds nothing)."""
+    try:
+        fd = os.open(lock, os.O_WRONLY | os.O_APPEND)
+    except FileNotFoundError:
+        return True
+    except OSError:
+        return False
+    with open(fd, "ab") as handle:
+        return _flock(handle, blocking=False)
 
 
 def _disk_size(path: Path) -> int:
@@ -461,14 +602,18 @@ class _LocalTableWriter(TableWriter):
         self._store, self._caller, self._name = store, caller, name
         self._links, self._description = links, description
         self._writer: H5Writer | TileDBWriter | None
-        if format == "tiledb":
-            from flight_server.tiledb_layout import TileDBWriter
+        suffix = ".tiledb" if format == "tiledb" else ".h5"
+        self._tmp = store.tmp / f"upload-{uuid.uuid4().hex}{suffix}"
+        try:
+            if format == "tiledb":
+                from flight_server.tiledb_layout import TileDBWriter
 
-            self._tmp = store.tmp / f"upload-{uuid.uuid4().hex}.tiledb"
-            self._writer = TileDBWriter(self._tmp, schema)
-        else:
-            self._tmp = store.tmp / f"upload-{uuid.uuid4().hex}.h5"
-            self._writer = H5Writer(self._tmp, schema)
+                self._writer = TileDBWriter(self._tmp, schema)
+            else:
+                self._writer = H5Writer(self._tmp, schema)
+        except BaseException:
+            _remove(self._tmp)  # a refused upload leaves nothing
+            raise
 
     def append(self, batch: pa.RecordBatch) -> None:
         if self._writer is None:
@@ -482,7 +627,7 @@ class _LocalTableWriter(TableWriter):
         writer.close()
         file_id, annotation_id = self._store._publish(
             self._caller, self._tmp, self._name, TABLE_MIMETYPE, self._links, writer.rows,
-            self._description)
+            self._description, is_table=True)
         log.info("table %s (OriginalFile %d, %d rows) uploaded by %s", self._name, file_id,
                  writer.rows, self._caller.username)
         return UploadResult(annotation_id=annotation_id, file_id=file_id, rows=writer.rows)
@@ -503,7 +648,9 @@ class _LocalFileWriter(FileWriter):
         self._store, self._caller, self._name = store, caller, name
         self._mimetype, self._links = mimetype, links
         self._tmp = store.tmp / f"file-{uuid.uuid4().hex}"
-        self._fh: BinaryIO | None = self._tmp.open("wb")
+        fd = os.open(self._tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        os.fchmod(fd, 0o600)  # whatever the umask
+        self._fh: BinaryIO | None = open(fd, "wb")  # closed by commit or abort
 
     def write(self, data: bytes) -> None:
         if self._fh is None:

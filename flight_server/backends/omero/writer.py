@@ -1,6 +1,6 @@
 """A new OMERO.table written as batches arrive, annotated and linked on commit.
 
-The schema is checked first (``columns.check_compound_fits``: HDF5's 64 KiB
+The schema is checked first (``columns.check_hdf5_header``: HDF5's 64 KiB
 limit on the compound type), so a table OMERO.tables could not create is
 refused before anything exists in OMERO. The table is then created
 (``SharedResources.newTable``) in the group of its link targets, initialized
@@ -40,7 +40,7 @@ from flight_server.backends.omero.calls import CallGate, in_group
 from flight_server.backends.omero.cleanup import SpareSession
 from flight_server.backends.omero.grid import empty_column, fill
 from flight_server.backends.omero.sessions import OmeroSession, message_size_max
-from flight_server.columns import check_compound_fits
+from flight_server.columns import check_hdf5_header
 from flight_server.errors import InvalidArgument, Unavailable
 
 log = logging.getLogger(__name__)
@@ -119,7 +119,7 @@ class OmeroTableWriter(TableWriter):
 
     def __init__(self, gate: CallGate, session: OmeroSession, name: str, schema: pa.Schema,
                  links: Sequence[tuple[str, int]], description: str, group_id: int) -> None:
-        check_compound_fits(schema)  # before anything exists in OMERO
+        check_hdf5_header(schema)  # before anything exists in OMERO
         self._gate, self._session = gate, session
         self._name, self._schema, self._links = name, schema, tuple(links)
         self._description = description

@@ -44,8 +44,11 @@ log = logging.getLogger(__name__)
 CALL_BYTES = 16 << 20
 #: ... but at least this many rows (OMERO.tables' cost per call and column is high) ...
 MIN_CALL_ROWS = 50_000
-#: ... and never more than this, well under omero-py's Ice.MessageSizeMax (250 MB).
+#: ... and never more than this, well under omero-py's Ice.MessageSizeMax (250 MB) ...
 MAX_CALL_BYTES = 64 << 20
+#: ... nor more whole HDF5 rows than this many bytes: OMERO.tables holds every row of a
+#: call whole in its own memory, whichever columns were asked for (issue 11, fault 5).
+MAX_CALL_ROW_BYTES = 64 << 20
 
 _VALUE_NAME = re.compile(r"\b(v\d+)\b")
 _PLAIN_BYTE = frozenset(b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789")
@@ -81,6 +84,16 @@ def where_arguments(query: CheckedQuery) -> tuple[str, dict[str, Any]]:
             variables[key] = rdouble(float(value))
     condition = _VALUE_NAME.sub(lambda m: literals.get(m.group(1), m.group(1)), query.expression)
     return condition, variables
+
+
+def read_rows_per_call(selected: pa.Schema, stored: pa.Schema) -> int:
+    """Rows per ``Table.read``/``slice`` call for the ``selected`` columns of a table whose
+    whole rows are ``stored``: about :data:`CALL_BYTES` of selected values, at least
+    :data:`MIN_CALL_ROWS`, at most :data:`MAX_CALL_BYTES` of them, and never more than
+    :data:`MAX_CALL_ROW_BYTES` of whole rows, which OMERO.tables reads whatever is asked."""
+    width = row_width(selected)
+    rows = min(max(CALL_BYTES // width, MIN_CALL_ROWS), MAX_CALL_BYTES // width)
+    return max(1, min(rows, MAX_CALL_ROW_BYTES // row_width(stored)))
 
 
 class OmeroTable(TableHandle):
@@ -122,10 +135,8 @@ class OmeroTable(TableHandle):
         return pa.RecordBatch.from_arrays(arrays, schema=pa.schema(fields))
 
     def _rows_per_call(self, columns: Sequence[str]) -> int:
-        """Rows per OMERO call for these columns, from their width (see the constants)."""
-        width = row_width(pa.schema([self._schema.field(c) for c in columns]))
-        rows = max(CALL_BYTES // width, MIN_CALL_ROWS)
-        return max(1, min(rows, MAX_CALL_BYTES // width))
+        return read_rows_per_call(pa.schema([self._schema.field(c) for c in columns]),
+                                  self._schema)
 
     def _fetch(self, columns: tuple[str, ...], start: int, stop: int) -> pa.RecordBatch:
         """Rows ``[start, stop)``, in as many ``Table.read`` calls as their size needs."""

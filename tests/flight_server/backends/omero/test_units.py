@@ -14,7 +14,11 @@ import Ice  # noqa: E402
 from flight_server import errors  # noqa: E402
 from flight_server.backends.omero.calls import CallGate  # noqa: E402
 from flight_server.backends.omero.errors import SessionGone, translate  # noqa: E402
-from flight_server.backends.omero.tables import bytes_literal, where_arguments  # noqa: E402
+from flight_server.backends.omero.tables import (  # noqa: E402
+    bytes_literal,
+    read_rows_per_call,
+    where_arguments,
+)
 from flight_server.backends.omero.writer import rows_per_call  # noqa: E402
 from flight_server.config import ConfigError, load_settings  # noqa: E402
 from flight_server.query import check_query  # noqa: E402
@@ -78,6 +82,20 @@ def test_rows_per_call_bounds_rows_and_cells():
     assert rows_per_call(wide) == 20_000
     arrays = pa.schema([("a", pa.list_(pa.float64(), 1000))])
     assert rows_per_call(arrays) == 2_000
+
+
+def test_reads_hold_at_most_64_mib_of_whole_rows_in_omero():
+    """OMERO.tables reads whole rows: one narrow column of a table with a 4,000-byte string
+    column is read in calls of whole rows that fit MAX_CALL_ROW_BYTES (issue 11, fault 5)."""
+    ids = pa.schema([("id", pa.int64())])
+    wide = pa.schema([("id", pa.int64()),
+                      pa.field("text", pa.string(), metadata={
+                          b"omero.column_type": b"::omero::grid::StringColumn",
+                          b"omero.string_size": b"4000"})])
+    assert read_rows_per_call(ids, ids) == (16 << 20) // 16  # narrow rows: 16 MiB of values
+    rows = read_rows_per_call(ids, wide)
+    assert rows * 4_000 <= 64 << 20 < (rows + 100) * 4_012
+    assert read_rows_per_call(wide, wide) == rows
 
 
 def test_the_gate_bounds_concurrent_calls():

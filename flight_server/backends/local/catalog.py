@@ -75,6 +75,14 @@ FILE_JOINS = """
 """
 
 
+def _migrate_users(db: sqlite3.Connection) -> None:
+    """Additive: ``users.token_generation``, advanced by logout, password change and removal;
+    a bearer token names the user id and the generation it was issued in."""
+    columns = {row[1] for row in db.execute("PRAGMA table_info(users)")}
+    if "token_generation" not in columns:
+        db.execute("ALTER TABLE users ADD COLUMN token_generation INTEGER NOT NULL DEFAULT 0")
+
+
 class Catalog:
     """The SQLite file ``catalog.sqlite`` inside a store folder."""
 
@@ -86,6 +94,7 @@ class Catalog:
             self._db.execute("PRAGMA foreign_keys = ON")
             self._db.execute("PRAGMA journal_mode = WAL")
             self._db.executescript(_SCHEMA)
+            _migrate_users(self._db)
             self._db.execute(
                 "INSERT INTO sqlite_sequence (name, seq) SELECT 'file_annotations', ? "
                 "WHERE NOT EXISTS (SELECT 1 FROM sqlite_sequence WHERE name='file_annotations')",

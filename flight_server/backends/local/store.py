@@ -45,7 +45,7 @@ from flight_server.backends.base import (
     UploadResult,
 )
 from flight_server.backends.local.catalog import FILE_COLUMNS, FILE_JOINS, PERMISSIONS, Catalog
-from flight_server.backends.local.passwords import hash_password, verify_password
+from flight_server.backends.local.passwords import hash_password, verify_password, verify_unknown
 from flight_server.errors import (
     AlreadyExists,
     InvalidArgument,
@@ -109,6 +109,7 @@ class LocalStore(Backend):
         self.tmp = self.path / "tmp"
         self.tmp.mkdir(exist_ok=True)
         self.catalog = Catalog(self.path / "catalog.sqlite")
+        verify_unknown("")  # computes the dummy hash now, so no sign-in pays for it
 
     def __repr__(self) -> str:
         return f"LocalStore({str(self.path)!r})"
@@ -153,7 +154,7 @@ class LocalStore(Backend):
                 self.add_group(ADMIN_GROUP, "private")
             groups = [ADMIN_GROUP]
         group_ids = [self._group_id(g) for g in groups]
-        hashed = hash_password(password)
+        hashed = _hash(password)
         try:
             with self.catalog.transaction() as db:
                 cur = db.execute(
@@ -167,9 +168,11 @@ class LocalStore(Backend):
         return self._user_info(username)
 
     def set_password(self, username: str, password: str) -> None:
-        hashed = hash_password(password)
+        """Change a password; every token the user holds stops working."""
+        hashed = _hash(password)
         with self.catalog.transaction() as db:
-            cur = db.execute("UPDATE users SET password = ? WHERE username = ?",
+            cur = db.execute("UPDATE users SET password = ?, "
+                             "token_generation = token_generation + 1 WHERE username = ?",
                              (hashed, username))
             if cur.rowcount == 0:
                 raise NotFound(f"no user named {username!r}")
@@ -230,11 +233,40 @@ class LocalStore(Backend):
                 "running the OMERO backend; this server uses the embedded store"
             )
         row = self.catalog.one("SELECT password FROM users WHERE username = ?", (username,))
-        # Hash even for unknown users, so timing does not reveal which names exist.
-        stored = row["password"] if row else hash_password("not-a-user")
-        if not verify_password(password, stored) or row is None:
+        # One scrypt either way, so timing does not reveal which names exist.
+        if row is None:
+            verify_unknown(password)
+            raise Unauthenticated("wrong user name or password")
+        if not verify_password(password, row["password"]):
             raise Unauthenticated("wrong user name or password")
         return self.lookup_caller(username)
+
+    def token_subject(self, caller: Caller) -> str:
+        """``id:<user id>:<token generation>``: a token ends with logout, a password change
+        or the user's removal, and never reaches a new user of the same name."""
+        row = self.catalog.one("SELECT token_generation FROM users WHERE id = ?",
+                               (caller.user_id,))
+        if row is None:
+            raise Unauthenticated("this user no longer exists")
+        return f"id:{caller.user_id}:{row['token_generation']}"
+
+    def caller_for_token(self, subject: str) -> Caller:
+        kind, _, rest = subject.partition(":")
+        user_id, _, generation = rest.partition(":")
+        if kind != "id" or not user_id.isascii() or not user_id.isdigit() \
+                or not generation.isascii() or not generation.isdigit():
+            raise Unauthenticated("invalid token: sign in again")
+        row = self.catalog.one("SELECT username, token_generation FROM users WHERE id = ?",
+                               (int(user_id),))
+        if row is None or row["token_generation"] != int(generation):
+            raise Unauthenticated("this sign-in has ended: sign in again")
+        return self.lookup_caller(row["username"])
+
+    def logout(self, caller: Caller) -> None:
+        """End the caller's sign-ins: every token of this user stops working."""
+        with self.catalog.transaction() as db:
+            db.execute("UPDATE users SET token_generation = token_generation + 1 WHERE id = ?",
+                       (caller.user_id,))
 
     def token_secret(self) -> bytes:
         """The HMAC key for bearer tokens, created (0600) on first use."""
@@ -253,13 +285,10 @@ class LocalStore(Backend):
         else:
             where, arg = "a.id = ?", ref.annotation_id
         row = self.catalog.one(f"SELECT {FILE_COLUMNS} FROM {FILE_JOINS} WHERE {where}", (arg,))
-        if row is None:
+        # As OMERO does: what the caller may not see does not exist for them (the same
+        # answer, so no one can map which ids exist or who owns them).
+        if row is None or not self._can_read(caller, row):
             raise NotFound(f"{ref} does not exist")
-        if not self._can_read(caller, row):
-            raise PermissionDenied(
-                f"{ref} belongs to {row['owner']} in group {row['grp']!r} "
-                f"({row['permissions']}); user {caller.username!r} may not read it"
-            )
         return row
 
     @staticmethod
@@ -422,6 +451,13 @@ class LocalStore(Backend):
         row = self.catalog.one(f"SELECT {FILE_COLUMNS} FROM {FILE_JOINS} WHERE f.id = ?",
                                (file_id,))
         return _file_info(row)
+
+
+def _hash(password: str) -> str:
+    try:
+        return hash_password(password)
+    except ValueError as exc:
+        raise InvalidArgument(str(exc)) from None
 
 
 def _disk_size(path: Path) -> int:

@@ -121,6 +121,9 @@ def code_and_message(exc: BaseException) -> tuple[str, str]:
         return "invalid_argument", f"query refused: {exc}"
     if isinstance(exc, UnsupportedColumn):
         return "invalid_argument", f"cannot store this table: {exc}"
+    if isinstance(exc, UnicodeDecodeError):  # names and metadata arrive as bytes
+        log.info("refused text that is not UTF-8", exc_info=exc)
+        return "invalid_argument", "the request holds text that is not valid UTF-8"
     log.error("unexpected error", exc_info=exc)
     return "internal", INTERNAL_MESSAGE
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import numbers
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -137,6 +138,13 @@ def _check_row(value: Any, what: str) -> int:
     return _check_int(value, what, 0)
 
 
+def _check_rows(rows: tuple[Any, ...]) -> tuple[int, ...]:
+    """Row numbers, checked in C-speed passes when they are plain ints (the usual case)."""
+    if rows and set(map(type, rows)) == {int} and min(rows) >= 0 and max(rows) <= MAX_INT64:
+        return rows
+    return tuple(_check_row(r, "row number") for r in rows)
+
+
 def check_text(value: Any, what: str, limit: int = MAX_TEXT_CHARS, *,
                allow_nul: bool = True) -> str:
     """A string of at most ``limit`` characters that is valid Unicode (no lone surrogates)."""
@@ -173,6 +181,9 @@ def _check_object(file_id: Any, annotation_id: Any) -> tuple[int | None, int | N
     return None, _check_id(annotation_id, "annotation_id")
 
 
+_LONG_DIGITS = re.compile(rb"[0-9]{%d}" % (MAX_NUMBER_DIGITS + 1))
+
+
 def _parse_int(text: str) -> int:
     digits = len(text) - text.startswith("-")
     if digits > MAX_NUMBER_DIGITS:
@@ -192,6 +203,9 @@ def _no_constant(name: str) -> Any:
     raise ProtocolError(f"{name} is not JSON: send numbers only")
 
 
+_SCALARS = {int, float, bool, type(None)}
+
+
 def _check_tree(obj: Any, what: str) -> None:
     """Depth of nested arrays and objects, and every string a valid one (keys too)."""
     stack: list[tuple[Any, int]] = [(obj, 1)]
@@ -208,9 +222,9 @@ def _check_tree(obj: Any, what: str) -> None:
             for key, value in node.items():
                 check_text(key, f"a key in the {what}", MAX_NAME_CHARS)
                 stack.append((value, depth + 1))
-        else:
-            stack.extend((value, depth + 1) for value in node if isinstance(value, (str, list,
-                                                                                    dict)))
+        elif set(map(type, node)) - _SCALARS:
+            stack.extend((value, depth + 1) for value in node
+                         if isinstance(value, (str, list, dict)))
 
 
 def decode_json(raw: bytes | str, what: str, *, limits: bool = True) -> Any:
@@ -237,9 +251,13 @@ def decode_json(raw: bytes | str, what: str, *, limits: bool = True) -> Any:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:
         raise ProtocolError(f"{what} is not valid UTF-8") from None
+    # Numbers are parsed by the checking hooks only when a long run of digits exists at all
+    # (the hooks cost a Python call per number; a 1M-entry row list would pay for nothing).
+    hooks: dict[str, Any] = {"parse_constant": _no_constant}
+    if _LONG_DIGITS.search(raw):
+        hooks.update(parse_int=_parse_int, parse_float=_parse_float)
     try:
-        obj = json.loads(text, parse_int=_parse_int, parse_float=_parse_float,
-                         parse_constant=_no_constant)
+        obj = json.loads(text, **hooks)
     except json.JSONDecodeError as exc:
         raise ProtocolError(f"{what} is not valid JSON: {exc.msg} at character "
                             f"{exc.pos}") from None
@@ -341,7 +359,7 @@ class TableTicket(_Message):
             if len(rows) > MAX_ROW_LIST:
                 raise ProtocolError(f"a row list may hold at most {MAX_ROW_LIST} rows, "
                                     f"got {len(rows)}: select a range instead")
-            object.__setattr__(self, "rows", tuple(_check_row(r, "row number") for r in rows))
+            object.__setattr__(self, "rows", _check_rows(rows))
         if isinstance(self.rows, RowRange):
             start = _check_row(self.rows.start, "rows.start")
             stop = None if self.rows.stop is None else _check_row(self.rows.stop, "rows.stop")

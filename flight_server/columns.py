@@ -118,11 +118,11 @@ def short_name(column_type: str) -> str:
 
 def _full_name(column_type: str | bytes) -> str:
     if isinstance(column_type, bytes):
-        column_type = column_type.decode()
+        column_type = column_type.decode("utf-8", "replace")
     if not column_type.startswith("::"):
         column_type = _GRID + column_type
     if column_type not in ALL_COLUMN_TYPES:
-        raise UnsupportedColumn(f"unknown OMERO column type {column_type!r}")
+        raise UnsupportedColumn(f"unknown OMERO column type {echo(column_type)}")
     return column_type
 
 

@@ -220,7 +220,6 @@ def test_columns_and_names_are_bounded(alice):
     long_name = pa.table({"n" * 8000: [1]})
     message = invalid(lambda: upload(*alice, long_name, "long"), str(protocol.MAX_NAME_CHARS))
     assert len(message) < 1000
-    bad_meta = pa.table({"a": [1]}).schema.with_metadata(None)
     bad_meta = pa.schema([pa.field("a", pa.int64(),
                                    metadata={protocol.META_DESCRIPTION: b"\xff\xfe"})])
     invalid(lambda: upload(*alice, pa.table({"a": [1]}, schema=bad_meta), "meta"), "UTF-8")
@@ -384,3 +383,12 @@ def test_old_tokens_naming_a_user_name_are_refused(bridge):
     options = flight.FlightCallOptions(headers=[(b"authorization", f"Bearer {forged}".encode())])
     assert refusal(lambda: whoami(client, options))[0] == "unauthenticated"
     assert whoami(*connect_to(bridge, "alice"))["username"] == "alice"
+
+
+@pytest.mark.parametrize("column_type", [b"\xff\xfe", b"x" * 5000, b"NoSuchColumn"])
+def test_declared_column_type_is_checked(alice, column_type):
+    schema = pa.schema([pa.field("a", pa.int64(), metadata={protocol.META_COLUMN_TYPE:
+                                                            column_type})])
+    message = invalid(lambda: upload(*alice, pa.table({"a": [1]}, schema=schema), "typed"),
+                      "unknown OMERO column type")
+    assert len(message) < 400

@@ -392,3 +392,35 @@ def test_declared_column_type_is_checked(alice, column_type):
     message = invalid(lambda: upload(*alice, pa.table({"a": [1]}, schema=schema), "typed"),
                       "unknown OMERO column type")
     assert len(message) < 400
+
+
+@pytest.mark.parametrize("make, words", [
+    (lambda: TableTicket(file_id=1, query="x" * (protocol.MAX_QUERY_CHARS + 1)),
+     ["query", str(protocol.MAX_QUERY_CHARS)]),
+    (lambda: TableTicket(file_id=1, variables={f"v{i}": i
+                                               for i in range(protocol.MAX_VARIABLES + 1)}),
+     ["variables", str(protocol.MAX_VARIABLES)]),
+    (lambda: TableTicket(file_id=1, variables={"v": 2**64}), ["variable 'v'"]),
+    (lambda: TableTicket(file_id=1, columns=["c"] * (protocol.MAX_COLUMNS + 1)),
+     ["columns named", str(protocol.MAX_COLUMNS)]),
+    (lambda: TableTicket(file_id=1, columns=["c" * (protocol.MAX_NAME_CHARS + 1)]),
+     ["column name", str(protocol.MAX_NAME_CHARS)]),
+    (lambda: TableTicket(file_id=1, rows=range(protocol.MAX_ROW_LIST + 1)), ["row list"]),
+    (lambda: UploadDescriptor("t", description="d" * (protocol.MAX_TEXT_CHARS + 1)),
+     ["description", str(protocol.MAX_TEXT_CHARS)]),
+    (lambda: UploadDescriptor(" "), ["must not be empty"]),
+    (lambda: protocol.FileUploadDescriptor("a/b"), ["'/'"]),
+    (lambda: protocol.FileUploadDescriptor("f", mimetype="m" * 2000), ["mimetype"]),
+])
+def test_the_client_refuses_over_limit_requests_before_sending(make, words):
+    with pytest.raises(protocol.ProtocolError) as info:
+        make()
+    for word in words:
+        assert word in str(info.value)
+    assert len(str(info.value)) < 1000
+
+
+def test_echo_is_bounded():
+    assert len(protocol.echo("x" * 100_000)) <= protocol.MAX_ECHO_CHARS
+    assert len(protocol.echo(list(range(100_000)))) <= protocol.MAX_ECHO_CHARS
+    assert protocol.echo("short") == "'short'"

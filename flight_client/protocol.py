@@ -104,6 +104,8 @@ def echo(value: Any, limit: int = MAX_ECHO_CHARS) -> str:
     """``repr(value)`` cut to ``limit`` characters: the one way user input enters a message."""
     if isinstance(value, (str, bytes)) and len(value) > 4 * limit:
         value = value[: 4 * limit]  # repr of a huge string would cost before it is cut
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 128:
+        return f"an integer of {value.bit_length()} bits"  # str() of a huge int is refused
     text = repr(value) if not isinstance(value, (list, tuple, dict)) else _short_repr(value)
     return text if len(text) <= limit else text[: limit - 3] + "..."
 

@@ -424,3 +424,10 @@ def test_echo_is_bounded():
     assert len(protocol.echo("x" * 100_000)) <= protocol.MAX_ECHO_CHARS
     assert len(protocol.echo(list(range(100_000)))) <= protocol.MAX_ECHO_CHARS
     assert protocol.echo("short") == "'short'"
+
+
+def test_huge_integers_are_refused_not_printed():
+    with pytest.raises(protocol.ProtocolError, match="an integer of 16610 bits"):
+        TableTicket(file_id=10**5000)
+    with pytest.raises(protocol.ProtocolError, match="row number"):
+        TableTicket(file_id=1, rows=[1, -(10**5000)])

@@ -210,6 +210,8 @@ class AuthMiddlewareFactory(flight.ServerMiddlewareFactory):
         self.throttle.check(key)
         with self._checks:
             try:
+                if "\0" in username or "\0" in password:  # for every backend, OMERO's too
+                    raise Unauthenticated("wrong user name or password")
                 caller = self.backend.authenticate(username, password)
             except Unauthenticated:
                 self.throttle.failed(key)

@@ -17,7 +17,7 @@ from flight_client.protocol import TableTicket, UploadDescriptor, encode_body
 from flight_server.auth import SignInThrottle
 from flight_server.backends.local import passwords
 from flight_server.backends.local.store import LocalStore
-from flight_server.errors import INTERNAL_MESSAGE, MAX_MESSAGE_CHARS
+from flight_server.errors import INTERNAL_MESSAGE, MAX_MESSAGE_CHARS, Unauthenticated
 from flight_server.service import FlightService
 from tests.conftest import PASSWORDS, connect_to, start_bridge
 from tests.flight_server.wire import action, error_code, read, upload
@@ -293,6 +293,9 @@ def test_password_with_nul_is_refused(bridge, tmp_path):
         code, _ = refusal(lambda b=bad: client.authenticate_basic_token("bob", b))
         assert code == "unauthenticated"
     assert client.authenticate_basic_token("bob", PASSWORDS["bob"])
+    # The store refuses it too (scrypt alone would accept "pw\0": key padding).
+    with pytest.raises(Unauthenticated):
+        bridge.store.authenticate("bob", PASSWORDS["bob"] + "\0")
     store = LocalStore(tmp_path / "s")
     with pytest.raises(Exception, match="NUL"):
         store.add_user("x", "pw\0", admin=True)

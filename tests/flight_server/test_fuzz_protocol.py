@@ -212,16 +212,31 @@ def error_code(exc: BaseException) -> str:
     return code
 
 
-def attempt(call: Callable[[], object]) -> str | None:
+def record(what: str, exc: BaseException) -> None:
+    """In a long run, write each failing case down at once (the run goes on)."""
+    report = os.environ.get("OMERO_FLIGHT_FUZZ_REPORT")
+    if report:
+        with open(report, "a") as fh:
+            fh.write(json.dumps({"failure": f"{type(exc).__name__}: {str(exc)[:1000]}",
+                                 "input": what[:2000]}) + "\n")
+
+
+def attempt(call: Callable[[], object], what: str = "") -> str | None:
     try:
         call()
     except (flight.FlightError, pa.ArrowException, OSError) as exc:
-        return error_code(exc)
+        try:
+            return error_code(exc)
+        except AssertionError:
+            record(what, exc)
+            raise
     return None
 
 
 def check_alive(t: Target) -> None:
     t.cases += 1
+    if t.proc.poll() is not None:
+        record("(after the last case)", RuntimeError("the server process died"))
     assert t.proc.poll() is None, "the server process died"
     assert not t.canary.exists(), "a hostile input created the canary file"
     result = list(t.client.do_action(flight.Action("health", b""), t.options))
@@ -239,7 +254,7 @@ FUZZ = settings(max_examples=EXAMPLES, deadline=None, derandomize=False,
 @given(raw=messages)
 def test_tickets(target, raw):
     c, o = target.client, target.options
-    attempt(lambda: c.do_get(flight.Ticket(raw), o).read_all())
+    attempt(lambda: c.do_get(flight.Ticket(raw), o).read_all(), f"do_get {raw[:1500]!r}")
     check_alive(target)
 
 
@@ -248,10 +263,11 @@ def test_tickets(target, raw):
 def test_descriptors(target, raw, rpc):
     c, o = target.client, target.options
     descriptor = flight.FlightDescriptor.for_command(raw)
+    what = f"{rpc} {raw[:1500]!r}"
     if rpc == "info":
-        attempt(lambda: c.get_flight_info(descriptor, o))
+        attempt(lambda: c.get_flight_info(descriptor, o), what)
     elif rpc == "schema":
-        attempt(lambda: c.get_schema(descriptor, o))
+        attempt(lambda: c.get_schema(descriptor, o), what)
     else:
         def put() -> None:
             writer, reader = c.do_put(descriptor, pa.schema([("a", pa.int64())]), o)
@@ -259,7 +275,7 @@ def test_descriptors(target, raw, rpc):
                 writer.write_table(pa.table({"a": [1]}))
                 writer.done_writing()
                 reader.read()
-        attempt(put)
+        attempt(put, what)
     check_alive(target)
 
 
@@ -280,10 +296,10 @@ def test_actions_and_listings(target, name, body):
         list(c.do_action(flight.Action(name, body), o))
 
     try:
-        attempt(act)
+        attempt(act, f"action {name[:100]!r} {body[:1500]!r}")
     except UnicodeEncodeError:
         pass  # a lone surrogate cannot even be sent as an action name
-    attempt(lambda: list(c.list_flights(body, o)))
+    attempt(lambda: list(c.list_flights(body, o)), f"list_flights {body[:1500]!r}")
     check_alive(target)
 
 
@@ -334,7 +350,7 @@ def test_upload_names_and_schemas(target, case):
             writer.done_writing()
             reader.read()
 
-    attempt(put)
+    attempt(put, f"upload {raw[:1000]!r} {table.schema!r}"[:2000])
     check_alive(target)
 
 
@@ -343,7 +359,8 @@ def test_upload_names_and_schemas(target, case):
 def test_sign_in_and_tokens(target, raw, user, password):
     c = target.client
     try:
-        attempt(lambda: c.authenticate_basic_token(user, password))
+        attempt(lambda: c.authenticate_basic_token(user, password),
+                f"sign in {user[:100]!r} {password[:100]!r}")
     except UnicodeEncodeError:
         pass  # not sendable
     # gRPC sends printable ASCII header values only (the client refuses others itself)
@@ -352,5 +369,6 @@ def test_sign_in_and_tokens(target, raw, user, password):
     token = "".join(ch for ch in raw[:4000].decode("latin-1") if " " <= ch <= "~")
     options = flight.FlightCallOptions(headers=[(b"authorization",
                                                  f"Bearer {token}".encode("latin-1"))])
-    attempt(lambda: list(c.do_action(flight.Action("whoami", b""), options)))
+    attempt(lambda: list(c.do_action(flight.Action("whoami", b""), options)),
+            f"bearer {token[:1500]!r}")
     check_alive(target)

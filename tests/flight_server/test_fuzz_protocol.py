@@ -7,7 +7,8 @@ does not type, the bridge's JSON code in the text), and the canary file that hos
 strings try to create does not exist.
 
 CI runs a bounded number of cases per test; ``OMERO_FLIGHT_FUZZ_EXAMPLES=N`` runs N per
-test (see docs/fuzzing.md for a long run).
+test (a long run also needs ``--timeout=0``: pytest-timeout's 300 s is per test, and one
+test runs all its cases). See docs/fuzzing.md.
 """
 
 from __future__ import annotations

@@ -434,3 +434,24 @@ def test_huge_integers_are_refused_not_printed():
         TableTicket(file_id=10**5000)
     with pytest.raises(protocol.ProtocolError, match="row number"):
         TableTicket(file_id=1, rows=[1, -(10**5000)])
+
+
+def test_only_refusals_lose_their_traceback():
+    import traceback
+
+    from flight_server.errors import schema_refusal
+
+    def fail(exc: BaseException) -> BaseException:
+        try:
+            raise exc
+        except BaseException as caught:
+            return caught
+
+    other = fail(ValueError("a bug"))
+    assert "Traceback" in "".join(traceback.format_exception(other))
+    assert "Traceback" in "".join(traceback.format_exception(type(other), other,
+                                                             other.__traceback__))
+    refusal_ = fail(schema_refusal(protocol.ProtocolError("bad")))
+    text = "".join(traceback.format_exception(type(refusal_), refusal_, refusal_.__traceback__))
+    assert text == f"{type(refusal_).__name__}\n"
+    assert json.loads(str(refusal_))["code"] == "invalid_argument"

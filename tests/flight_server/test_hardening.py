@@ -455,3 +455,13 @@ def test_only_refusals_lose_their_traceback():
     text = "".join(traceback.format_exception(type(refusal_), refusal_, refusal_.__traceback__))
     assert text == f"{type(refusal_).__name__}\n"
     assert json.loads(str(refusal_))["code"] == "invalid_argument"
+
+
+def test_non_ascii_column_description_is_stored(alice):
+    """Found by the fuzz suite: PyTables refused a non-ASCII description (internal)."""
+    schema = pa.schema([pa.field("a", pa.float64(),
+                                 metadata={protocol.META_DESCRIPTION: "Fläche µm²".encode()})])
+    file_id = upload(*alice, pa.table({"a": [0.5]}, schema=schema), "described")["file_id"]
+    body = TableTicket(file_id=file_id).encode()
+    columns = action(*alice, "table_columns", body)["columns"]
+    assert columns == [{"name": "a", "type": "DoubleColumn", "description": "Fläche µm²"}]

@@ -6,8 +6,9 @@ middleware checks the password with the backend and answers with an
 and ``do_action`` included) must carry that header. A token is
 ``base64url(json{"u": subject, "exp": unix time}) "." base64url(HMAC-SHA256)``,
 signed with a secret the server keeps to itself and compared in constant time.
-The subject is the user id and a per-user generation for the embedded store
-(logout, a password change and removal advance it, ending every token), and the
+The subject is, for the embedded store, the user id, a per-user generation (a
+password change advances it, ending every token of that user; removal ends them
+too) and the sign-in, which logout ends; and the
 handle of the caller's own OMERO session for the OMERO backend (see
 :func:`token_subject`).
 

@@ -363,12 +363,14 @@ def test_tokens_end_with_logout_password_change_and_removal(throttled):
     second = bearer(client, client.authenticate_basic_token("bob", PASSWORDS["bob"]))
     assert whoami(client, first)["username"] == "bob"
     action(client, first, "logout")
-    for options in (first, second):
-        code, message = refusal(lambda o=options: whoami(client, o))
-        assert code == "unauthenticated" and "sign in again" in message
+    code, message = refusal(lambda: whoami(client, first))
+    assert code == "unauthenticated" and "sign in again" in message
+    # Logout ends that sign-in only: bob's other connection (another script) goes on.
+    assert whoami(client, second)["username"] == "bob"
     token = bearer(client, client.authenticate_basic_token("bob", PASSWORDS["bob"]))
-    store.set_password("bob", "new-bob-pw")
-    assert refusal(lambda: whoami(client, token))[0] == "unauthenticated"
+    store.set_password("bob", "new-bob-pw")  # ends every token of bob's
+    for options in (second, token):
+        assert refusal(lambda o=options: whoami(client, o))[0] == "unauthenticated"
     token = bearer(client, client.authenticate_basic_token("bob", "new-bob-pw"))
     old_id = whoami(client, token)["user_id"]
     store.remove_user("bob")

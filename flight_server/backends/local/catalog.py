@@ -76,11 +76,15 @@ FILE_JOINS = """
 
 
 def _migrate_users(db: sqlite3.Connection) -> None:
-    """Additive: ``users.token_generation``, advanced by logout, password change and removal;
-    a bearer token names the user id and the generation it was issued in."""
+    """Additive: ``users.token_generation``, advanced by a password change (removal deletes
+    the user); a bearer token names the user id, that generation and its own sign-in, which
+    logout ends (``ended_sign_ins``)."""
     columns = {row[1] for row in db.execute("PRAGMA table_info(users)")}
     if "token_generation" not in columns:
         db.execute("ALTER TABLE users ADD COLUMN token_generation INTEGER NOT NULL DEFAULT 0")
+    # Sign-ins ended by logout (one token each), kept until every token could have expired.
+    db.execute("CREATE TABLE IF NOT EXISTS ended_sign_ins (sign_in TEXT PRIMARY KEY, "
+               "ended REAL NOT NULL)")
 
 
 class Catalog:

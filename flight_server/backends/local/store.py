@@ -24,7 +24,7 @@ import sqlite3
 import time
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
@@ -63,6 +63,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 SESSION_USER = "__session__"
+#: Seconds an ended sign-in is remembered: longer than any token lives.
+ENDED_KEPT = 30 * 24 * 3600.0
 ADMIN_GROUP = "system"
 
 
@@ -242,31 +244,37 @@ class LocalStore(Backend):
         return self.lookup_caller(username)
 
     def token_subject(self, caller: Caller) -> str:
-        """``id:<user id>:<token generation>``: a token ends with logout, a password change
-        or the user's removal, and never reaches a new user of the same name."""
+        """``id:<user id>:<token generation>:<sign-in>``: a token ends with its own logout,
+        with a password change or the user's removal (every token of that user), and never
+        reaches a new user of the same name."""
         row = self.catalog.one("SELECT token_generation FROM users WHERE id = ?",
                                (caller.user_id,))
         if row is None:
             raise Unauthenticated("this user no longer exists")
-        return f"id:{caller.user_id}:{row['token_generation']}"
+        return f"id:{caller.user_id}:{row['token_generation']}:{secrets.token_hex(12)}"
 
     def caller_for_token(self, subject: str) -> Caller:
-        kind, _, rest = subject.partition(":")
-        user_id, _, generation = rest.partition(":")
-        if kind != "id" or not user_id.isascii() or not user_id.isdigit() \
-                or not generation.isascii() or not generation.isdigit():
+        parts = subject.split(":")
+        if len(parts) != 4 or parts[0] != "id" or not all(
+                p.isascii() and p.isdigit() for p in parts[1:3]) or not parts[3].isalnum():
             raise Unauthenticated("invalid token: sign in again")
+        user_id, generation, sign_in = int(parts[1]), int(parts[2]), parts[3]
         row = self.catalog.one("SELECT username, token_generation FROM users WHERE id = ?",
-                               (int(user_id),))
-        if row is None or row["token_generation"] != int(generation):
+                               (user_id,))
+        if row is None or row["token_generation"] != generation or self.catalog.one(
+                "SELECT 1 FROM ended_sign_ins WHERE sign_in = ?", (sign_in,)) is not None:
             raise Unauthenticated("this sign-in has ended: sign in again")
-        return self.lookup_caller(row["username"])
+        return replace(self.lookup_caller(row["username"]), session=sign_in)
 
     def logout(self, caller: Caller) -> None:
-        """End the caller's sign-ins: every token of this user stops working."""
+        """End the caller's sign-in: its token stops working (the user's others do not)."""
+        if not isinstance(caller.session, str):
+            return  # no token (a server without authentication): nothing to end
+        now = time.time()
         with self.catalog.transaction() as db:
-            db.execute("UPDATE users SET token_generation = token_generation + 1 WHERE id = ?",
-                       (caller.user_id,))
+            db.execute("INSERT OR IGNORE INTO ended_sign_ins VALUES (?, ?)",
+                       (caller.session, now))
+            db.execute("DELETE FROM ended_sign_ins WHERE ended < ?", (now - ENDED_KEPT,))
 
     def token_secret(self) -> bytes:
         """The HMAC key for bearer tokens, created (0600) on first use."""

@@ -7,8 +7,9 @@
     │   ├── MissingConnectionDetails no address/user/password and prompting is off
     │   └── ConnectionClosed         a connection is used after shutdown() (also RuntimeError)
     ├── AuthenticationFailed         wrong credentials, expired session or token
-    ├── PermissionDenied             authenticated, but not allowed to see or change that object
-    ├── NotFound                     no such table, file, annotation or column (also LookupError)
+    ├── PermissionDenied             authenticated, but not allowed to change that object
+    ├── NotFound                     no such table, file, annotation or column, or one the user
+    │                                may not see (as OMERO answers) (also LookupError)
     ├── InvalidRequest               a bad argument, refused by client or server (also ValueError)
     │   └── AlreadyExists            the server refuses to create something that exists
     ├── ServerBusy                   the bridge or OMERO is temporarily unavailable (retried first)
@@ -53,7 +54,7 @@ class AuthenticationFailed(OmeroFlightError):
 
 
 class PermissionDenied(OmeroFlightError):
-    """The user may not read or change the object."""
+    """The user may not change the object (what a user may not read is :class:`NotFound`)."""
 
 
 class NotFound(OmeroFlightError, LookupError):

@@ -13,6 +13,8 @@ with variables, and the number of rows per record batch.
 from __future__ import annotations
 
 import json
+import numbers
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -52,7 +54,40 @@ ERROR_CODES = (
 #: Objects an uploaded table can be linked to (OMERO model class names).
 LINK_TYPES = ("Image", "Dataset", "Project", "Plate", "Screen", "Well", "Roi")
 
-MAX_ROW_LIST = 10_000_000
+# -- Limits (docs/limits.md lists them all; both ends enforce them before any work) --------
+
+#: Bytes of one ticket, descriptor command or action body.
+MAX_REQUEST_BYTES = 16 << 20
+#: Entries of a row list (a longer selection is a ``{start, stop}`` range or several reads).
+MAX_ROW_LIST = 1_000_000
+#: JSON values (``,`` separators) in one request, counted before parsing.
+MAX_JSON_VALUES = MAX_ROW_LIST + 10_000
+#: Nesting of JSON arrays and objects in one request.
+MAX_JSON_DEPTH = 16
+#: Digits of one JSON number (int64 has 19).
+MAX_NUMBER_DIGITS = 20
+#: Largest id and row number: ids are positive int64, row numbers non-negative int64.
+MAX_INT64 = 2**63 - 1
+#: Rows per record batch a table ticket may ask for.
+MAX_CHUNK_ROWS = 1_000_000
+#: Bytes per record batch a file ticket may ask for.
+MAX_FILE_CHUNK_BYTES = 16 << 20
+#: Characters of a table, file or column name.
+MAX_NAME_CHARS = 1024
+#: Characters of a description or mimetype.
+MAX_TEXT_CHARS = 64 << 10
+#: Characters of a query (query.py applies its own, finer limits after this one).
+MAX_QUERY_CHARS = 64 << 10
+#: Variables of one query.
+MAX_VARIABLES = 1000
+#: Columns named in one read, and columns of one uploaded table.
+MAX_COLUMNS = 10_000
+#: Objects one upload may be linked to.
+MAX_LINKS = 1000
+#: Declared byte width (``omero.string_size``) of one string column.
+MAX_STRING_WIDTH = 1 << 20
+#: Characters of user text echoed in an error message.
+MAX_ECHO_CHARS = 200
 
 #: With ``explicit_commit`` in an upload descriptor, the client sends this as
 #: app metadata (``writer.write_metadata(COMMIT_METADATA)``) after the last
@@ -65,14 +100,77 @@ class ProtocolError(ValueError):
     """A ticket, descriptor or action body that does not follow the protocol."""
 
 
-def _check_id(value: Any, what: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        if isinstance(value, str) and value.strip().isdigit():
-            return int(value)
-        raise ProtocolError(f"{what} must be an integer, got {value!r}")
-    if value < 0:
-        raise ProtocolError(f"{what} must not be negative, got {value}")
+def echo(value: Any, limit: int = MAX_ECHO_CHARS) -> str:
+    """``repr(value)`` cut to ``limit`` characters: the one way user input enters a message."""
+    if isinstance(value, (str, bytes)) and len(value) > 4 * limit:
+        value = value[: 4 * limit]  # repr of a huge string would cost before it is cut
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 128:
+        return f"an integer of {value.bit_length()} bits"  # str() of a huge int is refused
+    text = repr(value) if not isinstance(value, (list, tuple, dict)) else _short_repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _short_repr(value: Any) -> str:
+    if isinstance(value, dict):
+        items = list(value.items())[:20]
+        inner = ", ".join(f"{echo(k, 40)}: {echo(v, 40)}" for k, v in items)
+        return "{" + inner + (", ..." if len(value) > 20 else "") + "}"
+    inner = ", ".join(echo(v, 40) for v in list(value)[:20])
+    more = ", ..." if len(value) > 20 else ""
+    return ("[" + inner + more + "]") if isinstance(value, list) else ("(" + inner + more + ")")
+
+
+def _check_int(value: Any, what: str, low: int, high: int = MAX_INT64) -> int:
+    """An integer in ``[low, high]``; booleans, strings and floats are refused."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise ProtocolError(f"{what} must be an integer, got {echo(value)}")
+    value = int(value)
+    if not low <= value <= high:
+        raise ProtocolError(f"{what} must be between {low} and {high}, got {echo(value)}")
     return value
+
+
+def _check_id(value: Any, what: str) -> int:
+    """An OMERO id: a positive int64."""
+    return _check_int(value, what, 1)
+
+
+def _check_row(value: Any, what: str) -> int:
+    """A row number: a non-negative int64."""
+    return _check_int(value, what, 0)
+
+
+def _check_rows(rows: tuple[Any, ...]) -> tuple[int, ...]:
+    """Row numbers, checked in C-speed passes when they are plain ints (the usual case)."""
+    if rows and set(map(type, rows)) == {int} and min(rows) >= 0 and max(rows) <= MAX_INT64:
+        return rows
+    return tuple(_check_row(r, "row number") for r in rows)
+
+
+def check_text(value: Any, what: str, limit: int = MAX_TEXT_CHARS, *,
+               allow_nul: bool = True) -> str:
+    """A string of at most ``limit`` characters that is valid Unicode (no lone surrogates)."""
+    if not isinstance(value, str):
+        raise ProtocolError(f"{what} must be a string, got {type(value).__name__}")
+    if len(value) > limit:
+        raise ProtocolError(f"{what} is longer than {limit} characters: {echo(value)}")
+    if not value.isascii():
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ProtocolError(f"{what} is not valid Unicode (a lone surrogate): "
+                                f"{echo(value)}") from None
+    if not allow_nul and "\0" in value:
+        raise ProtocolError(f"{what} must not contain a NUL character: {echo(value)}")
+    return value
+
+
+def check_name(value: Any, what: str) -> str:
+    """A table, file or column name: non-blank text, no NUL, at most MAX_NAME_CHARS."""
+    name = check_text(value, what, MAX_NAME_CHARS, allow_nul=False)
+    if not name.strip():
+        raise ProtocolError(f"{what} must not be empty")
+    return name
 
 
 def _check_object(file_id: Any, annotation_id: Any) -> tuple[int | None, int | None]:
@@ -85,17 +183,102 @@ def _check_object(file_id: Any, annotation_id: Any) -> tuple[int | None, int | N
     return None, _check_id(annotation_id, "annotation_id")
 
 
-def _decode_json(raw: bytes | str, what: str) -> dict[str, Any]:
+_LONG_DIGITS = re.compile(rb"[0-9]{%d}" % (MAX_NUMBER_DIGITS + 1))
+
+
+def _parse_int(text: str) -> int:
+    digits = len(text) - text.startswith("-")
+    if digits > MAX_NUMBER_DIGITS:
+        raise ProtocolError(f"a number has {digits} digits; at most {MAX_NUMBER_DIGITS} "
+                            "are allowed")
+    return int(text)
+
+
+def _parse_float(text: str) -> float:
+    if len(text) > 4 * MAX_NUMBER_DIGITS:
+        raise ProtocolError(f"a number is {len(text)} characters long; at most "
+                            f"{4 * MAX_NUMBER_DIGITS} are allowed")
+    return float(text)
+
+
+def _no_constant(name: str) -> Any:
+    raise ProtocolError(f"{name} is not JSON: send numbers only")
+
+
+_SCALARS = {int, float, bool, type(None)}
+
+
+def _check_tree(obj: Any, what: str) -> None:
+    """Depth of nested arrays and objects, and every string a valid one (keys too)."""
+    stack: list[tuple[Any, int]] = [(obj, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, str):
+            check_text(node, f"a string in the {what}", MAX_REQUEST_BYTES)
+            continue
+        if not isinstance(node, (list, dict)):
+            continue
+        if depth > MAX_JSON_DEPTH:
+            raise ProtocolError(f"{what} is nested deeper than {MAX_JSON_DEPTH} levels")
+        if isinstance(node, dict):
+            for key, value in node.items():
+                check_text(key, f"a key in the {what}", MAX_NAME_CHARS)
+                stack.append((value, depth + 1))
+        elif set(map(type, node)) - _SCALARS:
+            stack.extend((value, depth + 1) for value in node
+                         if isinstance(value, (str, list, dict)))
+
+
+def decode_json(raw: bytes | str, what: str, *, limits: bool = True) -> Any:
+    """Parse request JSON with every size limit checked before or while parsing.
+
+    ``limits=False`` (a server's answer, read by the client) keeps the strict
+    parsing but lifts the size limits.
+    """
+    if isinstance(raw, str):
+        try:
+            raw = raw.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ProtocolError(f"{what} is not valid UTF-8") from None
+    if not isinstance(raw, (bytes, bytearray, memoryview)):
+        raise ProtocolError(f"{what} must be bytes, got {type(raw).__name__}")
+    raw = bytes(raw)
+    if limits:
+        if len(raw) > MAX_REQUEST_BYTES:
+            raise ProtocolError(f"{what} is {len(raw)} bytes; at most {MAX_REQUEST_BYTES} "
+                                "are allowed")
+        if raw.count(b",") >= MAX_JSON_VALUES:
+            raise ProtocolError(f"{what} holds more than {MAX_JSON_VALUES} values")
     try:
-        obj = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ProtocolError(f"{what} is not valid JSON: {exc}") from None
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ProtocolError(f"{what} is not valid UTF-8") from None
+    # Numbers are parsed by the checking hooks only when a long run of digits exists at all
+    # (the hooks cost a Python call per number; a 1M-entry row list would pay for nothing).
+    hooks: dict[str, Any] = {"parse_constant": _no_constant}
+    if _LONG_DIGITS.search(raw):
+        hooks.update(parse_int=_parse_int, parse_float=_parse_float)
+    try:
+        obj = json.loads(text, **hooks)
+    except json.JSONDecodeError as exc:
+        raise ProtocolError(f"{what} is not valid JSON: {exc.msg} at character "
+                            f"{exc.pos}") from None
+    except RecursionError:
+        raise ProtocolError(f"{what} is nested deeper than {MAX_JSON_DEPTH} levels") from None
+    except ValueError as exc:  # ProtocolError from a hook, or int()'s own digit limit
+        raise ProtocolError(f"{what}: {exc}") from None
+    _check_tree(obj, what)
+    return obj
+
+
+def _decode_json(raw: bytes | str, what: str, *, limits: bool = True) -> dict[str, Any]:
+    obj = decode_json(raw, what, limits=limits)
     if not isinstance(obj, dict):
         raise ProtocolError(f"{what} must be a JSON object")
     version = obj.get("v")
-    if version != PROTOCOL_VERSION:
+    if type(version) is not int or version != PROTOCOL_VERSION:
         raise ProtocolError(
-            f"{what} has protocol version {version!r}; this side speaks {PROTOCOL_VERSION}"
+            f"{what} has protocol version {echo(version)}; this side speaks {PROTOCOL_VERSION}"
         )
     return obj
 
@@ -103,7 +286,7 @@ def _decode_json(raw: bytes | str, what: str) -> dict[str, Any]:
 def _reject_unknown(obj: Mapping[str, Any], allowed: set[str], what: str) -> None:
     unknown = sorted(set(obj) - allowed)
     if unknown:
-        raise ProtocolError(f"{what} has unknown field(s): {', '.join(unknown)}")
+        raise ProtocolError(f"{what} has unknown field(s): {echo(', '.join(unknown))}")
 
 
 class _Message:
@@ -113,13 +296,19 @@ class _Message:
         raise NotImplementedError
 
     def encode(self) -> bytes:
-        return json.dumps(self.to_json(), separators=(",", ":")).encode()
+        raw = json.dumps(self.to_json(), separators=(",", ":")).encode()
+        if len(raw) > MAX_REQUEST_BYTES:
+            raise ProtocolError(f"this request is {len(raw)} bytes; at most "
+                                f"{MAX_REQUEST_BYTES} are allowed (select rows by range)")
+        return raw
 
 
 def _links_from_json(obj: Mapping[str, Any]) -> tuple[Any, ...]:
     links = obj.get("links") or []
     if not isinstance(links, list):
         raise ProtocolError("links must be a list of [type, id] pairs")
+    if len(links) > MAX_LINKS:
+        raise ProtocolError(f"{len(links)} links; at most {MAX_LINKS} are allowed")
     return tuple(tuple(x) if isinstance(x, list) else x for x in links)
 
 
@@ -154,40 +343,56 @@ class TableTicket(_Message):
         object.__setattr__(self, "file_id", fid)
         object.__setattr__(self, "annotation_id", aid)
         if self.columns is not None:
+            if isinstance(self.columns, (str, bytes)):
+                raise ProtocolError("columns must be a list of names, not one string")
             cols = tuple(self.columns)
+            if len(cols) > MAX_COLUMNS:
+                raise ProtocolError(f"{len(cols)} columns named; at most {MAX_COLUMNS} "
+                                    "are allowed")
             for c in cols:
-                if not isinstance(c, str):
-                    raise ProtocolError(f"column names must be strings, got {c!r}")
+                check_text(c, "a column name", MAX_NAME_CHARS)
             object.__setattr__(self, "columns", cols)
         if self.rows is not None and self.query is not None:
             raise ProtocolError("rows and query cannot be combined: give one or the other")
         if self.rows is not None and not isinstance(self.rows, RowRange):
+            if isinstance(self.rows, (str, bytes)):
+                raise ProtocolError("rows must be a list of row numbers or {start, stop}")
             rows = tuple(self.rows)
             if len(rows) > MAX_ROW_LIST:
-                raise ProtocolError(f"a row list may hold at most {MAX_ROW_LIST} rows")
-            object.__setattr__(self, "rows", tuple(_check_id(r, "row number") for r in rows))
+                raise ProtocolError(f"a row list may hold at most {MAX_ROW_LIST} rows, "
+                                    f"got {len(rows)}: select a range instead")
+            object.__setattr__(self, "rows", _check_rows(rows))
         if isinstance(self.rows, RowRange):
-            start = _check_id(self.rows.start, "rows.start")
-            stop = None if self.rows.stop is None else _check_id(self.rows.stop, "rows.stop")
+            start = _check_row(self.rows.start, "rows.start")
+            stop = None if self.rows.stop is None else _check_row(self.rows.stop, "rows.stop")
             if stop is not None and stop < start:
                 raise ProtocolError(f"rows.stop ({stop}) is before rows.start ({start})")
-        if self.query is not None and not isinstance(self.query, str):
-            raise ProtocolError("query must be a string")
+            object.__setattr__(self, "rows", RowRange(start, stop))
+        if self.query is not None:
+            check_text(self.query, "query", MAX_QUERY_CHARS)
         if not isinstance(self.variables, Mapping):
             raise ProtocolError("variables must be an object mapping names to values")
+        if len(self.variables) > MAX_VARIABLES:
+            raise ProtocolError(f"{len(self.variables)} variables; at most {MAX_VARIABLES} "
+                                "are allowed")
         for name, value in self.variables.items():
-            if not isinstance(name, str):
-                raise ProtocolError(f"variable names must be strings, got {name!r}")
-            if not isinstance(value, (int, float, str, bool)):
+            check_text(name, "a variable name", MAX_NAME_CHARS)
+            if isinstance(value, str):
+                check_text(value, f"variable {echo(name, 60)}", MAX_NAME_CHARS)
+            elif isinstance(value, bool) or isinstance(value, float):
+                pass
+            elif isinstance(value, int):
+                _check_int(value, f"variable {echo(name, 60)}", -MAX_INT64 - 1)
+            else:
                 raise ProtocolError(
-                    f"variable {name!r} must be a number, a boolean or a column name, "
+                    f"variable {echo(name, 60)} must be a number, a boolean or a column name, "
                     f"got {type(value).__name__}"
                 )
         if self.chunk_size is not None:
-            size = _check_id(self.chunk_size, "chunk_size")
-            if size == 0:
-                raise ProtocolError("chunk_size must be positive")
-            object.__setattr__(self, "chunk_size", size)
+            object.__setattr__(self, "chunk_size",
+                               _check_int(self.chunk_size, "chunk_size", 1, MAX_CHUNK_ROWS))
+        if not isinstance(self.row_numbers, bool):
+            raise ProtocolError("row_numbers must be true or false")
 
     def to_json(self) -> dict[str, Any]:
         rows: Any = None
@@ -216,7 +421,8 @@ class TableTicket(_Message):
         rows = obj.get("rows")
         if isinstance(rows, Mapping):
             _reject_unknown(rows, {"start", "stop"}, "rows range")
-            rows = RowRange(rows.get("start", 0), rows.get("stop"))
+            start = rows.get("start")
+            rows = RowRange(0 if start is None else start, rows.get("stop"))
         elif rows is not None and not isinstance(rows, list):
             raise ProtocolError("rows must be a list of row numbers or {start, stop}")
         columns = obj.get("columns")
@@ -253,9 +459,8 @@ class FileTicket(_Message):
         object.__setattr__(self, "file_id", fid)
         object.__setattr__(self, "annotation_id", aid)
         if self.chunk_size is not None:
-            size = _check_id(self.chunk_size, "chunk_size")
-            if size == 0:
-                raise ProtocolError("chunk_size must be positive")
+            object.__setattr__(self, "chunk_size", _check_int(
+                self.chunk_size, "chunk_size", 1, MAX_FILE_CHUNK_BYTES))
         if not isinstance(self.check_type, bool):
             raise ProtocolError("check_type must be true or false")
 
@@ -284,18 +489,22 @@ class FileTicket(_Message):
 def normalize_links(links: Iterable[Sequence[Any]]) -> tuple[tuple[str, int], ...]:
     """Check ``(type, id)`` pairs and spell each type as OMERO does (``"image"`` -> ``"Image"``)."""
     canonical = {t.lower(): t for t in LINK_TYPES}
-    out: list[tuple[str, int]] = []
-    for link in links:
-        if isinstance(link, (str, bytes)) or len(link) != 2:
-            raise ProtocolError(f"a link must be a (type, id) pair, got {link!r}")
+    if isinstance(links, (str, bytes, Mapping)):
+        raise ProtocolError("links must be a list of (type, id) pairs")
+    out: dict[tuple[str, int], None] = {}  # ordered, and a linear duplicate check
+    for count, link in enumerate(links, 1):
+        if count > MAX_LINKS:
+            raise ProtocolError(f"too many links: at most {MAX_LINKS} are allowed")
+        if isinstance(link, (str, bytes, Mapping)) or not isinstance(link, Sequence) \
+                or len(link) != 2:
+            raise ProtocolError(f"a link must be a (type, id) pair, got {echo(link)}")
         kind, obj_id = link
         if not isinstance(kind, str) or kind.lower() not in canonical:
             raise ProtocolError(
-                f"cannot link a table to {kind!r}: supported types are {', '.join(LINK_TYPES)}"
+                f"cannot link a table to {echo(kind)}: supported types are "
+                f"{', '.join(LINK_TYPES)}"
             )
-        pair = (canonical[kind.lower()], _check_id(obj_id, f"{kind} id"))
-        if pair not in out:
-            out.append(pair)
+        out[(canonical[kind.lower()], _check_id(obj_id, f"{canonical[kind.lower()]} id"))] = None
     return tuple(out)
 
 
@@ -312,11 +521,12 @@ class UploadDescriptor(_Message):
     kind = "upload"
 
     def __post_init__(self) -> None:
-        if not isinstance(self.name, str) or not self.name.strip():
-            raise ProtocolError(f"invalid table name: {self.name!r}")
+        check_name(self.name, "the table name")
         object.__setattr__(self, "links", normalize_links(self.links))
+        check_text(self.description, "description")
         if self.format not in ("hdf5", "tiledb"):
-            raise ProtocolError(f"unknown table format {self.format!r}: use 'hdf5' or 'tiledb'")
+            raise ProtocolError(f"unknown table format {echo(self.format)}: "
+                                "use 'hdf5' or 'tiledb'")
         if not isinstance(self.explicit_commit, bool):
             raise ProtocolError("explicit_commit must be true or false")
 
@@ -359,9 +569,11 @@ class FileUploadDescriptor(_Message):
     kind = "file_upload"
 
     def __post_init__(self) -> None:
-        if not isinstance(self.name, str) or not self.name.strip() or "/" in self.name:
-            raise ProtocolError(f"invalid file name: {self.name!r}")
+        check_name(self.name, "the file name")
+        if "/" in self.name:
+            raise ProtocolError(f"a file name must not contain '/': {echo(self.name)}")
         object.__setattr__(self, "links", normalize_links(self.links))
+        check_text(self.mimetype, "mimetype", MAX_NAME_CHARS)
         if not isinstance(self.explicit_commit, bool):
             raise ProtocolError("explicit_commit must be true or false")
 
@@ -401,8 +613,8 @@ def decode(raw: bytes | str, what: str = "ticket") -> Request:
     """Parse a ticket or descriptor command, raising :class:`ProtocolError` on any fault."""
     obj = _decode_json(raw, what)
     kind = obj.get("kind")
-    if kind not in _KINDS:
-        raise ProtocolError(f"{what} kind must be one of {sorted(_KINDS)}, got {kind!r}")
+    if not isinstance(kind, str) or kind not in _KINDS:
+        raise ProtocolError(f"{what} kind must be one of {sorted(_KINDS)}, got {echo(kind)}")
     return _KINDS[kind].from_json(obj)
 
 
@@ -411,8 +623,16 @@ def encode_body(**fields: Any) -> bytes:
     return json.dumps({"v": PROTOCOL_VERSION, **fields}, separators=(",", ":")).encode()
 
 
-def decode_body(raw: bytes, what: str = "action body") -> dict[str, Any]:
-    """Parse an action body or result; an empty body is an empty object."""
+def decode_body(raw: bytes, what: str = "action body", *,
+                allowed: Iterable[str] | None = None, limits: bool = True) -> dict[str, Any]:
+    """Parse an action body or result; an empty body is an empty object.
+
+    ``allowed``: the fields a request may carry (besides ``v``); others are refused, as
+    in tickets. ``limits=False`` for a server's answer read by the client.
+    """
     if not raw:
         return {}
-    return _decode_json(raw, what)
+    obj = _decode_json(raw, what, limits=limits)
+    if allowed is not None:
+        _reject_unknown(obj, {"v", *allowed}, what)
+    return obj

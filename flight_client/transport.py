@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -47,6 +48,43 @@ T = TypeVar("T")
 _REUSE_URIS = ("arrow-flight-reuse-connection://?", "arrow-flight-reuse-connection://")
 
 
+#: Flight status details pyarrow's ``get_schema`` leaves in an OSError's text (it raises
+#: OSError instead of the Flight error, apache/arrow#43556), and the error each means.
+_FLIGHT_DETAILS = {
+    "Unauthenticated": flight.FlightUnauthenticatedError,
+    "Unauthorized": flight.FlightUnauthorizedError,
+    "Unavailable": flight.FlightUnavailableError,
+    "TimedOut": flight.FlightTimedOutError,
+    "Cancelled": flight.FlightCancelledError,
+    "Internal": flight.FlightInternalError,
+    "Failed": flight.FlightServerError,
+}
+_DETAIL = re.compile(r"\. Detail: (" + "|".join(_FLIGHT_DETAILS) + r")\b")
+
+
+def _as_flight_error(exc: OSError) -> flight.FlightError | None:
+    """The Flight error an OSError from ``get_schema`` stands for, or None if it is not one."""
+    text = str(exc)
+    found = _DETAIL.search(text)
+    if found is None:
+        return None
+    return _FLIGHT_DETAILS[found.group(1)](text[: found.start()])
+
+
+def _json_detail(text: str) -> tuple[str, str] | None:
+    """``{"code", "message"}`` at the start of an error's text (the bridge's get_schema)."""
+    start = text.find('{"code"')
+    if start < 0 or start > 80:
+        return None
+    try:
+        info, _ = json.JSONDecoder().raw_decode(text, start)
+    except ValueError:
+        return None
+    if isinstance(info, dict) and isinstance(info.get("code"), str) and "message" in info:
+        return info["code"], str(info["message"])
+    return None
+
+
 def _server_detail(exc: BaseException) -> tuple[str | None, str]:
     """The bridge's (code, message), or (None, the gRPC text without its debug noise)."""
     extra = getattr(exc, "extra_info", None)
@@ -58,6 +96,9 @@ def _server_detail(exc: BaseException) -> tuple[str | None, str]:
         except (ValueError, UnicodeDecodeError):
             pass
     text = str(exc)
+    detail = _json_detail(text)
+    if detail is not None:
+        return detail
     for noise in (". gRPC client debug context", ". Detail:", "\ngRPC client debug context"):
         text = text.split(noise)[0]
     return None, text.strip()
@@ -105,6 +146,11 @@ def translate_errors(where: str) -> Iterator[None]:
         raise errors.InvalidRequest(str(exc)) from exc
     except (flight.FlightError, pa.ArrowException) as exc:
         raise translate(exc, where) from exc
+    except OSError as exc:
+        flight_exc = _as_flight_error(exc)
+        if flight_exc is None:
+            raise
+        raise translate(flight_exc, where) from exc
 
 
 def _abort(writer: flight.FlightStreamWriter) -> None:

@@ -6,8 +6,19 @@ middleware checks the password with the backend and answers with an
 and ``do_action`` included) must carry that header. A token is
 ``base64url(json{"u": subject, "exp": unix time}) "." base64url(HMAC-SHA256)``,
 signed with a secret the server keeps to itself and compared in constant time.
-The subject is the user name for the embedded store, and the handle of the
-caller's own OMERO session for the OMERO backend (see :func:`token_subject`).
+The subject is, for the embedded store, the user id, a per-user generation (a
+password change advances it, ending every token of that user; removal ends them
+too) and the sign-in, which logout ends; and the
+handle of the caller's own OMERO session for the OMERO backend (see
+:func:`token_subject`).
+
+Failed sign-ins are throttled per user name (known or not) by
+:class:`SignInThrottle`: after a few failures each further attempt is refused
+without checking the password until a delay that doubles with every failure
+has passed; the refusal says when to retry, and every failure is logged.
+Password checks also run at most :data:`MAX_CONCURRENT_CHECKS` at a time, so
+guessing cannot take every core. pyarrow gives the sign-in middleware no peer
+address, so there is no per-address throttle (see docs/limits.md).
 """
 
 from __future__ import annotations
@@ -18,10 +29,15 @@ import hashlib
 import hmac
 import json
 import logging
+import math
+import threading
 import time
+from collections import OrderedDict
+from collections.abc import Callable
 
 import pyarrow.flight as flight
 
+from flight_client.protocol import echo
 from flight_server.backends.base import Backend, Caller
 from flight_server.errors import BridgeError, Unauthenticated, flight_error, to_flight
 
@@ -29,6 +45,10 @@ log = logging.getLogger(__name__)
 
 DEFAULT_TOKEN_LIFETIME = 12 * 3600.0
 MIDDLEWARE_KEY = "auth"
+#: Password checks (one scrypt, or one OMERO login, each) running at the same time.
+MAX_CONCURRENT_CHECKS = 4
+#: Longest user name or password accepted in a basic header.
+MAX_CREDENTIAL_CHARS = 1024
 
 
 def _b64(data: bytes) -> str:
@@ -71,6 +91,53 @@ class TokenSigner:
         return str(username)
 
 
+class SignInThrottle:
+    """Per-key backoff after failed sign-ins, in memory.
+
+    The first ``free`` failures cost nothing more; after that each failure locks
+    the key for ``base * 2**(failures - free)`` seconds (at most ``cap``). A
+    success clears the key. At most ``max_keys`` keys are kept (oldest dropped).
+    """
+
+    def __init__(self, free: int = 5, base: float = 1.0, cap: float = 300.0,
+                 clock: Callable[[], float] = time.monotonic, max_keys: int = 100_000) -> None:
+        self.free, self.base, self.cap = free, base, cap
+        self.clock = clock
+        self.max_keys = max_keys
+        self._failures: OrderedDict[str, tuple[int, float]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def wait_left(self, key: str) -> float:
+        """Seconds until ``key`` may try again (0 when it may now)."""
+        with self._lock:
+            entry = self._failures.get(key)
+        return 0.0 if entry is None else max(0.0, entry[1] - self.clock())
+
+    def check(self, key: str) -> None:
+        left = self.wait_left(key)
+        if left > 0:
+            log.warning("sign-in for %s refused: locked for %.0f s more", key, left)
+            raise Unauthenticated(f"too many failed sign-ins for this user: try again in "
+                                  f"{math.ceil(left)} s")
+
+    def failed(self, key: str) -> float:
+        """Record a failure; returns the lock it starts, in seconds."""
+        with self._lock:
+            count = self._failures.pop(key, (0, 0.0))[0] + 1
+            over = count - self.free
+            delay = 0.0 if over <= 0 else min(self.cap, self.base * 2 ** min(over - 1, 32))
+            self._failures[key] = (count, self.clock() + delay)
+            while len(self._failures) > self.max_keys:
+                self._failures.popitem(last=False)
+        log.warning("failed sign-in for %s (%d in a row%s)", key, count,
+                    f"; locked for {delay:.0f} s" if delay else "")
+        return delay
+
+    def succeeded(self, key: str) -> None:
+        with self._lock:
+            self._failures.pop(key, None)
+
+
 class AuthMiddleware(flight.ServerMiddleware):
     """Carries the caller of one call, and the new token after a basic-auth handshake."""
 
@@ -98,11 +165,13 @@ class AuthMiddlewareFactory(flight.ServerMiddlewareFactory):
     """
 
     def __init__(self, backend: Backend, signer: TokenSigner, require_auth: bool = True,
-                 anonymous_user: str = "root") -> None:
+                 anonymous_user: str = "root", throttle: SignInThrottle | None = None) -> None:
         self.backend = backend
         self.signer = signer
         self.require_auth = require_auth
         self.anonymous_user = anonymous_user
+        self.throttle = throttle or SignInThrottle()
+        self._checks = threading.BoundedSemaphore(MAX_CONCURRENT_CHECKS)
 
     def start_call(self, info: flight.CallInfo, headers: dict[str, list[str]]) -> AuthMiddleware:
         try:
@@ -122,20 +191,37 @@ class AuthMiddlewareFactory(flight.ServerMiddlewareFactory):
         scheme = scheme.lower()
         if scheme == "basic":
             try:
+                if len(credentials) > 4 * MAX_CREDENTIAL_CHARS:
+                    raise ValueError("too long")
                 # unpadded too: the Go Flight client (ADBC's Flight SQL driver) sends it so
                 padded = credentials + "=" * (-len(credentials) % 4)
                 username, sep, password = base64.b64decode(padded).decode().partition(":")
             except (ValueError, binascii.Error):
                 raise Unauthenticated("malformed basic credentials") from None
-            if not sep:
+            if not sep or not username or len(username) > MAX_CREDENTIAL_CHARS \
+                    or len(password) > MAX_CREDENTIAL_CHARS:
                 raise Unauthenticated("malformed basic credentials")
-            caller = self.backend.authenticate(username, password)
-            log.info("user %s signed in", caller.username)
-            return AuthMiddleware(caller, self.signer.issue(token_subject(self.backend, caller)))
+            return self._sign_in(username, password)
         if scheme == "bearer":
-            username = self.signer.verify(credentials.strip())
-            return AuthMiddleware(self.backend.lookup_caller(username))
-        raise Unauthenticated(f"unsupported authorization scheme {scheme!r}: use Basic or Bearer")
+            subject = self.signer.verify(credentials.strip())
+            return AuthMiddleware(self.backend.caller_for_token(subject))
+        raise Unauthenticated(f"unsupported authorization scheme {echo(scheme, 40)}: "
+                              "use Basic or Bearer")
+
+    def _sign_in(self, username: str, password: str) -> AuthMiddleware:
+        key = "user " + echo(username.casefold(), 100)
+        self.throttle.check(key)
+        with self._checks:
+            try:
+                if "\0" in username or "\0" in password:  # for every backend, OMERO's too
+                    raise Unauthenticated("wrong user name or password")
+                caller = self.backend.authenticate(username, password)
+            except Unauthenticated:
+                self.throttle.failed(key)
+                raise
+        self.throttle.succeeded(key)
+        log.info("user %s signed in", caller.username)
+        return AuthMiddleware(caller, self.signer.issue(token_subject(self.backend, caller)))
 
 
 def token_subject(backend: Backend, caller: Caller) -> str:

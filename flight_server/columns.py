@@ -56,7 +56,16 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from flight_client.protocol import META_COLUMN_TYPE, META_DESCRIPTION, META_STRING_SIZE
+from flight_client.protocol import (
+    MAX_COLUMNS,
+    MAX_NAME_CHARS,
+    MAX_STRING_WIDTH,
+    MAX_TEXT_CHARS,
+    META_COLUMN_TYPE,
+    META_DESCRIPTION,
+    META_STRING_SIZE,
+    echo,
+)
 
 _GRID = "::omero::grid::"
 
@@ -118,11 +127,11 @@ def short_name(column_type: str) -> str:
 
 def _full_name(column_type: str | bytes) -> str:
     if isinstance(column_type, bytes):
-        column_type = column_type.decode()
+        column_type = column_type.decode("utf-8", "replace")
     if not column_type.startswith("::"):
         column_type = _GRID + column_type
     if column_type not in ALL_COLUMN_TYPES:
-        raise UnsupportedColumn(f"unknown OMERO column type {column_type!r}")
+        raise UnsupportedColumn(f"unknown OMERO column type {echo(column_type)}")
     return column_type
 
 
@@ -206,6 +215,9 @@ def _check_name(name: str, seen: set[str]) -> str:
         shown = name if len(name) <= 60 else name[:60] + "..."
         raise UnsupportedColumn(f"column name {shown!r} contains a NUL character (\\x00), "
                                 "which HDF5 cannot store")
+    if len(name) > MAX_NAME_CHARS:
+        raise UnsupportedColumn(f"column name {echo(name)} is longer than {MAX_NAME_CHARS} "
+                                "characters")
     stored = name.replace("/", "\\")  # '/' separates HDF5 nodes; omero2pandas does the same
     if stored.startswith("__"):
         raise UnsupportedColumn(f"column name {name!r} is reserved (names may not start with '__')")
@@ -301,10 +313,34 @@ def check_hdf5_header(schema: pa.Schema) -> None:
             "columns as array columns (fixed-size lists)")
 
 
+def _declared_width(name: str, raw: bytes) -> int:
+    """A declared ``omero.string_size``: 1 to MAX_STRING_WIDTH bytes, ASCII digits only."""
+    text = raw.decode("ascii", "replace")
+    if not (text.isascii() and text.isdigit() and len(text) <= 10
+            and 1 <= int(text) <= MAX_STRING_WIDTH):
+        raise UnsupportedColumn(f"string column {echo(name)} declares a width of {echo(text)}: "
+                                f"it must be 1 to {MAX_STRING_WIDTH} bytes")
+    return int(text)
+
+
+def _meta_text(name: str, raw: bytes) -> str:
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise UnsupportedColumn(f"the description of column {echo(name)} is not UTF-8") \
+            from None
+    if len(text) > MAX_TEXT_CHARS:
+        raise UnsupportedColumn(f"the description of column {echo(name)} is longer than "
+                                f"{MAX_TEXT_CHARS} characters")
+    return text
+
+
 def omero_schema(schema: pa.Schema) -> pa.Schema:
     """Map an incoming Arrow schema to the stored schema, or raise :class:`UnsupportedColumn`."""
     if len(schema) == 0:
         raise UnsupportedColumn("a table needs at least one column")
+    if len(schema) > MAX_COLUMNS:
+        raise UnsupportedColumn(f"{len(schema)} columns; a table may have at most {MAX_COLUMNS}")
     fields = []
     seen: set[str] = set()
     masks = 0
@@ -328,8 +364,8 @@ def omero_schema(schema: pa.Schema) -> pa.Schema:
             raise UnsupportedColumn("OMERO.tables stores at most one MaskColumn per table")
         size = length
         if column_type == STRING and META_STRING_SIZE in meta:
-            size = int(meta[META_STRING_SIZE])
-        description = meta.get(META_DESCRIPTION, b"").decode()
+            size = _declared_width(f.name, meta[META_STRING_SIZE])
+        description = _meta_text(f.name, meta.get(META_DESCRIPTION, b""))
         fields.append(arrow_field(name, column_type, size, description))
     return pa.schema(fields)
 
@@ -339,6 +375,10 @@ def with_string_sizes(schema: pa.Schema, sizes: Mapping[str, int]) -> pa.Schema:
     fields = []
     for f in schema:
         if column_type_of(f) == STRING and f.name in sizes:
+            if int(sizes[f.name]) > MAX_STRING_WIDTH:
+                raise UnsupportedColumn(f"column {echo(f.name)} holds a value of "
+                                        f"{int(sizes[f.name])} bytes; at most "
+                                        f"{MAX_STRING_WIDTH} are allowed")
             f = arrow_field(f.name, STRING, max(1, int(sizes[f.name])),
                             f.metadata.get(META_DESCRIPTION, b"").decode())
         fields.append(f)

@@ -128,8 +128,8 @@ class H5Writer:
                     warnings.simplefilter("ignore", tables.NaturalNameWarning)
                     self._table = self._h5.create_table(ome, "Measurements", definition)
                 types = [cols.column_type_of(f) for f in schema]
-                descriptions = [
-                    (f.metadata or {}).get(cols.META_DESCRIPTION, b"").decode() for f in schema
+                descriptions = [  # UTF-8 bytes: PyTables refuses non-ASCII str arrays
+                    (f.metadata or {}).get(cols.META_DESCRIPTION, b"") for f in schema
                 ]
                 self._h5.create_array(ome, "ColumnTypes", types)
                 self._h5.create_array(ome, "ColumnDescriptions", descriptions)

@@ -32,8 +32,10 @@ from flight_client.protocol import (
     FileUploadDescriptor,
     TableTicket,
     UploadDescriptor,
+    check_text,
     decode,
     decode_body,
+    echo,
     encode_body,
     normalize_links,
 )
@@ -44,12 +46,13 @@ from flight_server.auth import (
     MIDDLEWARE_KEY,
     AuthMiddlewareFactory,
     NoOpAuthHandler,
+    SignInThrottle,
     TokenSigner,
     caller_of,
 )
 from flight_server.backends.base import Backend, Caller, FileInfo, TableSummary
 from flight_server.columns import META_DESCRIPTION, column_type_of, short_name
-from flight_server.errors import InvalidArgument, Unavailable, flight_errors
+from flight_server.errors import InvalidArgument, Unavailable, flight_errors, schema_errors
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +79,12 @@ def _file_json(info: FileInfo) -> dict[str, object]:
     }
 
 
+def _no_arguments(raw: bytes, action: str) -> None:
+    """The body of an action without arguments: empty, ``{}`` or ``{"v": 1}``."""
+    if raw and raw.strip() != b"{}":
+        decode_body(raw, f"{action} body", allowed=())
+
+
 def _guarded(stream: Iterator[pa.RecordBatch],
              stopping: threading.Event | None = None) -> Iterator[pa.RecordBatch]:
     with flight_errors():
@@ -100,6 +109,7 @@ class FlightService(flight.FlightServerBase):
         split_rows: int = DEFAULT_SPLIT_ROWS,
         spool_dir: str | Path | None = None,
         omero_web_url: str | None = None,
+        sign_in_throttle: SignInThrottle | None = None,
     ) -> None:
         if token_secret is None:
             token_secret = backend.token_secret()
@@ -110,7 +120,8 @@ class FlightService(flight.FlightServerBase):
         #: Set when a graceful shutdown's drain deadline passed: running calls end.
         self.stopping = threading.Event()
         self.signer = TokenSigner(token_secret, token_lifetime)
-        middleware = {MIDDLEWARE_KEY: AuthMiddlewareFactory(backend, self.signer, require_auth)}
+        middleware = {MIDDLEWARE_KEY: AuthMiddlewareFactory(backend, self.signer, require_auth,
+                                                            throttle=sign_in_throttle)}
         scheme, _, address = location.partition("://")
         if scheme not in ("grpc", "grpc+tcp", "grpc+tls"):
             raise ValueError(f"unsupported location {location!r}: use grpc:// or grpc+tls://")
@@ -142,7 +153,7 @@ class FlightService(flight.FlightServerBase):
             return flight_sql.face(self).get_flight_info(context, descriptor)
         with flight_errors():
             caller = caller_of(context)
-            request = self._decode_command(descriptor)
+            request = self._read_command(descriptor)
             if isinstance(request, TableTicket):
                 return self._table_info(caller, request, descriptor)
             info = self.backend.file_info(caller, streaming.ref_of(request))
@@ -154,9 +165,10 @@ class FlightService(flight.FlightServerBase):
                    descriptor: flight.FlightDescriptor) -> flight.SchemaResult:
         if flight_sql.is_sql_descriptor(descriptor):  # Flight SQL: flight_server/sql
             return flight_sql.face(self).get_schema(context, descriptor)
-        with flight_errors():
+        # pyarrow does not type a FlightError raised here: see errors.schema_refusal
+        with schema_errors():
             caller = caller_of(context)
-            request = self._decode_command(descriptor)
+            request = self._read_command(descriptor)
             if isinstance(request, FileTicket):
                 return flight.SchemaResult(streaming.FILE_SCHEMA)
             read = streaming.plan_read(self.backend, caller, request)
@@ -183,13 +195,13 @@ class FlightService(flight.FlightServerBase):
                                               _guarded(streaming.file_batches(chunks),
                                                        self.stopping))
             raise InvalidArgument(f"a do_get ticket must be a table or file ticket, "
-                                  f"not {request.kind!r}")
+                                  f"not {echo(request.kind)}")
 
     def list_flights(self, context: flight.ServerCallContext,
                      criteria: bytes) -> Iterator[flight.FlightInfo]:
         with flight_errors():
             caller = caller_of(context)
-            body = decode_body(criteria, "list_flights criteria")
+            body = decode_body(criteria, "list_flights criteria", allowed=self.LIST_FIELDS)
             tables = self._list(caller, body)
             infos = []
             for summary in tables:
@@ -222,13 +234,14 @@ class FlightService(flight.FlightServerBase):
                 answer = encode_body(**_file_json(info))
             else:
                 raise InvalidArgument("do_put needs an upload or file_upload descriptor, "
-                                      f"not {request.kind!r}")
+                                      f"not {echo(request.kind)}")
             writer.write(pa.py_buffer(answer))
 
     # -- actions ---------------------------------------------------------------------
 
     def list_actions(self, context: flight.ServerCallContext) -> list[tuple[str, str]]:
-        return list(ACTIONS.items())
+        with flight_errors():
+            return list(ACTIONS.items())
 
     def do_action(self, context: flight.ServerCallContext,
                   action: flight.Action) -> Iterator[bytes]:
@@ -236,12 +249,12 @@ class FlightService(flight.FlightServerBase):
             return flight_sql.face(self).do_action(context, action)
         with flight_errors():
             caller = caller_of(context)
-            raw = action.body.to_pybytes() if action.body is not None else b""
-            handler = getattr(self, "_action_" + action.type, None)
-            if action.type not in ACTIONS or handler is None:
-                raise InvalidArgument(f"unknown action {action.type!r}; "
+            name = action.type
+            if name not in ACTIONS:
+                raise InvalidArgument(f"unknown action {echo(name)}; "
                                       f"actions are {', '.join(ACTIONS)}")
-            result = handler(caller, raw)
+            raw = action.body.to_pybytes() if action.body is not None else b""
+            result = getattr(self, "_action_" + name)(caller, raw)
         return iter([result])
 
     def _ticket_body(self, raw: bytes) -> TableTicket | FileTicket:
@@ -251,17 +264,21 @@ class FlightService(flight.FlightServerBase):
         return request
 
     def _action_health(self, caller: Caller, raw: bytes) -> bytes:
+        _no_arguments(raw, "health")
         return encode_body(status="ok")
 
     def _action_version(self, caller: Caller, raw: bytes) -> bytes:
+        _no_arguments(raw, "version")
         return encode_body(server=__version__, protocol=PROTOCOL_VERSION,
                            backend=self.backend.name)
 
     def _action_whoami(self, caller: Caller, raw: bytes) -> bytes:
+        _no_arguments(raw, "whoami")
         return encode_body(username=caller.username, user_id=caller.user_id,
                            admin=caller.is_admin, group_ids=list(caller.group_ids))
 
     def _action_logout(self, caller: Caller, raw: bytes) -> bytes:
+        _no_arguments(raw, "logout")
         self.backend.logout(caller)
         return encode_body(status="signed out")
 
@@ -278,7 +295,8 @@ class FlightService(flight.FlightServerBase):
         with self.backend.open_table(caller, streaming.ref_of(request)) as handle:
             columns = [
                 {"name": f.name, "type": short_name(column_type_of(f)),
-                 "description": (f.metadata or {}).get(META_DESCRIPTION, b"").decode()}
+                 "description": (f.metadata or {}).get(META_DESCRIPTION, b"").decode(
+                     "utf-8", "replace")}
                 for f in handle.schema
             ]
         return encode_body(columns=columns)
@@ -291,24 +309,26 @@ class FlightService(flight.FlightServerBase):
     def _action_list_tables(self, caller: Caller, raw: bytes) -> bytes:
         tables = [
             {**_file_json(s.file), "links": [list(link) for link in s.links], "rows": s.rows}
-            for s in self._list(caller, decode_body(raw))
+            for s in self._list(caller, decode_body(raw, "list_tables body",
+                                                    allowed=self.LIST_FIELDS))
         ]
         return encode_body(tables=tables)
 
     # -- helpers ---------------------------------------------------------------------
 
+    LIST_FIELDS = ("object_type", "object_id")
+
     def _list(self, caller: Caller, body: dict[str, object]) -> list[TableSummary]:
         object_type = body.get("object_type")
         object_id = body.get("object_id")
-        if object_type is not None and not isinstance(object_type, str):
-            raise InvalidArgument("object_type must be a string such as 'Image'")
-        if object_id is not None and (isinstance(object_id, bool)
-                                      or not isinstance(object_id, int)):
-            raise InvalidArgument("object_id must be an integer")
+        if object_type is not None:
+            check_text(object_type, "object_type", 100)
         if object_id is not None and object_type is None:
             raise InvalidArgument("object_id needs an object_type")
         if object_type is not None:
-            object_type = normalize_links([(object_type, object_id or 0)])[0][0]
+            object_type, checked_id = normalize_links(
+                [(object_type, 1 if object_id is None else object_id)])[0]
+            object_id = None if object_id is None else checked_id
         return self.backend.list_tables(caller, object_type, object_id)
 
     @staticmethod
@@ -316,4 +336,13 @@ class FlightService(flight.FlightServerBase):
         if descriptor.descriptor_type != flight.DescriptorType.CMD:
             raise InvalidArgument(f"the {what} must be a command (JSON), not a path")
         return decode(descriptor.command, what)
+
+    @classmethod
+    def _read_command(cls, descriptor: flight.FlightDescriptor) -> TableTicket | FileTicket:
+        """A descriptor for get_flight_info or get_schema: a table or file ticket."""
+        request = cls._decode_command(descriptor)
+        if not isinstance(request, (TableTicket, FileTicket)):
+            raise InvalidArgument(f"this descriptor must be a table or file ticket, not "
+                                  f"{echo(request.kind)} (upload descriptors go to do_put)")
+        return request
 

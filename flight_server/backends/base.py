@@ -232,6 +232,10 @@ class Backend(abc.ABC):
         per-user sessions (OMERO), so a token reaches exactly its own session."""
         return caller.username
 
+    def caller_for_token(self, subject: str) -> Caller:
+        """The caller a valid token's subject (:meth:`token_subject`) names."""
+        return self.lookup_caller(subject)
+
     def logout(self, caller: Caller) -> None:  # noqa: B027 - stateless backends: nothing to end
         """End the caller's sign-in."""
 

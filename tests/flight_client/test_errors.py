@@ -11,7 +11,7 @@ import pytest
 
 import flight_client
 from flight_client import errors
-from flight_client.protocol import encode_body
+from flight_client.protocol import TableTicket, UploadDescriptor, encode_body
 from flight_client.transport import Transport
 
 
@@ -34,10 +34,50 @@ def test_wrong_password(bridge):
                                        interactive=False)
 
 
-def test_permission_denied(bridge, table):
-    with pytest.raises(flight_client.PermissionDenied, match="may not read") as info:
+def test_hidden_table_is_not_found(bridge, table):
+    """As OMERO: a table the caller may not see is "not found", its owner unnamed."""
+    with pytest.raises(flight_client.NotFound, match="does not exist") as info:
         flight_client.read_table(file_id=table.file_id, **login(bridge, "carol"))
+    assert info.value.code == "not_found" and "alice" not in info.value.message
+
+
+def _schema(transport: Transport, command: bytes):
+    client = transport._client()
+    descriptor = flight.FlightDescriptor.for_command(command)
+    return transport.call(lambda: client.get_schema(descriptor, transport.options()))
+
+
+def test_get_schema_refusals_are_typed(bridge, table):
+    """pyarrow's get_schema loses Flight error types on both ends; the client still gets
+    the bridge's code and message, with no traceback."""
+    transport = Transport(bridge.url, retries=0)
+    transport.authenticate("alice", bridge.passwords["alice"])
+    assert _schema(transport, TableTicket(file_id=table.file_id).encode()).schema.names[0] == \
+        "__row__"
+    with pytest.raises(flight_client.NotFound, match="OriginalFile 987654 does not exist") \
+            as info:
+        _schema(transport, TableTicket(file_id=987654).encode())
+    assert info.value.code == "not_found"
+    for bad in (b"{not json", UploadDescriptor("x").encode(),
+                b'{"v":1,"kind":"table","file_id":"5"}'):
+        with pytest.raises(flight_client.InvalidRequest) as info:
+            _schema(transport, bad)
+        assert info.value.code == "invalid_argument"
+        assert "Traceback" not in info.value.message and ".py" not in info.value.message
+    transport.close()
+    anonymous = Transport(bridge.url, retries=0)
+    with pytest.raises(flight_client.AuthenticationFailed, match="no credentials"):
+        _schema(anonymous, TableTicket(file_id=table.file_id).encode())
+    anonymous.close()
+
+
+def test_permission_denied_code(flaky):
+    server = flaky("permission_denied", 1)
+    transport = Transport(f"grpc://127.0.0.1:{server.port}", retries=0)
+    with pytest.raises(flight_client.PermissionDenied) as info:
+        transport.action("health")
     assert info.value.code == "permission_denied"
+    transport.close()
 
 
 def test_not_found(alice):
@@ -110,8 +150,9 @@ class FlakyServer(flight.FlightServerBase):
         self.calls += 1
         if self.calls <= self.failures:
             extra = json.dumps({"code": self.code, "message": f"{self.code} #{self.calls}"})
-            cls = (flight.FlightUnavailableError if self.code == "unavailable"
-                   else flight.FlightInternalError)
+            cls = {"unavailable": flight.FlightUnavailableError,
+                   "permission_denied": flight.FlightUnauthorizedError}.get(
+                       self.code, flight.FlightInternalError)
             raise cls(f"{self.code} #{self.calls}", extra_info=extra.encode())
         return iter([encode_body(status="ok")])
 

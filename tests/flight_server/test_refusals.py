@@ -139,10 +139,14 @@ def test_private_group_and_read_only_group(connect):
     secret = upload(*carol, pa.table({"s": [1]}), "carol's")["file_id"]
     shared = upload(*alice, pa.table({"s": [2]}), "alice's")["file_id"]
     assert read(*carol, file_id=secret)["s"].to_pylist() == [1]
-    refused(lambda: read(*dave, file_id=secret), flight.FlightUnauthorizedError,
-            "permission_denied", "dave")
-    refused(lambda: read(*bob, file_id=secret), flight.FlightUnauthorizedError,
-            "permission_denied")
+    # As OMERO: what the caller may not see does not exist for them, owner and group unsaid.
+    hidden = refused(lambda: read(*dave, file_id=secret), flight.FlightServerError,
+                     "not_found", "does not exist")
+    missing = refused(lambda: read(*dave, file_id=987_654), flight.FlightServerError,
+                      "not_found", "does not exist")
+    assert hidden == missing.replace("987654", str(secret))
+    assert "carol" not in hidden and "secret" not in hidden
+    refused(lambda: read(*bob, file_id=secret), flight.FlightServerError, "not_found")
     assert read(*bob, file_id=shared)["s"].to_pylist() == [2]
     names = [t["name"] for t in action(*bob, "list_tables", encode_body())["tables"]]
     assert "alice's" in names and "carol's" not in names

@@ -98,6 +98,18 @@ def _add_table_marks(db: sqlite3.Connection) -> None:
     db.execute("COMMIT")
 
 
+def _migrate_users(db: sqlite3.Connection) -> None:
+    """Additive: ``users.token_generation``, advanced by a password change (removal deletes
+    the user); a bearer token names the user id, that generation and its own sign-in, which
+    logout ends (``ended_sign_ins``)."""
+    columns = {row[1] for row in db.execute("PRAGMA table_info(users)")}
+    if "token_generation" not in columns:
+        db.execute("ALTER TABLE users ADD COLUMN token_generation INTEGER NOT NULL DEFAULT 0")
+    # Sign-ins ended by logout (one token each), kept until every token could have expired.
+    db.execute("CREATE TABLE IF NOT EXISTS ended_sign_ins (sign_in TEXT PRIMARY KEY, "
+               "ended REAL NOT NULL)")
+
+
 class Catalog:
     """The SQLite file ``catalog.sqlite`` inside a store folder."""
 
@@ -110,6 +122,7 @@ class Catalog:
             self._db.execute("PRAGMA journal_mode = WAL")
             self._db.executescript(_SCHEMA)
             _add_table_marks(self._db)
+            _migrate_users(self._db)
             self._db.execute(
                 "INSERT INTO sqlite_sequence (name, seq) SELECT 'file_annotations', ? "
                 "WHERE NOT EXISTS (SELECT 1 FROM sqlite_sequence WHERE name='file_annotations')",

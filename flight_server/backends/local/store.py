@@ -36,7 +36,7 @@ import stat
 import time
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
@@ -57,7 +57,7 @@ from flight_server.backends.base import (
     UploadResult,
 )
 from flight_server.backends.local.catalog import FILE_COLUMNS, FILE_JOINS, PERMISSIONS, Catalog
-from flight_server.backends.local.passwords import hash_password, verify_password
+from flight_server.backends.local.passwords import hash_password, verify_password, verify_unknown
 from flight_server.errors import (
     AlreadyExists,
     InvalidArgument,
@@ -75,6 +75,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 SESSION_USER = "__session__"
+#: Seconds an ended sign-in is remembered: longer than any token lives.
+ENDED_KEPT = 30 * 24 * 3600.0
 ADMIN_GROUP = "system"
 
 
@@ -126,6 +128,7 @@ class LocalStore(Backend):
         self.catalog = Catalog(catalog)
         make_private(self.path)
         self.tmp, self._tmp_lock = _own_tmp(self.path / "tmp")
+        verify_unknown("")  # computes the dummy hash now, so no sign-in pays for it
 
     def __repr__(self) -> str:
         return f"LocalStore({str(self.path)!r})"
@@ -178,7 +181,7 @@ class LocalStore(Backend):
                 self.add_group(ADMIN_GROUP, "private")
             groups = [ADMIN_GROUP]
         group_ids = [self._group_id(g) for g in groups]
-        hashed = hash_password(password)
+        hashed = _hash(password)
         try:
             with self.catalog.transaction() as db:
                 cur = db.execute(
@@ -192,9 +195,11 @@ class LocalStore(Backend):
         return self._user_info(username)
 
     def set_password(self, username: str, password: str) -> None:
-        hashed = hash_password(password)
+        """Change a password; every token the user holds stops working."""
+        hashed = _hash(password)
         with self.catalog.transaction() as db:
-            cur = db.execute("UPDATE users SET password = ? WHERE username = ?",
+            cur = db.execute("UPDATE users SET password = ?, "
+                             "token_generation = token_generation + 1 WHERE username = ?",
                              (hashed, username))
             if cur.rowcount == 0:
                 raise NotFound(f"no user named {username!r}")
@@ -255,11 +260,46 @@ class LocalStore(Backend):
                 "running the OMERO backend; this server uses the embedded store"
             )
         row = self.catalog.one("SELECT password FROM users WHERE username = ?", (username,))
-        # Hash even for unknown users, so timing does not reveal which names exist.
-        stored = row["password"] if row else hash_password("not-a-user")
-        if not verify_password(password, stored) or row is None:
+        # One scrypt either way, so timing does not reveal which names exist.
+        if row is None:
+            verify_unknown(password)
+            raise Unauthenticated("wrong user name or password")
+        if not verify_password(password, row["password"]):
             raise Unauthenticated("wrong user name or password")
         return self.lookup_caller(username)
+
+    def token_subject(self, caller: Caller) -> str:
+        """``id:<user id>:<token generation>:<sign-in>``: a token ends with its own logout,
+        with a password change or the user's removal (every token of that user), and never
+        reaches a new user of the same name."""
+        row = self.catalog.one("SELECT token_generation FROM users WHERE id = ?",
+                               (caller.user_id,))
+        if row is None:
+            raise Unauthenticated("this user no longer exists")
+        return f"id:{caller.user_id}:{row['token_generation']}:{secrets.token_hex(12)}"
+
+    def caller_for_token(self, subject: str) -> Caller:
+        parts = subject.split(":")
+        if len(parts) != 4 or parts[0] != "id" or not all(
+                p.isascii() and p.isdigit() for p in parts[1:3]) or not parts[3].isalnum():
+            raise Unauthenticated("invalid token: sign in again")
+        user_id, generation, sign_in = int(parts[1]), int(parts[2]), parts[3]
+        row = self.catalog.one("SELECT username, token_generation FROM users WHERE id = ?",
+                               (user_id,))
+        if row is None or row["token_generation"] != generation or self.catalog.one(
+                "SELECT 1 FROM ended_sign_ins WHERE sign_in = ?", (sign_in,)) is not None:
+            raise Unauthenticated("this sign-in has ended: sign in again")
+        return replace(self.lookup_caller(row["username"]), session=sign_in)
+
+    def logout(self, caller: Caller) -> None:
+        """End the caller's sign-in: its token stops working (the user's others do not)."""
+        if not isinstance(caller.session, str):
+            return  # no token (a server without authentication): nothing to end
+        now = time.time()
+        with self.catalog.transaction() as db:
+            db.execute("INSERT OR IGNORE INTO ended_sign_ins VALUES (?, ?)",
+                       (caller.session, now))
+            db.execute("DELETE FROM ended_sign_ins WHERE ended < ?", (now - ENDED_KEPT,))
 
     def token_secret(self) -> bytes:
         """The HMAC key for bearer tokens, created (0600) on first use."""
@@ -288,13 +328,10 @@ class LocalStore(Backend):
         else:
             where, arg = "a.id = ?", ref.annotation_id
         row = self.catalog.one(f"SELECT {FILE_COLUMNS} FROM {FILE_JOINS} WHERE {where}", (arg,))
-        if row is None:
+        # As OMERO does: what the caller may not see does not exist for them (the same
+        # answer, so no one can map which ids exist or who owns them).
+        if row is None or not self._can_read(caller, row):
             raise NotFound(f"{ref} does not exist")
-        if not self._can_read(caller, row):
-            raise PermissionDenied(
-                f"{ref} belongs to {row['owner']} in group {row['grp']!r} "
-                f"({row['permissions']}); user {caller.username!r} may not read it"
-            )
         return row
 
     @staticmethod
@@ -572,6 +609,13 @@ def _lock_is_free(lock: Path) -> bool:
         return False
     with open(fd, "ab") as handle:
         return _flock(handle, blocking=False)
+
+
+def _hash(password: str) -> str:
+    try:
+        return hash_password(password)
+    except ValueError as exc:
+        raise InvalidArgument(str(exc)) from None
 
 
 def _disk_size(path: Path) -> int:

@@ -136,7 +136,7 @@ def test_a_table_too_wide_for_hdf5_is_refused_before_omero_sees_it(omero_bridge,
     columns = [f"Intensity_MeanIntensity_Channel{i:04d}" for i in range(800)]
     assert {len(c) for c in columns} == {35}
     frame = pd.DataFrame(np.zeros((3, 800)), columns=columns)
-    with pytest.raises(flight_client.InvalidRequest, match="64|65,536") as info:
+    with pytest.raises(flight_client.InvalidRequest, match="65,535") as info:
         flight_client.upload_table(frame, name, omero_connector=conn, progress=False,
                                    parent_id=omero_bridge.world.images[omero_bridge.world
                                                                        .shared_group])

@@ -398,6 +398,12 @@ class _Rewriter:
         if any(t.kind == FLOAT for t in terms):
             raise UnsafeQuery(f"{op!r} combines conditions or integers, not floats")
         kind = BOOL if all(t.kind == BOOL for t in terms) else INT
+        if any(t.const for t in terms):  # numexpr has no reflected & | ^: constants go last
+            consts = [t for t in terms if t.const]
+            value = consts[0].value
+            for t in consts[1:]:
+                value = _fold(op, value, t.value).value
+            terms = [t for t in terms if not t.const] + [_checked_value(value)]
         return self.made(kind, self.balanced(op, [self.text(t) for t in terms]))
 
     def balanced(self, op: str, texts: list[str]) -> str:
@@ -426,6 +432,8 @@ class _Rewriter:
             if term.const:
                 value = -term.value if sign == "-" else +term.value
                 return _checked_value(value)
+            if term.kind == BOOL:  # numexpr has no negation of booleans
+                return self.made(INT, f"(0 {sign} {term.text})")
             return self.made(FLOAT if term.kind == FLOAT else INT, f"({sign}{term.text})")
         if isinstance(node.op, (ast.Invert, ast.Not)):
             if term.kind not in (BOOL, INT):

@@ -25,6 +25,12 @@ from flight_client.protocol import TableTicket
 from flight_server import columns as cols
 from flight_server import hdf5_layout
 from flight_server.query import MAX_QUERY_LENGTH, check_query
+from tests.flight_server.backends.omero.conftest import (  # noqa: F401 - fixtures
+    omero_bridge,
+    omero_standin,
+    omero_world,
+    sign_in,
+)
 from tests.flight_server.test_tiledb_tables import upload_as
 from tests.flight_server.wire import action, error_code
 
@@ -262,3 +268,36 @@ def test_hdf5_where_takes_the_lock_per_chunk(tmp_path, monkeypatch):
     assert chunked.tolist() == whole.tolist()
     assert whole.tolist() == rows_where(data, lambda r: r["a"] % 7 == 3 or r["y"] > 2)
     assert counting.taken >= math.ceil(1000 / 64)
+
+
+# -- through OMERO: the checked query is forwarded to OMERO.tables ---------------------------
+
+@pytest.fixture
+def omero_alice(request):
+    pytest.importorskip("omero", reason="omero-py (with zeroc-ice 3.6) is not installed")
+    bridge = request.getfixturevalue("omero_bridge")
+    return bridge, request.getfixturevalue("sign_in")("alice")
+
+
+@pytest.mark.omero
+def test_crash_query_through_omero_leaves_its_tables_service_alive(omero_alice):
+    import pandas as pd
+
+    import flight_client
+
+    bridge, conn = omero_alice
+    frame = sample_table().drop_columns(["Image"]).to_pandas()
+    image = bridge.world.images[bridge.world.shared_group]
+    ann = flight_client.upload_table(frame, "query safety", parent_id=image,
+                                     omero_connector=conn, progress=False)
+    got = flight_client.read_table(annotation_id=ann, query="(a*0+m) % n == 0",
+                                   variables={"m": INT64_MIN, "n": -1}, omero_connector=conn)
+    assert bridge.standin.process.poll() is None, "OMERO's tables service died"
+    pd.testing.assert_frame_equal(got, frame, check_dtype=False)
+    for text in ("a > 2147483648 ** 4294967296", "a > 7 ** 123456789", "y / 0 > 1"):
+        with pytest.raises(flight_client.InvalidRequest) as info:
+            flight_client.read_table(annotation_id=ann, query=text, omero_connector=conn)
+        assert info.value.code == "invalid_argument"
+    found = flight_client.read_table(annotation_id=ann, query="a % (a - a - 1) == 0",
+                                     omero_connector=conn)
+    assert len(found) == ROWS and bridge.standin.process.poll() is None

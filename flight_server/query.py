@@ -44,8 +44,10 @@ What cannot trap or explode, by construction:
   for ever). Here every sub-expression made of literals only is folded by the
   checker with limits (integers stay in 64 bits, floats stay finite, no
   division by zero, powers are bounded before they are computed), so numexpr
-  never sees two literals under one operator; a divisor that is a literal 0
-  is refused, as is any literal numexpr would fold into an overflow.
+  never sees two literals under one operator. numexpr also folds ``x / c``
+  into ``x * (1 / c)`` in Python, so a literal divisor of ``/`` that is 0, or
+  whose inverse overflows, is refused. Literals of ``& | ^`` are written last
+  (numexpr has no reflected ``&``), and ``-`` of a boolean as ``0 - x``.
 * The text is checked before :func:`ast.parse` (length, bracket depth and
   number of operators), so the parser cannot run out of stack; whatever the
   parser still raises is a refusal. The tree is limited in depth and parts,

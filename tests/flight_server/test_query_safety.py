@@ -301,3 +301,31 @@ def test_crash_query_through_omero_leaves_its_tables_service_alive(omero_alice):
     found = flight_client.read_table(annotation_id=ann, query="a % (a - a - 1) == 0",
                                      omero_connector=conn)
     assert len(found) == ROWS and bridge.standin.process.poll() is None
+
+
+# -- the rewritten expressions themselves -----------------------------------------------------
+
+TYPES = {"a": cols.LONG, "y": cols.DOUBLE, "s": cols.STRING, "b": cols.BOOL}
+
+
+@pytest.mark.parametrize(("text", "variables", "expression"), [
+    ("(a*0+m) % n == 0", {"m": INT64_MIN, "n": -1}, "((((c0 * 0) + v0) % 1) == 0)"),
+    ("a % (a - 1) == 0", {}, "((c0 % where(((c0 - 1) == 0) | ((c0 - 1) == -1), 1, "
+                             "(c0 - 1))) == 0)"),
+    ("a % z == 0", {"z": 0}, "((c0 % 1) == 0)"),
+    ("y % 0.0 == 0", {}, "((c0 % 0.0) == 0)"),
+    ("a > 2 ** 10 - 1", {}, "(c0 > 1023)"),
+    ("a > -9223372036854775808", {}, "(c0 > (-9223372036854775808))"),
+    ("True & b", {}, "(c0 & True)"),
+    ("-b < a", {}, "((0 - c0) < c1)"),
+    ("(a == 1) | (a == 2) | (a == 3) | (a == 4)", {},
+     "(((c0 == 1) | (c0 == 2)) | ((c0 == 3) | (c0 == 4)))"),
+    ("y > sqrt(4) * 2", {}, "(c0 > 4.0)"),
+])
+def test_rewritten_expressions(text, variables, expression):
+    assert check_query(text, TYPES, variables).expression == expression
+
+
+def test_long_chains_stay_shallow():
+    text = " | ".join(f"(a == {i})" for i in range(200))
+    assert check_query(text, TYPES).expression.count("(((((((((") == 0

@@ -168,8 +168,17 @@ def run_case(bridge, text: str, variables: dict) -> None:
         assert bridge.alive(), f"the server died on {text!r} {variables!r}"
         assert not CANARY.exists(), f"{text!r} created the canary file"
     OUTCOMES["cases"] += 1
+    if OUTCOMES["cases"] % 1000 == 0:
+        write_report()
     if len(answers) == len(FORMATS):
         assert answers["hdf5"] == answers["tiledb"], text
+
+
+def write_report() -> None:
+    path = os.environ.get("OMERO_FLIGHT_FUZZ_REPORT")
+    if path:
+        summary = {"outcomes": dict(OUTCOMES), "reasons": dict(REASONS.most_common(40))}
+        Path(path).write_text(json.dumps(summary, indent=2) + "\n")
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -177,10 +186,7 @@ def report():
     CANARY.unlink(missing_ok=True)
     yield
     assert not CANARY.exists()
-    path = os.environ.get("OMERO_FLIGHT_FUZZ_REPORT")
-    if path:
-        summary = {"outcomes": dict(OUTCOMES), "reasons": dict(REASONS.most_common(40))}
-        Path(path).write_text(json.dumps(summary, indent=2) + "\n")
+    write_report()
 
 
 @FUZZ

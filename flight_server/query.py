@@ -44,10 +44,14 @@ What cannot trap or explode, by construction:
   for ever). Here every sub-expression made of literals only is folded by the
   checker with limits (integers stay in 64 bits, floats stay finite, no
   division by zero, powers are bounded before they are computed), so numexpr
-  never sees two literals under one operator. numexpr also folds ``x / c``
-  into ``x * (1 / c)`` in Python, so a literal divisor of ``/`` that is 0, or
-  whose inverse overflows, is refused. Literals of ``& | ^`` are written last
-  (numexpr has no reflected ``&``), and ``-`` of a boolean as ``0 - x``.
+  never sees two literals under one operator. A literal divisor of ``/`` and
+  the exponent of ``**`` are passed as variables: with literals there, numexpr
+  rewrites ``x / c`` into ``x * (1 / c)`` (folded in Python: ``1 / 0`` raises)
+  and ``x ** c`` into multiplications or ``sqrt``, depending on an
+  optimization level that differs between ``numexpr.evaluate`` and PyTables,
+  so the same query could give different rows on HDF5 and TileDB tables.
+  A literal 0 divisor of ``/`` is refused. Literals of ``& | ^`` are written
+  last (numexpr has no reflected ``&``), and ``-`` of a boolean as ``0 - x``.
 * The text is checked before :func:`ast.parse` (length, bracket depth and
   number of operators), so the parser cannot run out of stack; whatever the
   parser still raises is a refusal. The tree is limited in depth and parts,
@@ -361,8 +365,8 @@ class _Rewriter:
         if op == "/" and right.const:
             if right.value == 0:
                 raise UnsafeQuery("division by zero in the query")
-            if not math.isfinite(1.0 / right.value):  # numexpr folds x / c into x * (1 / c)
-                raise UnsafeQuery(f"division by {right.value!r} overflows")
+            # a variable, not a literal: numexpr would fold x / c into x * (1 / c), in Python
+            return self.made(kind, f"({self.text(left)} / {self.value_ref(right.value)})")
         if op == "%" and integers:
             return self.made(kind, f"({self.text(left)} % {self.safe_divisor(right)})")
         if op == "**":
@@ -388,7 +392,11 @@ class _Rewriter:
             raise UnsafeQuery("an integer to a negative integer power: write the exponent "
                               "as a float (e.g. x ** -1.0)")
         kind = INT if integers else FLOAT
-        return self.made(kind, f"({self.text(base)} ** {self.text(exponent)})")
+        # The exponent is passed as a variable: with a literal, numexpr rewrites ** as
+        # multiplications or sqrt depending on its optimization level, which differs between
+        # numexpr.evaluate and PyTables (and between threads), and answers could differ.
+        power = exponent.text if not exponent.const else self.value_ref(exponent.value)
+        return self.made(kind, f"({self.text(base)} ** {power})")
 
     def logic(self, op: str, terms: list[_Term]) -> _Term:
         self.numeric(op, *terms)

@@ -561,8 +561,9 @@ def check_query(
     except SyntaxError as exc:
         raise UnsafeQuery(f"the query is not a valid condition: {_short(exc.msg)}") from None
     except (RecursionError, MemoryError, ValueError, OverflowError) as exc:
-        raise UnsafeQuery(f"the query cannot be parsed ({type(exc).__name__}): "
-                          "it is too deep or holds a number too long") from None
+        raise UnsafeQuery(f"the query cannot be parsed ({type(exc).__name__}): it nests too "
+                          "deep, or holds a number too long or text that is not valid "
+                          "Unicode") from None
     rewriter = _Rewriter(columns, variables)
     try:
         term = rewriter.visit(tree)

@@ -112,7 +112,6 @@ _KEYWORDS = re.compile(r"\b(?:not|and|or)\b")
 
 # Kinds, as numexpr types them: booleans, integers, floats, byte strings.
 BOOL, INT, FLOAT, BYTES = "bool", "int", "float", "bytes"
-_NUMERIC = (BOOL, INT, FLOAT)
 
 
 class UnsafeQuery(ValueError):

@@ -53,6 +53,8 @@ log = logging.getLogger(__name__)
 
 #: The process-wide lock around every libhdf5 call.
 HDF5_LOCK = threading.RLock()
+#: Rows a query is evaluated over while holding :data:`HDF5_LOCK` (others wait at most this).
+WHERE_ROWS = 65_536
 
 VERSION = "2"
 TITLE = "OMERO HDF Measurement Storage"
@@ -336,17 +338,20 @@ class H5Reader(TableHandle):
         stop = min(stop, self.num_rows)
         if start >= stop:
             return np.empty(0, dtype=np.int64)
-        with HDF5_LOCK:
-            condvars = query.condvars(self._table.cols._f_col)
-            try:
-                found = self._table.get_where_list(
-                    query.expression, condvars=condvars, start=start, stop=stop, sort=True
-                )
-            except (TypeError, ValueError, NotImplementedError, KeyError, SyntaxError) as exc:
-                raise InvalidArgument(
-                    f"query {query.source!r} cannot be evaluated on this table: {exc}"
-                ) from None
-        return np.asarray(found, dtype=np.int64)
+        parts = []
+        for first in range(start, stop, WHERE_ROWS):  # the lock is released between chunks
+            with HDF5_LOCK:
+                condvars = query.condvars(self._table.cols._f_col)
+                try:
+                    parts.append(self._table.get_where_list(
+                        query.expression, condvars=condvars, start=first,
+                        stop=min(first + WHERE_ROWS, stop), sort=True))
+                except (TypeError, ValueError, NotImplementedError, KeyError, SyntaxError,
+                        ArithmeticError) as exc:
+                    raise InvalidArgument(
+                        f"query {query.source!r} cannot be evaluated on this table: {exc}"
+                    ) from None
+        return np.concatenate(parts).astype(np.int64, copy=False)
 
     def close(self) -> None:
         with HDF5_LOCK:

@@ -329,7 +329,8 @@ class TileDBReader(TableHandle):
         condvars = query.condvars(lambda name: self._numexpr_column(data[name], name))
         try:
             result = numexpr.evaluate(query.expression, local_dict=condvars, global_dict={})
-        except (TypeError, ValueError, NotImplementedError, KeyError, SyntaxError) as exc:
+        except (TypeError, ValueError, NotImplementedError, KeyError, SyntaxError,
+                ArithmeticError) as exc:
             raise InvalidArgument(
                 f"query {query.source!r} cannot be evaluated on this table: {exc}"
             ) from None

@@ -432,9 +432,12 @@ def download_table(
 ) -> int:
     """Write a table to a new CSV, Parquet or TileDB target, batch by batch; returns the row count.
 
-    CSV (the default) has a header and the row numbers as first, unnamed
-    column, as omero2pandas writes it. Parquet is chosen by ``format="parquet"``
-    or a ``.parquet`` suffix; its index is the row numbers. ``format="tiledb"``
+    CSV (the default) is byte for byte the file omero2pandas writes (header,
+    row numbers as first, unnamed column, pandas' float, boolean and NaN
+    formatting and quoting). Parquet is chosen by ``format="parquet"`` or a
+    ``.parquet`` suffix; it keeps each column's OMERO type (``omero.column_type``
+    field metadata), and pandas reads the row numbers back as the index (a
+    selection stores them in a ``__row__`` column; a whole table stores none). ``format="tiledb"``
     or a ``.tiledb`` suffix writes a TileDB array in OMERO Plus's layout
     (``tiledb`` extra; rows renumbered from 0, see
     :func:`flight_client.remote.write_tiledb`). An existing target raises
@@ -450,7 +453,9 @@ def download_table(
             from flight_client.remote import write_tiledb
 
             return write_tiledb(target_path, read.schema, read.batches, progress=False)[1]
-        return outputs.write_file(target_path, read.schema, read.batches, fmt)
+        whole = ticket.rows is None and ticket.query is None
+        return outputs.write_file(target_path, read.schema, read.batches, fmt,
+                                  keep_row_numbers=not whole)
 
 
 def column_details(conn: Connection, file_id: Any = None,

@@ -148,3 +148,38 @@ def test_progress_bar_when_asked(table, conn, capsys):
     assert "Reading table" in capsys.readouterr().err
     flight_client.read_table(file_id=table.file_id, omero_connector=conn)
     assert capsys.readouterr().err == ""  # stderr is not a terminal here
+
+
+def _typed_table() -> pa.Table:
+    file_field = pa.field("file", pa.int64(), metadata={b"omero.column_type": b"FileColumn"})
+    plain = pa.table({"image": [3, 4, 5], "x": [0.5, float("nan"), 2.0]})
+    return plain.append_column(file_field, pa.array([11, 12, 13]))
+
+
+def test_parquet_download_keeps_column_types_through_reupload(conn, tmp_path):
+    import duckdb
+    import polars as pl
+
+    ann = flight_client.upload_table(_typed_table(), "typed", parent_id=7001,
+                                     omero_connector=conn)
+    types = {c["name"]: c["type"] for c in
+             flight_client.reading.column_details(conn, annotation_id=ann)}
+    assert types["file"].endswith("FileColumn") and types["image"].endswith("ImageColumn")
+    whole, some = tmp_path / "whole.parquet", tmp_path / "some.parquet"
+    flight_client.download_table(whole, annotation_id=ann, omero_connector=conn, progress=False)
+    flight_client.download_table(some, annotation_id=ann, rows=[2, 0], omero_connector=conn,
+                                 progress=False)
+    schema = pq.read_schema(whole)
+    assert schema.names == ["image", "x", "file"]  # no __index_level_0__ for Polars or DuckDB
+    assert schema.field("file").metadata[b"omero.column_type"].endswith(b"FileColumn")
+    assert pl.read_parquet(whole).columns == ["image", "x", "file"]
+    assert duckdb.sql(f"SELECT * FROM '{whole}'").columns == ["image", "x", "file"]
+    assert list(pd.read_parquet(whole).index) == [0, 1, 2]
+    selected = pd.read_parquet(some)
+    assert list(selected.index) == [2, 0] and list(selected.columns) == ["image", "x", "file"]
+    for path in (whole, some):
+        again = flight_client.upload_table(str(path), "typed again", parent_id=7001,
+                                           omero_connector=conn)
+        back = {c["name"]: c["type"] for c in
+                flight_client.reading.column_details(conn, annotation_id=again)}
+        assert back == types

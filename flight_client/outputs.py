@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -60,10 +60,50 @@ def to_polars(table: pa.Table) -> Any:
     return pl.from_arrow(table)
 
 
-def to_duckdb(table: pa.Table, connection: Any = None) -> Any:
+def to_duckdb(data: pa.Table | pa.RecordBatchReader, connection: Any = None) -> Any:
+    """A DuckDB relation over a table (in memory) or a reader (scanned once, as it streams)."""
     duckdb = require_module("duckdb", "duckdb")
     con = connection if connection is not None else duckdb.default_connection()
-    return con.from_arrow(table)
+    return con.from_arrow(data)
+
+
+def lazy_polars(schema: Callable[[], pa.Schema],
+                open_reader: Callable[[list[str] | None], pa.RecordBatchReader],
+                name: str) -> Any:
+    """A ``polars.LazyFrame`` that streams the table only when collected.
+
+    ``schema()`` gives the Arrow schema (asked for when Polars plans);
+    ``open_reader(columns)`` starts a streaming read of only the columns the
+    query uses (``None``: all). Each batch is filtered by the query's predicate
+    as it arrives, and the read stops once a ``head``/``limit`` is satisfied.
+    """
+    pl = require_module("polars", "polars")
+    from polars.io.plugins import register_io_source
+
+    def polars_schema() -> Any:
+        return pl.from_arrow(schema().empty_table()).schema
+
+    def source(with_columns: list[str] | None, predicate: Any, n_rows: int | None,
+               batch_size: int | None) -> Iterator[Any]:
+        reader = open_reader(with_columns)
+        left = n_rows
+        try:
+            for batch in reader:
+                df = pl.from_arrow(batch)
+                if with_columns is not None:
+                    df = df.select(with_columns)
+                if predicate is not None:
+                    df = df.filter(predicate)
+                if left is not None:
+                    df = df.head(left)
+                    left -= df.height
+                yield df
+                if left is not None and left <= 0:
+                    return
+        finally:
+            reader.close()
+
+    return register_io_source(source, schema=polars_schema, explain_name=name)
 
 
 def file_format(target_path: str | os.PathLike[str], format: str | None) -> str:

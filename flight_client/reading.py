@@ -33,6 +33,7 @@ from flight_client.protocol import (
     ACTION_LIST_TABLES,
     ACTION_TABLE_COLUMNS,
     ACTION_TABLE_SIZE,
+    ROW_NUMBER_COLUMN,
     ProtocolError,
     RowRange,
     TableTicket,
@@ -398,18 +399,69 @@ def read_duckdb(
     *,
     connection: Any = None,
     row_numbers: bool = False,
+    stream: bool = False,
     progress: bool | None = None,
 ) -> Any:
     """Read a table into a DuckDB relation (needs the ``duckdb`` extra).
 
     ``connection`` is the DuckDB connection to create it on (default: DuckDB's
-    default connection).
+    default connection). By default the table is read into memory (Arrow) and
+    the relation can be queried any number of times. ``stream=True`` gives a
+    relation over the streaming read instead: DuckDB consumes batches as they
+    arrive, so memory stays bounded, but the relation can be scanned only once.
     """
     outputs.require_module("duckdb", "duckdb")
-    table = read_arrow(file_id, annotation_id, column_names, rows, chunk_size, omero_connector,
-                       server, port, username, password, query, variables,
-                       row_numbers=row_numbers, progress=progress)
-    return outputs.to_duckdb(table, connection)
+    data = read_arrow(file_id, annotation_id, column_names, rows, chunk_size, omero_connector,
+                      server, port, username, password, query, variables,
+                      stream=stream, row_numbers=row_numbers, progress=progress)
+    return outputs.to_duckdb(data, connection)
+
+
+def scan_polars(
+    file_id: int | None = None,
+    annotation_id: int | None = None,
+    column_names: Iterable[str] = (),
+    rows: Iterable[int] | None = None,
+    chunk_size: int | None = None,
+    omero_connector: Any = None,
+    server: str | None = None,
+    port: int | None = None,
+    username: str | None = None,
+    password: str | None = None,
+    query: str | None = None,
+    variables: Mapping[str, Any] | None = None,
+    *,
+    row_numbers: bool = False,
+    progress: bool | None = None,
+) -> Any:
+    """A lazy ``polars.LazyFrame`` over a table (needs the ``polars`` extra).
+
+    Nothing is read until ``collect()`` (or ``sink_*``); each collect streams
+    the table again, asking the bridge only for the columns the query uses,
+    filtering each batch as it arrives and stopping after ``head(n)``. Memory
+    then holds one batch plus what the query keeps (e.g. an aggregate).
+    """
+    outputs.require_module("polars", "polars")
+    selected = list(_column_selection(column_names) or ())
+    if rows is not None and not isinstance(rows, range):
+        rows = list(rows)  # read again at every collect
+    base = table_ticket(file_id, annotation_id, selected, rows, query, variables, chunk_size,
+                        row_numbers=row_numbers)
+    connect = _connect_args(omero_connector, server, port, username, password)
+
+    def schema() -> pa.Schema:
+        plain = table_ticket(file_id, annotation_id, selected, row_numbers=row_numbers)
+        with use_connection(**connect) as conn:
+            return conn.transport.flight_info(plain.encode()).schema
+
+    def open_reader(columns: list[str] | None) -> pa.RecordBatchReader:
+        wanted = selected if columns is None else [c for c in columns
+                                                   if c != ROW_NUMBER_COLUMN] or selected
+        return read_arrow(base.file_id, base.annotation_id, wanted, rows, chunk_size,
+                          omero_connector, server, port, username, password, query,
+                          variables, stream=True, row_numbers=row_numbers, progress=progress)
+
+    return outputs.lazy_polars(schema, open_reader, "omero-flight table")
 
 
 def download_table(

@@ -183,3 +183,34 @@ def test_parquet_download_keeps_column_types_through_reupload(conn, tmp_path):
         back = {c["name"]: c["type"] for c in
                 flight_client.reading.column_details(conn, annotation_id=again)}
         assert back == types
+
+
+def test_read_duckdb_stream_scans_the_reader_once(table, conn):
+    import duckdb
+
+    con = duckdb.connect()
+    relation = flight_client.read_duckdb(file_id=table.file_id, chunk_size=32, stream=True,
+                                         omero_connector=conn, connection=con)
+    assert relation.aggregate("sum(id), count(*)").fetchall() == [(sum(range(300)), 300)]
+    with pytest.raises(duckdb.InvalidInputException, match="already been consumed"):
+        relation.aggregate("count(*)").fetchall()
+
+
+def test_scan_polars_is_lazy_and_pushes_columns_down(table, conn, bridge):
+    import polars as pl
+
+    lazy = flight_client.scan_polars(file_id=table.file_id, chunk_size=50, omero_connector=conn)
+    assert isinstance(lazy, pl.LazyFrame)
+    assert lazy.collect_schema().names() == list(table.frame.columns)
+    result = (lazy.filter(pl.col("id") % 2 == 0).group_by("image")
+              .agg(pl.col("area").sum()).sort("image").collect())
+    expected = (table.frame[table.frame.id % 2 == 0].groupby("image")["area"].sum())
+    assert result["image"].to_list() == list(expected.index)
+    assert result["area"].to_list() == list(expected.values)
+    assert lazy.select("label").head(3).collect()["label"].to_list() == list(
+        table.frame["label"][:3])
+    # the same plan again: a fresh stream; selected rows and row numbers pass through
+    picked = flight_client.scan_polars(file_id=table.file_id, rows=iter([7, 3]),
+                                       row_numbers=True, omero_connector=conn)
+    for _ in range(2):
+        assert picked.select(ROW_NUMBER_COLUMN, "id").collect().rows() == [(7, 7), (3, 3)]

@@ -103,3 +103,18 @@ def test_selected_rows_and_columns_match_too(table, o2p, client, tmp_path):
                                  chunk_size=2, omero_connector=client, progress=False)
     assert ours.read_bytes() == theirs.read_bytes()
     assert pd.read_csv(ours, index_col=0).index.tolist() == rows
+
+
+def test_slash_in_a_column_name_reads_back_as_omero2pandas_reads_it(o2p, client, omero_world):  # noqa: F811
+    """omero2pandas stores ``a/b`` as ``a\\b`` and reads it back so; the bridge does the same."""
+    image = omero_world.images[omero_world.shared_group]
+    frame = pd.DataFrame({"a/b": [1.5, 2.5]})
+    by_o2p = omero2pandas.upload_table(frame, "slash o2p", parent_id=image, parent_type="Image",
+                                       omero_connector=o2p)
+    by_us = flight_client.upload_table(frame, "slash flight", parent_id=image,
+                                       omero_connector=client)
+    for ann in (by_o2p, by_us):
+        theirs = omero2pandas.read_table(annotation_id=ann, omero_connector=o2p)
+        ours = flight_client.read_table(annotation_id=ann, omero_connector=client,
+                                        progress=False)
+        assert list(theirs.columns) == list(ours.columns) == ["a\\b"]

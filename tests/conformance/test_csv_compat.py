@@ -118,3 +118,25 @@ def test_slash_in_a_column_name_reads_back_as_omero2pandas_reads_it(o2p, client,
         ours = flight_client.read_table(annotation_id=ann, omero_connector=client,
                                         progress=False)
         assert list(theirs.columns) == list(ours.columns) == ["a\\b"]
+
+
+def test_array_columns_match_too(o2p, client, omero_world, tmp_path):  # noqa: F811
+    import pyarrow as pa
+
+    image = omero_world.images[omero_world.shared_group]
+    table = pa.table({
+        "n": pa.array([1, 2, 3], pa.int64()),
+        "longs": pa.FixedSizeListArray.from_arrays(pa.array(range(6), pa.int64()), 2),
+        "floats": pa.FixedSizeListArray.from_arrays(
+            pa.array([0.1, 1.0, -2.5, float("nan"), 3.0, 1e-9], pa.float32()), 2),
+        "doubles": pa.FixedSizeListArray.from_arrays(
+            pa.array([0.1, 1.0, -2.5, float("nan"), 3.0, 1e20], pa.float64()), 2),
+    })
+    ann = flight_client.upload_table(table, "arrays", parent_id=image, omero_connector=client)
+    theirs, ours = tmp_path / "omero2pandas.csv", tmp_path / "flight.csv"
+    omero2pandas.download_table(str(theirs), annotation_id=ann, chunk_size=2,
+                                omero_connector=o2p)
+    flight_client.download_table(ours, annotation_id=ann, chunk_size=1, omero_connector=client,
+                                 progress=False)
+    assert ours.read_bytes() == theirs.read_bytes()
+    assert '"[0, 1]"' in ours.read_text()

@@ -436,10 +436,13 @@ def scan_polars(
 ) -> Any:
     """A lazy ``polars.LazyFrame`` over a table (needs the ``polars`` extra).
 
-    Nothing is read until ``collect()`` (or ``sink_*``); each collect streams
-    the table again, asking the bridge only for the columns the query uses,
-    filtering each batch as it arrives and stopping after ``head(n)``. Memory
-    then holds one batch plus what the query keeps (e.g. an aggregate).
+    Only the schema is fetched now (a missing table, column or permission
+    raises here, typed); rows are read at ``collect()`` (or ``sink_*``). Each
+    collect streams the table again, asking the bridge only for the columns
+    the query uses, filtering each batch as it arrives and stopping after
+    ``head(n)``. Memory then holds one batch plus what the query keeps (e.g.
+    an aggregate). An error during a collect reaches you as Polars wraps it
+    (``polars.exceptions.ComputeError`` with the original message).
     """
     outputs.require_module("polars", "polars")
     selected = list(_column_selection(column_names) or ())
@@ -449,10 +452,11 @@ def scan_polars(
                         row_numbers=row_numbers)
     connect = _connect_args(omero_connector, server, port, username, password)
 
-    def schema() -> pa.Schema:
-        plain = table_ticket(file_id, annotation_id, selected, row_numbers=row_numbers)
-        with use_connection(**connect) as conn:
-            return conn.transport.flight_info(plain.encode()).schema
+    # The schema is asked for now (no rows are read), so that a missing table, column or
+    # permission is a typed error here: Polars would wrap it in a ComputeError at collect.
+    plain = table_ticket(file_id, annotation_id, selected, row_numbers=row_numbers)
+    with use_connection(**connect) as conn:
+        schema = conn.transport.flight_info(plain.encode()).schema
 
     def open_reader(columns: list[str] | None) -> pa.RecordBatchReader:
         wanted = selected if columns is None else [c for c in columns
@@ -461,7 +465,7 @@ def scan_polars(
                           omero_connector, server, port, username, password, query,
                           variables, stream=True, row_numbers=row_numbers, progress=progress)
 
-    return outputs.lazy_polars(schema, open_reader, "omero-flight table")
+    return outputs.lazy_polars(lambda: schema, open_reader, "omero-flight table")
 
 
 def download_table(

@@ -51,3 +51,8 @@ def test_scan_polars_reads_only_the_used_columns(table, conn, monkeypatch):
     total = lazy.select(pl.col("area").sum()).collect().item()
     assert total == pytest.approx(table.frame["area"].sum())
     assert seen == [("area",)]
+
+
+def test_scan_polars_refuses_a_missing_table_with_a_typed_error(conn):
+    with pytest.raises(flight_client.NotFound, match="987654"):
+        flight_client.scan_polars(file_id=987654, omero_connector=conn)

@@ -26,7 +26,7 @@ def main() -> None:
                         help="small tables (CI); figures go to bench/results/smoke/")
     parser.add_argument("--rows", type=int, nargs="+",
                         help="table sizes for the memory benchmark (default 1M, 5M and 10M rows)")
-    parser.add_argument("--only", choices=["memory", "perf", "soak", "sql"],
+    parser.add_argument("--only", choices=["memory", "outputs", "perf", "soak", "sql"],
                         help="run only one benchmark (default: both)")
     args = parser.parse_args()
     sizes = args.rows or ([100_000, 400_000] if args.smoke else [1_000_000, 5_000_000, 10_000_000])
@@ -35,6 +35,10 @@ def main() -> None:
           f"{platform.python_version()})\n")
     if args.only in (None, "memory"):
         memory.run(sizes, out_dir / "memory.json")
+    if args.only in (None, "outputs"):
+        from bench import outputs
+
+        outputs.run(sizes[:2], out_dir / "outputs.json")
     if args.only in (None, "soak"):
         from bench import soak
 

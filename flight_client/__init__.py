@@ -8,8 +8,9 @@ once it points at a bridge (``server=``, or ``OMERO_FLIGHT_URL``)::
                                  username="me", password="secret")
 
 Beyond omero2pandas: :func:`read_arrow` (optionally streaming),
-:func:`read_polars`, :func:`read_duckdb`, Parquet downloads and
-:func:`list_tables`. TileDB tables for OMERO Plus (``tiledb`` extra):
+:func:`read_polars`, the lazy :func:`scan_polars`, :func:`read_duckdb` (optionally
+streaming), Parquet downloads, :func:`list_tables` and plain files with
+:func:`upload_file`. TileDB tables for OMERO Plus (``tiledb`` extra):
 :func:`create_tiledb` and :func:`register_table`. Errors are in :mod:`flight_client.errors`.
 """
 
@@ -39,6 +40,7 @@ from flight_client.reading import (
     read_duckdb,
     read_polars,
     read_table,
+    scan_polars,
 )
 from flight_client.remote import create_tiledb, register_table
 from flight_client.writing import upload_table
@@ -72,6 +74,7 @@ __all__ = [
     "read_polars",
     "read_table",
     "register_table",
+    "scan_polars",
     "upload_file",
     "upload_table",
 ]

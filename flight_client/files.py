@@ -54,6 +54,16 @@ def infer_compression(mimetype: str | None, name: str | None) -> str | None:
     )
 
 
+def _compression(info: dict[str, Any], check_type: bool) -> str | None:
+    """The file's compression; a file that is not CSV/CSV.gz is refused unless not checked."""
+    try:
+        return infer_compression(info.get("mimetype"), info.get("name"))
+    except errors.InvalidRequest:
+        if check_type:
+            raise
+        return None
+
+
 class _ChunkReader(io.RawIOBase):
     """A read-only file over an iterator of byte chunks."""
 
@@ -118,6 +128,7 @@ def read_csv(
     username: str | None = None,
     password: str | None = None,
     *,
+    check_type: bool = True,
     progress: bool | None = None,
     **kwargs: Any,
 ) -> pd.DataFrame:
@@ -126,15 +137,17 @@ def read_csv(
     ``chunk_size`` is bytes per message. Other keyword arguments go to
     ``pandas.read_csv``; select columns with ``column_names``, not ``usecols``.
     Gzip is detected from the file's mimetype or name unless ``compression``
-    is given.
+    is given. ``check_type=False`` reads any plain file (e.g. a ``.txt`` or
+    ``.tsv`` with ``sep="\t"``), not only CSV and CSV.gz.
     """
     if "usecols" in kwargs:
         raise errors.InvalidRequest("provide 'column_names' for column selection, not 'usecols'")
-    ticket = _file_ticket(file_id, annotation_id, chunk_size, True)
+    ticket = _file_ticket(file_id, annotation_id, chunk_size, check_type)
     with use_connection(omero_connector, server, port, username, password) as conn:
         info = file_info(conn, ticket)
+        compression = _compression(info, check_type)
         if "compression" not in kwargs:
-            kwargs["compression"] = infer_compression(info.get("mimetype"), info.get("name"))
+            kwargs["compression"] = compression
         LOGGER.info("reading file %s (%s) as CSV", info.get("file_id"), info.get("name"))
         progress_bar = bar("Reading CSV", info.get("size"), "B", progress)
         try:

@@ -1,22 +1,22 @@
 """Turn a stream of record batches into what the caller asked for.
 
 In memory: pandas (index = the table's own row numbers), Arrow, Polars,
-DuckDB. On disk: CSV (header plus an index column, as omero2pandas writes) or
-Parquet (the row numbers kept as the pandas index), written batch by batch so
-memory stays constant whatever the table's size.
+DuckDB. On disk: CSV (byte for byte the file omero2pandas writes) or Parquet (the
+columns with their OMERO column types; row numbers as the pandas index),
+written batch by batch so memory stays constant whatever the table's size.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import pyarrow as pa
-import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from flight_client import errors
@@ -60,10 +60,50 @@ def to_polars(table: pa.Table) -> Any:
     return pl.from_arrow(table)
 
 
-def to_duckdb(table: pa.Table, connection: Any = None) -> Any:
+def to_duckdb(data: pa.Table | pa.RecordBatchReader, connection: Any = None) -> Any:
+    """A DuckDB relation over a table (in memory) or a reader (scanned once, as it streams)."""
     duckdb = require_module("duckdb", "duckdb")
     con = connection if connection is not None else duckdb.default_connection()
-    return con.from_arrow(table)
+    return con.from_arrow(data)
+
+
+def lazy_polars(schema: Callable[[], pa.Schema],
+                open_reader: Callable[[list[str] | None], pa.RecordBatchReader],
+                name: str) -> Any:
+    """A ``polars.LazyFrame`` that streams the table only when collected.
+
+    ``schema()`` gives the Arrow schema (asked for when Polars plans);
+    ``open_reader(columns)`` starts a streaming read of only the columns the
+    query uses (``None``: all). Each batch is filtered by the query's predicate
+    as it arrives, and the read stops once a ``head``/``limit`` is satisfied.
+    """
+    pl = require_module("polars", "polars")
+    from polars.io.plugins import register_io_source
+
+    def polars_schema() -> Any:
+        return pl.from_arrow(schema().empty_table()).schema
+
+    def source(with_columns: list[str] | None, predicate: Any, n_rows: int | None,
+               batch_size: int | None) -> Iterator[Any]:
+        reader = open_reader(with_columns)
+        left = n_rows
+        try:
+            for batch in reader:
+                df = pl.from_arrow(batch)
+                if with_columns is not None:
+                    df = df.select(with_columns)
+                if predicate is not None:
+                    df = df.filter(predicate)
+                if left is not None:
+                    df = df.head(left)
+                    left -= df.height
+                yield df
+                if left is not None and left <= 0:
+                    return
+        finally:
+            reader.close()
+
+    return register_io_source(source, schema=polars_schema, explain_name=name)
 
 
 def file_format(target_path: str | os.PathLike[str], format: str | None) -> str:
@@ -87,76 +127,82 @@ def check_target(target_path: str | os.PathLike[str]) -> Path:
     return path
 
 
-INDEX_COLUMN = "__index_level_0__"  # where pandas keeps an unnamed index in Parquet
-
-
-def _indexed(batch: pa.RecordBatch, index_name: str, last: bool) -> pa.RecordBatch:
-    """The batch with its row numbers renamed to ``index_name``, first or last."""
-    rows, rest = split_row_numbers(batch)
-    if rows is None:
-        rows = pa.array(range(batch.num_rows), type=pa.int64())
-    columns, names = list(rest.columns), list(rest.schema.names)
-    if last:
-        return pa.RecordBatch.from_arrays([*columns, rows], names=[*names, index_name])
-    return pa.RecordBatch.from_arrays([rows, *columns], names=[index_name, *names])
-
-
-def _csv_writable(schema: pa.Schema) -> bool:
-    return not any(pa.types.is_nested(f.type) for f in schema)
+def _csv_frame(batch: pa.RecordBatch) -> pd.DataFrame:
+    """One batch as omero2pandas builds each chunk: array columns as Python lists."""
+    df = to_pandas(batch)
+    for field in batch.schema:
+        if field.name != ROW_NUMBER_COLUMN and pa.types.is_nested(field.type):
+            df[field.name] = pd.Series(batch.column(field.name).to_pylist(), index=df.index,
+                                       dtype=object)
+    return df
 
 
 class _CsvSink:
-    """CSV as omero2pandas writes it: an unnamed first column with the row numbers.
+    """CSV byte for byte as omero2pandas 0.4.2 writes it.
 
-    Arrow's CSV writer does the formatting; tables with array or mask columns,
-    which it cannot write, go through pandas (one batch at a time either way).
+    omero2pandas builds a DataFrame per chunk, indexed by the row numbers, and
+    appends it with ``DataFrame.to_csv(path, index=True, mode="a", header=<first>)``;
+    this writes every batch with the same call and options, so header, unnamed
+    index column, float and boolean formatting, NaN (empty) and quoting are the
+    same, and memory holds one batch.
     """
 
     def __init__(self, path: Path, schema: pa.Schema) -> None:
-        self._path = path
         self._schema = schema
-        self._arrow = _csv_writable(schema)
-        self._writer: pacsv.CSVWriter | None = None
-        self._fh = None if self._arrow else open(path, "x", newline="", encoding="utf-8")  # noqa: SIM115
+        self._fh = open(path, "x", newline="", encoding="utf-8")  # noqa: SIM115 - closed in close
         self._header = True
 
     def write(self, batch: pa.RecordBatch) -> None:
-        if not self._arrow:
-            to_pandas(batch).to_csv(self._fh, header=self._header, index=True)
-            self._header = False
-            return
-        out = _indexed(batch, "", last=False)
-        if self._writer is None:
-            self._writer = pacsv.CSVWriter(self._path, out.schema)
-        self._writer.write_batch(out)
+        _csv_frame(batch).to_csv(self._fh, index=True, header=self._header)
+        self._header = False
 
     def close(self) -> None:
-        if self._writer is None and self._fh is None:  # nothing arrived: still write a header
-            self._arrow = True
-            empty = pa.RecordBatch.from_pylist([], schema=self._schema)
-            self.write(empty)
-        if self._writer is not None:
-            self._writer.close()
-        if self._fh is not None:
-            if self._header:
-                self._fh.write(to_pandas(self._schema.empty_table()).to_csv(index=True))
+        try:
+            if self._header:  # no rows: omero2pandas writes no file; a header says more
+                self.write(pa.RecordBatch.from_pylist([], schema=self._schema))
+        finally:
             self._fh.close()
 
 
-class _ParquetSink:
-    """Parquet written batch by batch, with pandas metadata that makes the row numbers
-    the index when read back with pandas."""
+def _pandas_metadata(schema: pa.Schema, keep_rows: bool) -> dict[bytes, bytes]:
+    """pandas metadata: a plain RangeIndex, or the ``__row__`` column as an unnamed index."""
+    empty = to_pandas(schema.empty_table())
+    if not keep_rows:
+        return pa.Schema.from_pandas(empty, preserve_index=False).metadata
+    empty.index = pd.Index([], dtype="int64", name=ROW_NUMBER_COLUMN)
+    meta = json.loads(pa.Schema.from_pandas(empty, preserve_index=True).metadata[b"pandas"])
+    for column in meta["columns"]:
+        if column["field_name"] == ROW_NUMBER_COLUMN:
+            column["name"] = None
+    return {b"pandas": json.dumps(meta).encode()}
 
-    def __init__(self, path: Path, schema: pa.Schema) -> None:
-        empty = _indexed(pa.RecordBatch.from_pylist([], schema=schema), INDEX_COLUMN, last=True)
-        pandas_meta = pa.Schema.from_pandas(to_pandas(schema.empty_table()),
-                                            preserve_index=True).metadata
-        self._schema = empty.schema.with_metadata(pandas_meta)
+
+class _ParquetSink:
+    """Parquet written batch by batch: the table's columns with their field metadata
+    (``omero.column_type``), so a FileColumn or ImageColumn survives re-upload.
+
+    A whole-table read is rows 0..n-1, which pandas gets back as its RangeIndex:
+    nothing else is stored. A selection (``rows`` or ``query``) keeps its row
+    numbers in a ``__row__`` column that pandas reads back as the index.
+    """
+
+    def __init__(self, path: Path, schema: pa.Schema, keep_rows: bool) -> None:
+        columns = pa.schema([f for f in schema if f.name != ROW_NUMBER_COLUMN])
+        fields = list(columns)
+        if keep_rows:
+            fields.append(pa.field(ROW_NUMBER_COLUMN, pa.int64(), nullable=False))
+        self._keep_rows = keep_rows
+        self._schema = pa.schema(fields).with_metadata(_pandas_metadata(columns, keep_rows))
         self._writer = pq.ParquetWriter(path, self._schema)
 
     def write(self, batch: pa.RecordBatch) -> None:
-        out = _indexed(batch, INDEX_COLUMN, last=True)
-        self._writer.write_batch(pa.RecordBatch.from_arrays(out.columns, schema=self._schema))
+        rows, rest = split_row_numbers(batch)
+        columns = list(rest.columns)
+        if self._keep_rows:
+            if rows is None:
+                rows = pa.array(range(batch.num_rows), type=pa.int64())
+            columns.append(rows.cast(pa.int64()))
+        self._writer.write_batch(pa.RecordBatch.from_arrays(columns, schema=self._schema))
 
     def close(self) -> None:
         self._writer.close()
@@ -167,11 +213,16 @@ def write_file(
     schema: pa.Schema,
     batches: Iterable[pa.RecordBatch],
     format: str = "csv",
+    keep_row_numbers: bool = True,
 ) -> int:
-    """Write batches to a new file as they arrive; remove the partial file on failure."""
+    """Write batches to a new file as they arrive; remove the partial file on failure.
+
+    ``keep_row_numbers=False`` (a whole-table read, rows 0..n-1) stores no row
+    number column in Parquet; CSV always has them, as omero2pandas writes it.
+    """
     path = check_target(target_path)
-    sink: _CsvSink | _ParquetSink = (_ParquetSink(path, schema) if format == "parquet"
-                                     else _CsvSink(path, schema))
+    sink: _CsvSink | _ParquetSink = (_ParquetSink(path, schema, keep_row_numbers)
+                                     if format == "parquet" else _CsvSink(path, schema))
     rows = 0
     try:
         for batch in batches:

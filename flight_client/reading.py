@@ -33,6 +33,7 @@ from flight_client.protocol import (
     ACTION_LIST_TABLES,
     ACTION_TABLE_COLUMNS,
     ACTION_TABLE_SIZE,
+    ROW_NUMBER_COLUMN,
     ProtocolError,
     RowRange,
     TableTicket,
@@ -398,18 +399,73 @@ def read_duckdb(
     *,
     connection: Any = None,
     row_numbers: bool = False,
+    stream: bool = False,
     progress: bool | None = None,
 ) -> Any:
     """Read a table into a DuckDB relation (needs the ``duckdb`` extra).
 
     ``connection`` is the DuckDB connection to create it on (default: DuckDB's
-    default connection).
+    default connection). By default the table is read into memory (Arrow) and
+    the relation can be queried any number of times. ``stream=True`` gives a
+    relation over the streaming read instead: DuckDB consumes batches as they
+    arrive, so memory stays bounded, but the relation can be scanned only once.
     """
     outputs.require_module("duckdb", "duckdb")
-    table = read_arrow(file_id, annotation_id, column_names, rows, chunk_size, omero_connector,
-                       server, port, username, password, query, variables,
-                       row_numbers=row_numbers, progress=progress)
-    return outputs.to_duckdb(table, connection)
+    data = read_arrow(file_id, annotation_id, column_names, rows, chunk_size, omero_connector,
+                      server, port, username, password, query, variables,
+                      stream=stream, row_numbers=row_numbers, progress=progress)
+    return outputs.to_duckdb(data, connection)
+
+
+def scan_polars(
+    file_id: int | None = None,
+    annotation_id: int | None = None,
+    column_names: Iterable[str] = (),
+    rows: Iterable[int] | None = None,
+    chunk_size: int | None = None,
+    omero_connector: Any = None,
+    server: str | None = None,
+    port: int | None = None,
+    username: str | None = None,
+    password: str | None = None,
+    query: str | None = None,
+    variables: Mapping[str, Any] | None = None,
+    *,
+    row_numbers: bool = False,
+    progress: bool | None = None,
+) -> Any:
+    """A lazy ``polars.LazyFrame`` over a table (needs the ``polars`` extra).
+
+    Only the schema is fetched now (a missing table, column or permission
+    raises here, typed); rows are read at ``collect()`` (or ``sink_*``). Each
+    collect streams the table again, asking the bridge only for the columns
+    the query uses, filtering each batch as it arrives and stopping after
+    ``head(n)``. Memory then holds one batch plus what the query keeps (e.g.
+    an aggregate). An error during a collect reaches you as Polars wraps it
+    (``polars.exceptions.ComputeError`` with the original message).
+    """
+    outputs.require_module("polars", "polars")
+    selected = list(_column_selection(column_names) or ())
+    if rows is not None and not isinstance(rows, range):
+        rows = list(rows)  # read again at every collect
+    base = table_ticket(file_id, annotation_id, selected, rows, query, variables, chunk_size,
+                        row_numbers=row_numbers)
+    connect = _connect_args(omero_connector, server, port, username, password)
+
+    # The schema is asked for now (no rows are read), so that a missing table, column or
+    # permission is a typed error here: Polars would wrap it in a ComputeError at collect.
+    plain = table_ticket(file_id, annotation_id, selected, row_numbers=row_numbers)
+    with use_connection(**connect) as conn:
+        schema = conn.transport.flight_info(plain.encode()).schema
+
+    def open_reader(columns: list[str] | None) -> pa.RecordBatchReader:
+        wanted = selected if columns is None else [c for c in columns
+                                                   if c != ROW_NUMBER_COLUMN] or selected
+        return read_arrow(base.file_id, base.annotation_id, wanted, rows, chunk_size,
+                          omero_connector, server, port, username, password, query,
+                          variables, stream=True, row_numbers=row_numbers, progress=progress)
+
+    return outputs.lazy_polars(lambda: schema, open_reader, "omero-flight table")
 
 
 def download_table(
@@ -432,9 +488,12 @@ def download_table(
 ) -> int:
     """Write a table to a new CSV, Parquet or TileDB target, batch by batch; returns the row count.
 
-    CSV (the default) has a header and the row numbers as first, unnamed
-    column, as omero2pandas writes it. Parquet is chosen by ``format="parquet"``
-    or a ``.parquet`` suffix; its index is the row numbers. ``format="tiledb"``
+    CSV (the default) is byte for byte the file omero2pandas writes (header,
+    row numbers as first, unnamed column, pandas' float, boolean and NaN
+    formatting and quoting). Parquet is chosen by ``format="parquet"`` or a
+    ``.parquet`` suffix; it keeps each column's OMERO type (``omero.column_type``
+    field metadata), and pandas reads the row numbers back as the index (a
+    selection stores them in a ``__row__`` column; a whole table stores none). ``format="tiledb"``
     or a ``.tiledb`` suffix writes a TileDB array in OMERO Plus's layout
     (``tiledb`` extra; rows renumbered from 0, see
     :func:`flight_client.remote.write_tiledb`). An existing target raises
@@ -450,7 +509,9 @@ def download_table(
             from flight_client.remote import write_tiledb
 
             return write_tiledb(target_path, read.schema, read.batches, progress=False)[1]
-        return outputs.write_file(target_path, read.schema, read.batches, fmt)
+        whole = ticket.rows is None and ticket.query is None
+        return outputs.write_file(target_path, read.schema, read.batches, fmt,
+                                  keep_row_numbers=not whole)
 
 
 def column_details(conn: Connection, file_id: Any = None,

@@ -357,8 +357,10 @@ def parquet_source(path: str | os.PathLike[str], chunk_size: int | None = None) 
     if not path.is_file():
         raise errors.InvalidRequest(f"could not find file {str(path)!r}")
     pf = pq.ParquetFile(path)
+    pandas_index = [n for n in pf.schema_arrow.names if n.startswith("__index_level_")]
+    pandas_index += [n for n in (pf.schema_arrow.pandas_metadata or {}).get("index_columns", [])
+                     if isinstance(n, str)]  # e.g. download_table's __row__
     schema = pf.schema_arrow.remove_metadata()
-    pandas_index = [n for n in schema.names if n.startswith("__index_level_")]
     keep = [n for n in schema.names if n not in pandas_index]
     schema = pa.schema([schema.field(n) for n in keep])
     size = chunk_size or optimal_chunk_size(len(keep))

@@ -148,3 +148,69 @@ def test_progress_bar_when_asked(table, conn, capsys):
     assert "Reading table" in capsys.readouterr().err
     flight_client.read_table(file_id=table.file_id, omero_connector=conn)
     assert capsys.readouterr().err == ""  # stderr is not a terminal here
+
+
+def _typed_table() -> pa.Table:
+    file_field = pa.field("file", pa.int64(), metadata={b"omero.column_type": b"FileColumn"})
+    plain = pa.table({"image": [3, 4, 5], "x": [0.5, float("nan"), 2.0]})
+    return plain.append_column(file_field, pa.array([11, 12, 13]))
+
+
+def test_parquet_download_keeps_column_types_through_reupload(conn, tmp_path):
+    import duckdb
+    import polars as pl
+
+    ann = flight_client.upload_table(_typed_table(), "typed", parent_id=7001,
+                                     omero_connector=conn)
+    types = {c["name"]: c["type"] for c in
+             flight_client.reading.column_details(conn, annotation_id=ann)}
+    assert types["file"].endswith("FileColumn") and types["image"].endswith("ImageColumn")
+    whole, some = tmp_path / "whole.parquet", tmp_path / "some.parquet"
+    flight_client.download_table(whole, annotation_id=ann, omero_connector=conn, progress=False)
+    flight_client.download_table(some, annotation_id=ann, rows=[2, 0], omero_connector=conn,
+                                 progress=False)
+    schema = pq.read_schema(whole)
+    assert schema.names == ["image", "x", "file"]  # no __index_level_0__ for Polars or DuckDB
+    assert schema.field("file").metadata[b"omero.column_type"].endswith(b"FileColumn")
+    assert pl.read_parquet(whole).columns == ["image", "x", "file"]
+    assert duckdb.sql(f"SELECT * FROM '{whole}'").columns == ["image", "x", "file"]
+    assert list(pd.read_parquet(whole).index) == [0, 1, 2]
+    selected = pd.read_parquet(some)
+    assert list(selected.index) == [2, 0] and list(selected.columns) == ["image", "x", "file"]
+    for path in (whole, some):
+        again = flight_client.upload_table(str(path), "typed again", parent_id=7001,
+                                           omero_connector=conn)
+        back = {c["name"]: c["type"] for c in
+                flight_client.reading.column_details(conn, annotation_id=again)}
+        assert back == types
+
+
+def test_read_duckdb_stream_scans_the_reader_once(table, conn):
+    import duckdb
+
+    con = duckdb.connect()
+    relation = flight_client.read_duckdb(file_id=table.file_id, chunk_size=32, stream=True,
+                                         omero_connector=conn, connection=con)
+    assert relation.aggregate("sum(id), count(*)").fetchall() == [(sum(range(300)), 300)]
+    with pytest.raises(duckdb.InvalidInputException, match="already been consumed"):
+        relation.aggregate("count(*)").fetchall()
+
+
+def test_scan_polars_is_lazy_and_pushes_columns_down(table, conn, bridge):
+    import polars as pl
+
+    lazy = flight_client.scan_polars(file_id=table.file_id, chunk_size=50, omero_connector=conn)
+    assert isinstance(lazy, pl.LazyFrame)
+    assert lazy.collect_schema().names() == list(table.frame.columns)
+    result = (lazy.filter(pl.col("id") % 2 == 0).group_by("image")
+              .agg(pl.col("area").sum()).sort("image").collect())
+    expected = (table.frame[table.frame.id % 2 == 0].groupby("image")["area"].sum())
+    assert result["image"].to_list() == list(expected.index)
+    assert result["area"].to_list() == list(expected.values)
+    assert lazy.select("label").head(3).collect()["label"].to_list() == list(
+        table.frame["label"][:3])
+    # the same plan again: a fresh stream; selected rows and row numbers pass through
+    picked = flight_client.scan_polars(file_id=table.file_id, rows=iter([7, 3]),
+                                       row_numbers=True, omero_connector=conn)
+    for _ in range(2):
+        assert picked.select(ROW_NUMBER_COLUMN, "id").collect().rows() == [(7, 7), (3, 3)]

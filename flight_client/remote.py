@@ -81,26 +81,11 @@ def _layout() -> Any:
 # -- writing an array ----------------------------------------------------------------------------
 def _reader_batches(reader: Any, chunk_size: int) -> tuple[pa.Schema, Iterator[pa.RecordBatch]]:
     """Schema and batches (at most ``chunk_size`` rows) of a RecordBatchReader or Flight stream."""
+    from flight_client.writing import rechunk  # the one re-batching, shared with uploads
+
     if hasattr(reader, "to_reader"):  # a Flight stream reader
         reader = reader.to_reader()
-
-    def batches() -> Iterator[pa.RecordBatch]:
-        """Batches of exactly ``chunk_size`` rows (the last may be shorter)."""
-        pending: list[pa.RecordBatch] = []
-        held = 0
-        for batch in reader:
-            while batch.num_rows:
-                part = batch.slice(0, chunk_size - held)
-                batch = batch.slice(part.num_rows)
-                pending.append(part)
-                held += part.num_rows
-                if held == chunk_size:
-                    yield pa.Table.from_batches(pending).combine_chunks().to_batches()[0]
-                    pending, held = [], 0
-        if held:
-            yield pa.Table.from_batches(pending).combine_chunks().to_batches()[0]
-
-    return reader.schema, batches()
+    return reader.schema, rechunk(reader, chunk_size)
 
 
 def _source_batches(source: Any, chunk_size: int

@@ -102,3 +102,23 @@ def _close_joined(client: Any) -> None:
             client.closeSession()
         except Exception:  # noqa: BLE001
             log.debug("closing a joined OMERO client failed", exc_info=True)
+
+
+class HeldUpload:
+    """What an upload holds until it ends: its user's session (``OmeroSession.hold``, so
+    the idle timer spares it) and its :class:`SpareSession`; ``_finish`` lets go of both."""
+
+    _session: OmeroSession
+    _spare: SpareSession | None
+    _held: bool
+
+    def _finish(self) -> None:
+        """End the spare session and the hold on the user's session (once)."""
+        spare, self._spare = self._spare, None
+        try:
+            if spare is not None:
+                spare.close()
+        finally:
+            if self._held:
+                self._held = False
+                self._session.release()

@@ -16,7 +16,7 @@ from omero.rtypes import rstring, unwrap
 
 from flight_server.backends.base import FileInfo, FileWriter
 from flight_server.backends.omero.calls import ALL_GROUPS, CallGate, in_group
-from flight_server.backends.omero.cleanup import SpareSession
+from flight_server.backends.omero.cleanup import HeldUpload, SpareSession
 from flight_server.backends.omero.sessions import OmeroSession
 from flight_server.backends.omero.writer import save_annotation
 from flight_server.errors import InvalidArgument
@@ -65,7 +65,7 @@ def file_chunks(gate: CallGate, session: OmeroSession, info: FileInfo,
             session.release()
 
 
-class OmeroFileWriter(FileWriter):
+class OmeroFileWriter(HeldUpload, FileWriter):
     """A new OriginalFile written through a RawFileStore, annotated and linked on commit."""
 
     def __init__(self, gate: CallGate, session: OmeroSession, name: str, mimetype: str,
@@ -141,13 +141,3 @@ class OmeroFileWriter(FileWriter):
         if self._spare is None or not self._spare.delete_file(file_id, self._ctx):
             log.error("could not delete the unfinished OriginalFile %s", file_id)
 
-    def _finish(self) -> None:
-        """End the spare session and the hold on the user's session (once)."""
-        spare, self._spare = self._spare, None
-        try:
-            if spare is not None:
-                spare.close()
-        finally:
-            if self._held:
-                self._held = False
-                self._session.release()

@@ -37,7 +37,7 @@ from omero.rtypes import rstring, unwrap
 from flight_server import columns as cols
 from flight_server.backends.base import TableWriter, UploadResult
 from flight_server.backends.omero.calls import CallGate, in_group
-from flight_server.backends.omero.cleanup import SpareSession
+from flight_server.backends.omero.cleanup import HeldUpload, SpareSession
 from flight_server.backends.omero.grid import empty_column, fill
 from flight_server.backends.omero.sessions import OmeroSession, message_size_max
 from flight_server.columns import check_hdf5_header
@@ -114,7 +114,7 @@ def save_annotation(update: Any, file_id: int, links: Sequence[tuple[str, int]],
     return annotation_id
 
 
-class OmeroTableWriter(TableWriter):
+class OmeroTableWriter(HeldUpload, TableWriter):
     """Writes one table as one caller; see the module docstring."""
 
     def __init__(self, gate: CallGate, session: OmeroSession, name: str, schema: pa.Schema,
@@ -222,17 +222,6 @@ class OmeroTableWriter(TableWriter):
             return
         log.error("could not delete the unfinished table %r (OriginalFile %s) of %s",
                   self._name, file_id, self._session.username)
-
-    def _finish(self) -> None:
-        """End the spare session and the hold on the user's session (once)."""
-        spare, self._spare = self._spare, None
-        try:
-            if spare is not None:
-                spare.close()
-        finally:
-            if self._held:
-                self._held = False
-                self._session.release()
 
 
 def _clear(column: Any) -> None:

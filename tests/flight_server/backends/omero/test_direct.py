@@ -138,3 +138,35 @@ def test_chunks_larger_than_one_omero_call_read_the_same(private_table, sign_in,
         pd.testing.assert_frame_equal(
             flight_client.read_table(omero_connector=ice, **kwargs, **extra),
             flight_client.read_table(omero_connector=direct, **kwargs, **extra))
+
+
+def test_crafted_table_files_in_omeros_data_directory_are_refused(
+        omero_bridge, sign_in, direct_sign_in, tmp_path):
+    """An OMERO.tables file that reaches outside itself (external storage aimed at a file on
+    the bridge's host, a virtual dataset over another table) is refused before PyTables
+    reads it, in direct mode as in the embedded store (issue 10, finding 0)."""
+    import shutil
+
+    from flight_server.repository import original_file_path
+    from tests.flight_server import hostile_hdf5
+
+    world = omero_bridge.world
+    outside = tmp_path / "outside-secret"
+    outside.write_bytes(b"SECRET-CANARY-" * 64)
+    alice = sign_in("alice")
+    small = pd.DataFrame({"s": ["a", "b"], "n": [1, 2]})
+    crafted = {
+        "external storage": hostile_hdf5.external_storage(tmp_path / "ext.h5", outside),
+        "virtual dataset": hostile_hdf5.virtual(tmp_path / "vds.h5",
+                                                hostile_hdf5.template(tmp_path / "other.h5")),
+    }
+    for what, path in crafted.items():
+        ann = flight_client.upload_table(small, what, omero_connector=alice, progress=False,
+                                         parent_id=world.images[world.private_group])
+        file_id = next(t["file_id"] for t in flight_client.list_tables(omero_connector=alice)
+                       if t["annotation_id"] == ann)
+        # As if written to OMERO by some other client: the bytes on OMERO's disk are crafted.
+        shutil.copyfile(path, original_file_path(omero_bridge.standin.data_dir, file_id))
+        with pytest.raises(flight_client.InvalidRequest) as refused:
+            flight_client.read_table(file_id=file_id, omero_connector=direct_sign_in("alice"))
+        assert "SECRET-CANARY" not in str(refused.value), what

@@ -211,8 +211,9 @@ def failover_batches(transport: Transport, ticket: bytes, locations: list[str | 
             if remaining is None:
                 raise
             avoid.add(transport.resolve(location))
-            LOGGER.warning("replica %s failed (%s); reading on from %s",
-                           transport.resolve(location), err, transport.resolve(ordered[i + 1]))
+            LOGGER.warning("replica %s failed after %d rows (%s); reading on from %s",
+                           transport.resolve(location), received, err,
+                           transport.resolve(ordered[i + 1]))
 
 
 def _endpoint_batches(transport: Transport, endpoint: flight.FlightEndpoint,

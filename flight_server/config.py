@@ -102,6 +102,10 @@ class Settings:
             if not url.startswith(("grpc://", "grpc+tcp://", "grpc+tls://")):
                 raise ConfigError(f"replica location {url!r} (advertise/peers) must be a "
                                   "grpc:// or grpc+tls:// URL")
+        if self.uses_omero and self.peer_locations:
+            raise ConfigError("peers cannot be used with the OMERO backend yet: its tokens name "
+                              "an OMERO session held by one replica, which the others cannot "
+                              "use; replicas share reads over the embedded store only")
         if (self.tls_cert is None) != (self.tls_key is None):
             raise ConfigError("TLS needs both tls_cert and tls_key")
         if self.insecure_no_auth and not is_loopback(self.host):

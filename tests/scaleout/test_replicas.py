@@ -9,6 +9,7 @@ to the others, and what must be refused is.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import pickle
 from pathlib import Path
@@ -204,9 +205,10 @@ def test_a_token_signed_with_another_key_is_refused(replicas: Replicas, tmp_path
         store.close()
 
 
-def test_a_read_completes_when_a_replica_is_killed_mid_read(replicas: Replicas,
-                                                            table: int) -> None:
+def test_a_read_completes_when_a_replica_is_killed_mid_read(
+        replicas: Replicas, table: int, caplog: pytest.LogCaptureFixture) -> None:
     """Runs last in this module: replica 1 stays down."""
+    caplog.set_level(logging.WARNING, logger="flight_client.reading")
     expected = frame()
     with flight_client.connect_to_omero(server=replicas.urls[0], username="alice",
                                         password=PASSWORDS["alice"], interactive=False,
@@ -221,3 +223,6 @@ def test_a_read_completes_when_a_replica_is_killed_mid_read(replicas: Replicas,
         got = pa.Table.from_batches(batches).to_pandas()
     assert list(got["__row__"]) == list(range(ROWS))
     pd.testing.assert_frame_equal(got.drop(columns="__row__"), expected)
+    failovers = [r.getMessage() for r in caplog.records if "reading on from" in r.getMessage()]
+    assert failovers and all(replicas.urls[1] in m.split(" failed")[0] for m in failovers)
+    print("\n".join(failovers))

@@ -57,10 +57,17 @@ class Replicas:
 
 
 def start_replicas(folder: Path, count: int = 3, split_rows: int = 20_000) -> Replicas:
-    """``count`` replicas of one seeded store, each advertising itself and naming its peers."""
+    """``count`` replicas of one store, each advertising itself and naming its peers.
+
+    ``folder/store`` is seeded with the test users and ``folder/token.key`` written the
+    first time; later calls serve the same store with the same key.
+    """
     store = folder / "store"
-    seed_store(store).close()
-    key = write_key(folder / "token.key")
+    if not store.exists():
+        seed_store(store).close()
+    key = folder / "token.key"
+    if not key.exists():
+        write_key(key)
     ports = [free_port() for _ in range(count)]
     urls = [f"grpc://127.0.0.1:{p}" for p in ports]
     replicas = Replicas(store, urls)

@@ -193,6 +193,28 @@ def test_a_query_is_one_partition_evaluated_by_the_bridge(replicas: Replicas,
     pd.testing.assert_frame_equal(got, expected, check_index_type=False)
 
 
+def test_uploads_through_every_replica_at_once(replicas: Replicas) -> None:
+    """One catalog, three processes writing to it at the same time: every table whole."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def upload(i: int) -> int:
+        return flight_client.upload_table(frame(5000 + i), f"parallel-{i}", parent_id=1,
+                                          server=replicas.urls[i % 3], username="bob",
+                                          password=PASSWORDS["bob"], progress=False)
+
+    with ThreadPoolExecutor(6) as pool:
+        annotations = list(pool.map(upload, range(6)))
+    assert len(set(annotations)) == 6
+    for url in replicas.urls:
+        listed = {t["annotation_id"]: t for t in flight_client.list_tables(
+            server=url, username="bob", password=PASSWORDS["bob"])}
+        assert set(annotations) <= set(listed)
+    for i, ann in enumerate(annotations):
+        got = flight_client.read_table(annotation_id=ann, server=replicas.urls[(i + 1) % 3],
+                                       username="bob", password=PASSWORDS["bob"])
+        pd.testing.assert_frame_equal(got, frame(5000 + i), check_index_type=False)
+
+
 def test_a_ticket_of_one_user_is_refused_to_another(replicas: Replicas, table: int) -> None:
     with flight_client.connect_to_omero(server=replicas.urls[0], username="alice",
                                         password=PASSWORDS["alice"], interactive=False,

@@ -12,6 +12,8 @@ fails over to the next replica (:func:`flight_client.reading.failover_batches`).
 from __future__ import annotations
 
 import json
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass, replace
 
 import pyarrow as pa
@@ -112,13 +114,30 @@ def plan(conn: Connection | Transport, ticket: TableTicket,
     return ReadPlan(info.schema, info.total_records, tuple(parts), access)
 
 
+#: Transports a worker process keeps open (by access), so its partitions reuse channels,
+#: each with the locations that failed for it (tried last by the process's later reads).
+_TRANSPORTS: OrderedDict[Access, tuple[Transport, set[str]]] = OrderedDict()
+_TRANSPORTS_LOCK = threading.Lock()
+MAX_TRANSPORTS = 4
+
+
+def _transport(access: Access) -> tuple[Transport, set[str]]:
+    with _TRANSPORTS_LOCK:
+        cached = _TRANSPORTS.get(access)
+        if cached is not None and not cached[0].closed:
+            _TRANSPORTS.move_to_end(access)
+            return cached
+        cached = _TRANSPORTS[access] = (access.transport(), set())
+        while len(_TRANSPORTS) > MAX_TRANSPORTS:
+            _TRANSPORTS.popitem(last=False)  # not closed: a read may still use it
+        return cached
+
+
 def read_partition(partition: Partition, access: Access) -> pa.Table:
     """One partition's rows, from the first of its replicas that serves them."""
-    transport = access.transport()
-    try:
-        batches = list(failover_batches(transport, partition.ticket, list(partition.locations)))
-    finally:
-        transport.close()
+    transport, avoid = _transport(access)
+    batches = list(failover_batches(transport, partition.ticket, list(partition.locations),
+                                    avoid))
     return pa.Table.from_batches(
         [pa.RecordBatch.from_arrays(b.columns, schema=partition.schema) for b in batches],
         schema=partition.schema)

@@ -23,12 +23,11 @@ from typing import Any
 import pandas as pd
 import pyarrow as pa
 
-from flight_client import errors, outputs
+from flight_client import outputs
 from flight_client.connection import Connection
-from flight_client.partitions import Access, Partition, ReadPlan, plan, read_partition
+from flight_client.partitions import Access, Partition, ReadPlan, plan_with, read_partition
 from flight_client.protocol import ROW_NUMBER_COLUMN
 from flight_client.reading import table_ticket
-from flight_client.transport import Transport
 
 
 def read_frame(partition: Partition, access: Access,
@@ -89,20 +88,5 @@ def read_dask(
     """
     outputs.require_module("dask.dataframe", "dask")
     ticket = table_ticket(file_id, annotation_id, columns, rows, query, variables, chunk_size)
-    if isinstance(omero_connector, Connection):
-        read = plan(omero_connector, ticket)
-    elif omero_connector is not None:
-        raise errors.InvalidRequest("omero_connector must be a flight_client Connection")
-    else:
-        details = Connection(server, port, username, password).details
-        if details.missing():
-            raise errors.MissingConnectionDetails(
-                "cannot connect: missing " + "; ".join(details.missing()))
-        transport = Transport(details.url, tls_root_certs=details.tls_root_certs)
-        try:
-            transport.authenticate(details.username or "", details.password or "")
-            transport.keep_sign_in()
-            read = plan(transport, ticket, details.tls_root_certs)
-        finally:
-            transport.close()
+    read = plan_with(ticket, omero_connector, server, port, username, password)
     return from_plan(read)

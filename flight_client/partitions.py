@@ -114,6 +114,33 @@ def plan(conn: Connection | Transport, ticket: TableTicket,
     return ReadPlan(info.schema, info.total_records, tuple(parts), access)
 
 
+def plan_with(ticket: TableTicket, omero_connector: Connection | None = None,
+              server: str | None = None, port: int | None = None, username: str | None = None,
+              password: str | None = None) -> ReadPlan:
+    """Plan a read for a lazy engine (Dask, Ray) on the caller's connection or a new sign-in.
+
+    A new sign-in is left open until its token expires: the engine's workers use the
+    token after this returns. With ``omero_connector``, keep that connection open
+    until the computation ends.
+    """
+    if isinstance(omero_connector, Connection):
+        return plan(omero_connector, ticket)
+    if omero_connector is not None:
+        raise errors.InvalidRequest("omero_connector must be a flight_client Connection")
+    details = Connection(server, port, username, password).details
+    if details.missing():
+        raise errors.MissingConnectionDetails(
+            "cannot connect: missing " + "; ".join(details.missing()))
+    transport = Transport(details.url, tls_root_certs=details.tls_root_certs)
+    try:
+        transport.authenticate(details.username or "", details.password or "")
+        read = plan(transport, ticket, details.tls_root_certs)
+        transport.keep_sign_in()  # only once planned: a failed plan logs out
+        return read
+    finally:
+        transport.close()
+
+
 #: Transports a worker process keeps open (by access), so its partitions reuse channels,
 #: each with the locations that failed for it (tried last by the process's later reads).
 _TRANSPORTS: OrderedDict[Access, tuple[Transport, set[str]]] = OrderedDict()

@@ -17,7 +17,7 @@ from pathlib import Path
 from flight_server.backends.base import Backend
 from flight_server.backends.local import LocalStore
 from flight_server.config import ConfigError, Settings, is_loopback, load_settings
-from flight_server.errors import BridgeError
+from flight_server.errors import AlreadyExists, BridgeError
 from flight_server.health import start_health
 from flight_server.service import FlightService
 from flight_server.token_key import read_token_key
@@ -87,7 +87,10 @@ def ensure_root(store: LocalStore, out=sys.stdout) -> str | None:
     if any(u.username == "root" for u in store.list_users()):
         return None
     password = secrets.token_urlsafe(18)
-    store.add_user("root", password, admin=True)
+    try:
+        store.add_user("root", password, admin=True)
+    except AlreadyExists:  # a replica starting on the same new store created it first
+        return None
     path = store.path / ROOT_PASSWORD_FILE
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as fh:

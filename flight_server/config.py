@@ -164,6 +164,8 @@ def _convert(name: str, value: Any, kind: str) -> Any:
             return float(value)
         if "Path" in kind:
             return Path(value).expanduser()
+        if isinstance(value, list) and name == "peers":  # TOML: peers = ["grpc://...", ...]
+            return ",".join(str(v) for v in value)
         return str(value)
     except (TypeError, ValueError):
         raise ConfigError(f"setting {name!r} has an invalid value {value!r}") from None

@@ -28,6 +28,13 @@ def test_arguments_win_and_no_replicas_means_no_locations() -> None:
     assert settings.replica_locations == [REUSE_CONNECTION, "grpc://b:1"]
 
 
+def test_peers_as_a_toml_list(tmp_path) -> None:
+    config = tmp_path / "bridge.toml"
+    config.write_text('[server]\nadvertise = "grpc://a:1"\npeers = ["grpc://b:1", "grpc://c:1"]\n')
+    settings = load_settings({}, config, environ={})
+    assert settings.replica_locations == ["grpc://a:1", "grpc://b:1", "grpc://c:1"]
+
+
 @pytest.mark.parametrize("given", [{"advertise": "bridge-1:8815"},
                                    {"peers": "grpc://a:1,http://b:2"}])
 def test_a_replica_location_must_be_a_flight_url(given: dict[str, str]) -> None:

@@ -166,6 +166,20 @@ def test_dask_distributed_read_equals_the_table(replicas: Replicas, table: int,
     assert float(df["grp"].sum().compute()) == float(expected["grp"].sum())
 
 
+@pytest.mark.slow
+def test_two_million_rows_through_dask_workers(replicas: Replicas, dask_client) -> None:
+    """The issue's size: 2,000,000 rows, 16 endpoints over three replicas."""
+    from flight_client.dask import read_dask
+
+    big = frame(2_000_000)
+    login = {"username": "alice", "password": PASSWORDS["alice"]}
+    ann = flight_client.upload_table(big, "two-million", parent_id=1, server=replicas.urls[1],
+                                     progress=False, **login)
+    df = read_dask(annotation_id=ann, server=replicas.urls[2], **login)
+    assert df.npartitions == MAX_ENDPOINTS and df.known_divisions
+    pd.testing.assert_frame_equal(df.compute(), big, check_index_type=False)
+
+
 def test_column_selection_reaches_the_tickets(replicas: Replicas, table: int) -> None:
     pytest.importorskip("dask.dataframe")
     from flight_client.dask import read_dask, read_frame

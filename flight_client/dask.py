@@ -33,10 +33,11 @@ from flight_client.reading import table_ticket
 def read_frame(partition: Partition, access: Access,
                columns: Iterable[str] | None = None) -> pd.DataFrame:
     """One partition as pandas; Dask passes the columns it needs, and only they travel."""
-    if columns is not None:
-        partition = partition.with_columns(
-            tuple(c for c in columns if c != ROW_NUMBER_COLUMN) or None)
-    return outputs.to_pandas(read_partition(partition, access))
+    if columns is None:
+        return outputs.to_pandas(read_partition(partition, access))
+    wanted = [c for c in columns if c != ROW_NUMBER_COLUMN]  # none: only the row numbers
+    frame = outputs.to_pandas(read_partition(partition.with_columns(tuple(wanted)), access))
+    return frame[wanted]  # in the order Dask asked for
 
 
 def _divisions(read: ReadPlan) -> tuple[int, ...] | None:

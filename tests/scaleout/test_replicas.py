@@ -192,6 +192,12 @@ def test_column_selection_reaches_the_tickets(replicas: Replicas, table: int) ->
     got = projected.partitions[1].compute(scheduler="sync")
     assert list(got.columns) == ["grp"]
     assert list(got.index) == list(range(PER, 2 * PER))
+    # Dask's order, not the table's; no columns at all: only the row numbers travel
+    swapped = df[["val", "idx"]].partitions[2].compute(scheduler="sync")
+    pd.testing.assert_frame_equal(swapped, frame().loc[2 * PER:3 * PER - 1, ["val", "idx"]],
+                                  check_index_type=False)
+    assert len(df) == ROWS
+    assert list(df.index.partitions[0].compute(scheduler="sync")) == list(range(PER))
 
 
 def test_a_query_is_one_partition_evaluated_by_the_bridge(replicas: Replicas,

@@ -18,7 +18,7 @@ import threading
 from collections.abc import Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -37,6 +37,7 @@ from flight_client.protocol import (
     ProtocolError,
     RowRange,
     TableTicket,
+    decode,
 )
 from flight_client.transport import Transport
 
@@ -160,9 +161,66 @@ def table_ticket(
 
 
 # -- streaming ---------------------------------------------------------------------------------
-def _endpoint_batches(transport: Transport, endpoint: flight.FlightEndpoint) -> Iterator[Any]:
-    location = endpoint.locations[0].uri.decode() if endpoint.locations else None
-    return transport.stream(endpoint.ticket.ticket, location)
+def endpoint_locations(endpoint: flight.FlightEndpoint) -> list[str | None]:
+    """An endpoint's locations in the bridge's order (``[None]``: the server asked)."""
+    return [loc.uri.decode() for loc in endpoint.locations] or [None]
+
+
+def resume_ticket(ticket: bytes, received: int) -> bytes | None:
+    """The ticket for what is left of a read after ``received`` rows, None if it cannot resume.
+
+    A row range resumes after the rows received; any read resumes from the start when
+    nothing was received yet.
+    """
+    if received == 0:
+        return ticket
+    request = decode(ticket, "ticket")
+    if not isinstance(request, TableTicket) or not isinstance(request.rows, RowRange):
+        return None
+    return replace(request, rows=RowRange(request.rows.start + received,
+                                          request.rows.stop)).encode()
+
+
+def _unavailable(err: errors.OmeroFlightError) -> bool:
+    """A replica that cannot serve now (down, unreachable, stopping, cut off): try another."""
+    return isinstance(err, errors.ConnectionFailed | errors.ServerBusy) or (
+        type(err) is errors.ServerError and err.code is None)
+
+
+def failover_batches(transport: Transport, ticket: bytes, locations: list[str | None],
+                     avoid: set[str] | None = None) -> Iterator[pa.RecordBatch]:
+    """One endpoint's batches, trying its locations in order (as ADBC does).
+
+    A location that is unavailable, when the stream opens or in its middle, hands
+    the read to the next one; a row range resumes after the rows already received.
+    ``avoid`` (shared by one read's endpoints) moves locations that failed to the end.
+    """
+    avoid = set() if avoid is None else avoid
+    ordered = sorted(locations, key=lambda loc: transport.resolve(loc) in avoid)
+    remaining: bytes | None = ticket
+    received = 0
+    for i, location in enumerate(ordered):
+        try:
+            for batch in transport.stream(remaining, location):
+                received += batch.num_rows
+                yield batch
+            return
+        except errors.OmeroFlightError as err:
+            if not _unavailable(err) or i == len(ordered) - 1:
+                raise
+            remaining = resume_ticket(ticket, received)
+            if remaining is None:
+                raise
+            avoid.add(transport.resolve(location))
+            LOGGER.warning("replica %s failed after %d rows (%s); reading on from %s",
+                           transport.resolve(location), received, err,
+                           transport.resolve(ordered[i + 1]))
+
+
+def _endpoint_batches(transport: Transport, endpoint: flight.FlightEndpoint,
+                      avoid: set[str] | None = None) -> Iterator[Any]:
+    return failover_batches(transport, endpoint.ticket.ticket, endpoint_locations(endpoint),
+                            avoid)
 
 
 def _put(q: queue.Queue, item: tuple[str, Any], stop: threading.Event) -> bool:
@@ -176,10 +234,10 @@ def _put(q: queue.Queue, item: tuple[str, Any], stop: threading.Event) -> bool:
 
 
 def _fetch_into(transport: Transport, endpoint: flight.FlightEndpoint, q: queue.Queue,
-                stop: threading.Event) -> None:
+                stop: threading.Event, avoid: set[str]) -> None:
     if stop.is_set():
         return
-    stream = _endpoint_batches(transport, endpoint)
+    stream = _endpoint_batches(transport, endpoint, avoid)
     try:
         for batch in stream:
             if not _put(q, ("batch", batch), stop):
@@ -194,15 +252,16 @@ def _fetch_into(transport: Transport, endpoint: flight.FlightEndpoint, q: queue.
 def ordered_batches(transport: Transport, endpoints: list[flight.FlightEndpoint],
                     parallel: int = MAX_PARALLEL_ENDPOINTS) -> Iterator[pa.RecordBatch]:
     """Batches of all endpoints in endpoint order; up to ``parallel`` endpoints at once."""
+    avoid: set[str] = set()
     if len(endpoints) <= 1 or parallel <= 1:
         for endpoint in endpoints:
-            yield from _endpoint_batches(transport, endpoint)
+            yield from _endpoint_batches(transport, endpoint, avoid)
         return
     stop = threading.Event()
     queues: list[queue.Queue] = [queue.Queue(maxsize=PREFETCH_BATCHES) for _ in endpoints]
     workers = min(parallel, len(endpoints))
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="omero-flight-get") as pool:
-        futures = [pool.submit(_fetch_into, transport, ep, q, stop)
+        futures = [pool.submit(_fetch_into, transport, ep, q, stop, avoid)
                    for ep, q in zip(endpoints, queues, strict=True)]
         try:
             for q in queues:

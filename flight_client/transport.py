@@ -190,12 +190,14 @@ class Transport:
         self._header: tuple[bytes, bytes] | None = None
         self._credentials: tuple[str, str] | None = None
         self._closed = False
+        #: A token adopted from another connection: closing does not end its sign-in.
+        self._borrowed = False
 
     # -- plumbing ---------------------------------------------------------------------------
     def _client(self, location: str | None = None) -> flight.FlightClient:
         if self._closed:
             raise errors.ConnectionClosed("this connection has been shut down; open a new one")
-        uri = self.location if location in (None, "", *_REUSE_URIS) else location
+        uri = self.resolve(location)
         with self._lock:
             client = self._clients.get(uri)
             if client is None:
@@ -206,6 +208,30 @@ class Transport:
                     client = flight.FlightClient(uri, **kwargs)
                 self._clients[uri] = client
             return client
+
+    @property
+    def token(self) -> tuple[bytes, bytes] | None:
+        """The bearer header; every replica sharing the signing key accepts it."""
+        return self._header
+
+    def adopt_token(self, header: tuple[bytes, bytes]) -> None:
+        """Call with another connection's bearer header (a Dask worker's reads).
+
+        Closing this transport then leaves the sign-in to its owner; there is no
+        password to log in again with, so an expired token fails the call.
+        """
+        self._header = (bytes(header[0]), bytes(header[1]))
+        self._credentials = None
+        self._borrowed = True
+
+    def keep_sign_in(self) -> None:
+        """Closing this transport then leaves its sign-in open until the token expires
+        (a lazy Dask read's workers still use the token after the planning call)."""
+        self._borrowed = True
+
+    def resolve(self, location: str | None) -> str:
+        """The URL a location means: this transport's own for none or "reuse connection"."""
+        return self.location if location in (None, "", *_REUSE_URIS) else location
 
     def options(self) -> flight.FlightCallOptions:
         headers = [self._header] if self._header else []
@@ -371,7 +397,7 @@ class Transport:
 
     def close(self) -> None:
         """Log out, then close every Flight client; later calls raise :class:`ConnectionClosed`."""
-        if not self._closed and self._header is not None:
+        if not self._closed and self._header is not None and not self._borrowed:
             self._logout()
         self._closed = True
         with self._lock:

@@ -22,6 +22,8 @@ from pathlib import Path
 from typing import Any
 
 ENV_PREFIX = "OMERO_FLIGHT_"
+#: Flight's location meaning "the server that answered get_flight_info".
+REUSE_CONNECTION = "arrow-flight-reuse-connection://?"
 
 
 def default_store() -> Path:
@@ -61,6 +63,10 @@ class Settings:
     health_port: int | None = None
     # A file whose bytes sign bearer tokens, shared by replicas (None: the backend's own key).
     token_secret_file: Path | None = None
+    # Scale-out: the URL clients reach this replica at, and the other replicas' URLs
+    # (comma-separated) that serve the same tables; endpoints list all of them.
+    advertise: str | None = None
+    peers: str | None = None
 
     @property
     def uses_omero(self) -> bool:
@@ -76,8 +82,30 @@ class Settings:
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"{scheme}://{host}:{self.port}"
 
+    @property
+    def peer_locations(self) -> list[str]:
+        return [p.strip() for p in (self.peers or "").split(",") if p.strip()]
+
+    @property
+    def replica_locations(self) -> list[str] | None:
+        """Every replica's URL for endpoints, this one first (None: no replicas set).
+
+        Without ``advertise``, this replica is Flight's "reuse this connection" location.
+        """
+        if self.advertise is None and not self.peer_locations:
+            return None
+        return [self.advertise or REUSE_CONNECTION, *self.peer_locations]
+
     def check(self) -> None:
         """Refuse unsafe or incomplete combinations."""
+        for url in ([self.advertise] if self.advertise else []) + self.peer_locations:
+            if not url.startswith(("grpc://", "grpc+tcp://", "grpc+tls://")):
+                raise ConfigError(f"replica location {url!r} (advertise/peers) must be a "
+                                  "grpc:// or grpc+tls:// URL")
+        if self.uses_omero and self.peer_locations:
+            raise ConfigError("peers cannot be used with the OMERO backend yet: its tokens name "
+                              "an OMERO session held by one replica, which the others cannot "
+                              "use; replicas share reads over the embedded store only")
         if (self.tls_cert is None) != (self.tls_key is None):
             raise ConfigError("TLS needs both tls_cert and tls_key")
         if self.insecure_no_auth and not is_loopback(self.host):
@@ -136,6 +164,8 @@ def _convert(name: str, value: Any, kind: str) -> Any:
             return float(value)
         if "Path" in kind:
             return Path(value).expanduser()
+        if isinstance(value, list) and name == "peers":  # TOML: peers = ["grpc://...", ...]
+            return ",".join(str(v) for v in value)
         return str(value)
     except (TypeError, ValueError):
         raise ConfigError(f"setting {name!r} has an invalid value {value!r}") from None

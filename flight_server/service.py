@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -110,6 +111,7 @@ class FlightService(flight.FlightServerBase):
         spool_dir: str | Path | None = None,
         omero_web_url: str | None = None,
         sign_in_throttle: SignInThrottle | None = None,
+        replicas: list[str] | None = None,
     ) -> None:
         if token_secret is None:
             token_secret = backend.token_secret()
@@ -117,6 +119,8 @@ class FlightService(flight.FlightServerBase):
         self.split_rows = max(1, int(split_rows))
         self.spool_dir = spool_dir
         self.omero_web_url = omero_web_url
+        #: Every replica's location, this one first; None: endpoints name no location.
+        self.replicas = list(replicas) if replicas else None
         #: Set when a graceful shutdown's drain deadline passed: running calls end.
         self.stopping = threading.Event()
         self.signer = TokenSigner(token_secret, token_lifetime)
@@ -141,9 +145,16 @@ class FlightService(flight.FlightServerBase):
                     descriptor: flight.FlightDescriptor) -> flight.FlightInfo:
         read = streaming.plan_read(self.backend, caller, ticket)
         try:
-            endpoints = [flight.FlightEndpoint(t.encode(), [])
-                         for t in streaming.split_ticket(read, self.split_rows)]
-            return flight.FlightInfo(read.schema, descriptor, endpoints, read.total_records, -1)
+            expires = pa.scalar(int((time.time() + self.signer.lifetime) * 1e9),
+                                type=pa.timestamp("ns", tz="UTC"))
+            endpoints = [
+                flight.FlightEndpoint(t.encode(), streaming.rotated(self.replicas, i),
+                                      expiration_time=expires,
+                                      app_metadata=streaming.endpoint_metadata(t))
+                for i, t in enumerate(streaming.split_ticket(read, self.split_rows))
+            ]
+            return flight.FlightInfo(read.schema, descriptor, endpoints, read.total_records, -1,
+                                     ordered=True)
         finally:
             read.close()
 

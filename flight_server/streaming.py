@@ -9,6 +9,7 @@ other streams interleave with this one.
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
@@ -189,6 +190,21 @@ def split_ticket(read: TableRead, split_rows: int) -> list[TableTicket]:
         replace(ticket, rows=RowRange(s, min(s + per, read.stop)))
         for s in range(read.start, read.stop, per)
     ]
+
+
+def rotated(replicas: list[str] | None, index: int) -> list[str]:
+    """Endpoint ``index``'s locations: every replica, starting at a different one each time."""
+    if not replicas:
+        return []
+    k = index % len(replicas)
+    return replicas[k:] + replicas[:k]
+
+
+def endpoint_metadata(ticket: TableTicket) -> bytes:
+    """An endpoint's app_metadata: its row range (``{"start", "stop"}``) as JSON, if any."""
+    if not isinstance(ticket.rows, RowRange):
+        return b""
+    return json.dumps({"start": ticket.rows.start, "stop": ticket.rows.stop}).encode()
 
 
 def is_table_file(info: FileInfo) -> bool:

@@ -17,7 +17,7 @@ from pathlib import Path
 from flight_server.backends.base import Backend
 from flight_server.backends.local import LocalStore
 from flight_server.config import ConfigError, Settings, is_loopback, load_settings
-from flight_server.errors import BridgeError
+from flight_server.errors import AlreadyExists, BridgeError
 from flight_server.health import start_health
 from flight_server.service import FlightService
 from flight_server.token_key import read_token_key
@@ -73,6 +73,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--token-secret-file",
                    help="file whose bytes sign bearer tokens, the same for every replica "
                         "(mode 0600 or 0400; default: a key the backend keeps)")
+    p.add_argument("--advertise",
+                   help="scale-out: the URL clients reach this replica at (e.g. "
+                        "grpc://bridge-1:8815), listed in every read's endpoints")
+    p.add_argument("--peers",
+                   help="scale-out: the other replicas' URLs, comma-separated; they serve the "
+                        "same store (or OMERO) with the same --token-secret-file")
     p.set_defaults(func=run)
 
 
@@ -81,7 +87,10 @@ def ensure_root(store: LocalStore, out=sys.stdout) -> str | None:
     if any(u.username == "root" for u in store.list_users()):
         return None
     password = secrets.token_urlsafe(18)
-    store.add_user("root", password, admin=True)
+    try:
+        store.add_user("root", password, admin=True)
+    except AlreadyExists:  # a replica starting on the same new store created it first
+        return None
     path = store.path / ROOT_PASSWORD_FILE
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as fh:
@@ -124,6 +133,7 @@ def make_server(settings: Settings, store: Backend) -> FlightService:
         spool_dir=settings.spool_dir or getattr(store, "tmp", None),
         omero_web_url=settings.omero_web_url,
         token_secret=read_token_key(settings.token_secret_file),
+        replicas=settings.replica_locations,
     )
 
 
@@ -134,7 +144,7 @@ def run(args: argparse.Namespace) -> int:
              ("host", "port", "store", "tls_cert", "tls_key", "insecure_no_auth", "split_rows",
               "shutdown_grace", "log_level", "omero_host", "omero_port", "omero_idle_timeout",
               "omero_max_calls", "omero_call_timeout", "omero_data_dir", "omero_web_url",
-              "health_port", "token_secret_file")}
+              "health_port", "token_secret_file", "advertise", "peers")}
     try:
         settings = load_settings(given, args.config)
     except ConfigError as exc:

@@ -13,14 +13,15 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from flight_server.backends.base import Backend
-from flight_server.backends.local import LocalStore
-from flight_server.config import ConfigError, Settings, is_loopback, load_settings
-from flight_server.errors import BridgeError
-from flight_server.health import start_health
-from flight_server.service import FlightService
-from flight_server.token_key import read_token_key
+if TYPE_CHECKING:  # the server modules load when serve runs: the client needs none of them
+    from flight_server.backends.base import Backend
+    from flight_server.backends.local import LocalStore
+    from flight_server.config import Settings
+    from flight_server.service import FlightService
+
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +52,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--shutdown-grace", type=float,
                    help="on SIGTERM/SIGINT, seconds running calls may take to finish before "
                         "they are cancelled (default 30)")
-    p.add_argument("--log-level", help="DEBUG, INFO, WARNING, ... (default INFO)")
+    p.add_argument("--log-level", type=str.upper, choices=LOG_LEVELS, metavar="LEVEL",
+                   help="DEBUG, INFO, WARNING, ERROR or CRITICAL (default INFO)")
     p.add_argument("--omero-host", help="serve this OMERO server instead of the store")
     p.add_argument("--omero-port", type=int, help="OMERO's SSL port (default 4064)")
     p.add_argument("--omero-idle-timeout", type=float,
@@ -91,8 +93,15 @@ def ensure_root(store: LocalStore, out=sys.stdout) -> str | None:
     return password
 
 
-def make_backend(settings: Settings) -> Backend:
-    """The backend these settings choose: OMERO with ``omero_host``, else the store."""
+def make_backend(settings: Settings, create_root: bool = True) -> Backend:
+    """The backend these settings choose: OMERO with ``omero_host``, else the store.
+
+    ``create_root=False`` leaves the first start's ``root`` to :func:`ensure_root`,
+    called once the server listens (a port in use must not make a password first).
+    """
+    from flight_server.backends.local import LocalStore
+    from flight_server.errors import BridgeError
+
     if settings.uses_omero:
         try:
             from flight_server.backends.omero import OmeroBackend
@@ -105,12 +114,17 @@ def make_backend(settings: Settings) -> Backend:
                             call_timeout=settings.omero_call_timeout,
                             data_dir=settings.omero_data_dir)
     store = LocalStore(settings.store)
-    ensure_root(store)
+    if create_root:
+        ensure_root(store)
     return store
 
 
 def make_server(settings: Settings, store: Backend) -> FlightService:
     """A started server for these settings over ``store`` (any backend)."""
+    from flight_server.config import is_loopback
+    from flight_server.service import FlightService
+    from flight_server.token_key import read_token_key
+
     tls = None
     if settings.tls_cert is not None and settings.tls_key is not None:
         tls = [(Path(settings.tls_cert).read_bytes(), Path(settings.tls_key).read_bytes())]
@@ -128,7 +142,13 @@ def make_server(settings: Settings, store: Backend) -> FlightService:
 
 
 def run(args: argparse.Namespace) -> int:
+    import pyarrow as pa
+
+    from flight_server.backends.local import LocalStore
     from flight_server.cli import CliError
+    from flight_server.config import ConfigError, load_settings
+    from flight_server.errors import BridgeError
+    from flight_server.health import start_health
 
     given = {k: getattr(args, k, None) for k in
              ("host", "port", "store", "tls_cert", "tls_key", "insecure_no_auth", "split_rows",
@@ -139,16 +159,22 @@ def run(args: argparse.Namespace) -> int:
         settings = load_settings(given, args.config)
     except ConfigError as exc:
         raise CliError(str(exc)) from None
-    logging.getLogger().setLevel(settings.log_level.upper())
+    level = settings.log_level.upper()
+    if level not in LOG_LEVELS:
+        raise CliError(f"log_level must be one of {', '.join(LOG_LEVELS)}, "
+                       f"got {settings.log_level!r}")
+    logging.getLogger().setLevel(level)
     try:
-        backend = make_backend(settings)
+        backend = make_backend(settings, create_root=False)
     except (BridgeError, OSError) as exc:
         raise CliError(str(exc)) from None
     try:
         server = make_server(settings, backend)
-    except (BridgeError, ConfigError, OSError) as exc:
+    except (BridgeError, ConfigError, OSError, pa.ArrowException) as exc:
         backend.close()
-        raise CliError(str(exc)) from None
+        raise CliError(_server_error(settings, exc)) from None
+    if isinstance(backend, LocalStore):
+        ensure_root(backend)
     try:
         health = start_health(settings, backend)  # None unless health_port is set
     except OSError as exc:
@@ -179,6 +205,15 @@ def run(args: argparse.Namespace) -> int:
     closing.join(CANCEL_WAIT)
     logging.shutdown()
     os._exit(1)
+
+
+def _server_error(settings: Settings, exc: BaseException) -> str:
+    """One line for a server that could not start; a port in use says so."""
+    text = " ".join(str(exc).split())
+    if "address already in use" in text.lower() or "failed to bind" in text.lower():
+        return (f"cannot listen on {settings.host}:{settings.port}: the port is in use "
+                "(another bridge?); choose another with --port")
+    return text
 
 
 @contextmanager

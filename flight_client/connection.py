@@ -246,17 +246,19 @@ def _in_jupyter() -> bool:
 
 
 def _prompt_terminal(details: Details) -> Details:
-    """Ask on the terminal for what is missing (and allow changing the address)."""
-    print("Connect to an omero-flight bridge", file=sys.stderr)
-    server = input(f"Bridge address [{details.url if details.host else ''}]: ").strip()
+    """Ask on the terminal for what is missing, and only that."""
     host, port, tls = details.host, details.port, details.tls
-    if server:
-        host, url_port, url_tls = parse_server(server)
-        port, tls = url_port or port, tls if url_tls is None else url_tls
-    username = input(f"Username [{details.username or ''}]: ").strip() or details.username
+    if not host:
+        print("Connect to an omero-flight bridge", file=sys.stderr)
+        server = input("Bridge address (host, host:port or grpc[+tls]://host:port): ").strip()
+        if server:
+            host, url_port, url_tls = parse_server(server)
+            port, tls = url_port or port, tls if url_tls is None else url_tls
+    where = replace(details, host=host, port=port, tls=tls).url if host else "the bridge"
+    username = details.username or input(f"Username for {where}: ").strip() or None
     password = details.password
-    if password is None or username != details.username:
-        password = getpass.getpass("Password: ")
+    if password is None and username:
+        password = getpass.getpass(f"Password for {username} at {where}: ")
     return replace(details, host=host, port=port, tls=tls, username=username, password=password)
 
 
@@ -330,6 +332,11 @@ class Connection:
             return self
         if interactive is None:
             interactive = sys.stdin is not None and sys.stdin.isatty()
+        if self.details.missing() and self.details.host:
+            transport = self._open_without_sign_in()
+            if transport is not None:  # a bridge that wants no sign-in: nothing to ask
+                self._started(transport, keep_alive, "without signing in (the bridge asks none)")
+                return self
         if self.details.missing():
             if not interactive:
                 raise errors.MissingConnectionDetails(
@@ -356,13 +363,33 @@ class Connection:
         except BaseException:
             transport.close()
             raise
+        self._started(transport, keep_alive, f"as {d.username}")
+        return self
+
+    def _started(self, transport: Transport, keep_alive: bool, how: str) -> None:
         self._transport = transport
         self._finalizer = weakref.finalize(self, _shutdown, transport, self._stop)
         if keep_alive:
             threading.Thread(target=_keep_alive, args=(transport, self._stop, KEEP_ALIVE_SECONDS),
                              name="omero-flight-keepalive", daemon=True).start()
-        LOGGER.info("connected to %s as %s", d.url, d.username)
-        return self
+        LOGGER.info("connected to %s %s", self.details.url, how)
+
+    def _open_without_sign_in(self) -> Transport | None:
+        """A transport to a bridge that serves calls without a sign-in (one started with
+        ``--insecure-no-auth``), or None when it wants one or cannot be reached now."""
+        d = self.details
+        transport = Transport(d.url, tls_root_certs=d.tls_root_certs, timeout=self.timeout,
+                              retries=0)
+        try:
+            transport.action(ACTION_WHOAMI)
+        except errors.OmeroFlightError:
+            transport.close()
+            return None
+        except BaseException:
+            transport.close()
+            raise
+        transport.retries = self.retries
+        return transport
 
     def _login_form(self, keep_alive: bool) -> None:
         """Show an ipywidgets login form; the connection opens when it is submitted."""

@@ -18,8 +18,13 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 from collections.abc import Sequence
+
+# gRPC's own C++ log lines (a failed TLS handshake, ...) would follow the one-line error;
+# the client says what went wrong itself. Set before pyarrow.flight loads gRPC.
+os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
 
 SUBCOMMAND_MODULES = ("serve", "users", "transfer", "demo")
 

@@ -21,6 +21,7 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 # gRPC's own C++ log lines (a failed TLS handshake, ...) would follow the one-line error;
 # the client says what went wrong itself. Set before pyarrow.flight loads gRPC.
@@ -54,6 +55,13 @@ class CliError(Exception):
     """A mistake by the user of the command: reported in one line, exit status 2."""
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse, with its usage errors in one line (the usage is one ``--help`` away)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def _version() -> str:
     from importlib.metadata import PackageNotFoundError, version
 
@@ -70,7 +78,7 @@ def verbose_option(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="omero-flight",
         description="Apache Arrow Flight bridge for OMERO.tables, and a client for it.",
         epilog=EPILOG,

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
 import os
 import secrets
 import signal
+import socket
 import sys
 import threading
 import time
@@ -169,6 +171,7 @@ def run(args: argparse.Namespace) -> int:
     except (BridgeError, OSError) as exc:
         raise CliError(str(exc)) from None
     try:
+        check_port_free(settings.host, settings.port)
         server = make_server(settings, backend)
     except (BridgeError, ConfigError, OSError, pa.ArrowException) as exc:
         backend.close()
@@ -207,10 +210,28 @@ def run(args: argparse.Namespace) -> int:
     os._exit(1)
 
 
+def check_port_free(host: str, port: int) -> None:
+    """Raise :class:`OSError` (EADDRINUSE) if something listens on ``host:port`` already.
+
+    gRPC would only log the clash and fail with "Server did not start properly".
+    """
+    if not port:
+        return
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port,
+                                                             type=socket.SOCK_STREAM)[0]
+    except socket.gaierror:
+        return  # gRPC reports an address it cannot resolve itself
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as gRPC binds
+        probe.bind(address)
+
+
 def _server_error(settings: Settings, exc: BaseException) -> str:
     """One line for a server that could not start; a port in use says so."""
     text = " ".join(str(exc).split())
-    if "address already in use" in text.lower() or "failed to bind" in text.lower():
+    if (getattr(exc, "errno", None) == errno.EADDRINUSE or "in use" in text.lower()
+            or "did not start properly" in text.lower()):
         return (f"cannot listen on {settings.host}:{settings.port}: the port is in use "
                 "(another bridge?); choose another with --port")
     return text

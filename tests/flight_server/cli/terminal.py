@@ -90,7 +90,7 @@ def run_on_terminal(args: Sequence[str], *, answers: Sequence[tuple[str, bytes]]
                             stderr=subprocess.PIPE, env=cli_env(env), start_new_session=True,
                             preexec_fn=_take_terminal)
     os.close(slave)
-    shown = err = b""
+    shown = err = both = b""  # both: the terminal and stderr, in arrival order
     seen = 0  # where the search for the next prompt starts
     pending = list(answers)
     deadline = time.monotonic() + timeout
@@ -110,13 +110,15 @@ def run_on_terminal(args: Sequence[str], *, answers: Sequence[tuple[str, bytes]]
                     streams.discard(fd)
                 elif fd == errfd:
                     err += data
+                    both += data
                 else:
                     shown += data
+                    both += data
             if not ready and proc.poll() is not None and master in streams:
                 streams.discard(master)  # a grandchild may hold the pty; the child is done
             if pending:
                 prompt, keys = pending[0]
-                at = shown.find(prompt.encode(), seen)
+                at = both.find(prompt.encode(), seen)  # input() prompts on stderr
                 if at >= 0:
                     seen = at + len(prompt)
                     os.write(master, keys)

@@ -10,6 +10,7 @@ import re
 import signal
 import socket
 import subprocess
+import sys
 import time
 
 import pytest
@@ -178,8 +179,7 @@ BLOCK_SERVER_EXTRAS = (
 @pytest.mark.parametrize("args", [["--help"], ["ls", "--help"], ["info", "--help"],
                                   ["download", "--help"], ["upload", "--help"]])
 def test_client_commands_parse_without_the_server_extra(args):
-    done = run_cli(args, command=["python3" if False else __import__("sys").executable, "-c",
-                                  BLOCK_SERVER_EXTRAS])
+    done = run_cli(args, command=[sys.executable, "-c", BLOCK_SERVER_EXTRAS])
     assert done.status == 0 and "usage: omero-flight" in done.out, done
 
 
@@ -189,5 +189,5 @@ def test_client_commands_parse_without_the_server_extra(args):
                                   ["demo", "--rows", "10"]])
 def test_server_commands_name_the_extra(args, tmp_path):
     args = [a.format(tmp=tmp_path) for a in args]
-    done = run_cli(args, command=[__import__("sys").executable, "-c", BLOCK_SERVER_EXTRAS])
+    done = run_cli(args, command=[sys.executable, "-c", BLOCK_SERVER_EXTRAS])
     done.assert_user_error("pip install 'omero-flight[server]'")

@@ -79,11 +79,12 @@ def _take_terminal() -> None:
 
 def run_on_terminal(args: Sequence[str], *, answers: Sequence[tuple[str, bytes]] = (),
                     env: Mapping[str, str] | None = None, timeout: float = 120,
-                    command: Sequence[str] = CLI) -> Done:
+                    command: Sequence[str] = CLI, interrupt_after: float | None = None) -> Done:
     """``omero-flight args`` on a pseudo-terminal; each (prompt, keys) answers a prompt.
 
     ``keys`` are typed once ``prompt`` has appeared on the terminal (after the
     previous answer): a line ending in ``\\n``, or ``CTRL_C`` / ``CTRL_D``.
+    ``interrupt_after`` presses Ctrl-C that many seconds after the start.
     """
     master, slave = pty.openpty()
     proc = subprocess.Popen([*command, *args], stdin=slave, stdout=slave,
@@ -93,7 +94,8 @@ def run_on_terminal(args: Sequence[str], *, answers: Sequence[tuple[str, bytes]]
     shown = err = both = b""  # both: the terminal and stderr, in arrival order
     seen = 0  # where the search for the next prompt starts
     pending = list(answers)
-    deadline = time.monotonic() + timeout
+    started = time.monotonic()
+    deadline = started + timeout
     errfd = proc.stderr.fileno() if proc.stderr else -1
     streams = {master, errfd}
     try:
@@ -116,6 +118,9 @@ def run_on_terminal(args: Sequence[str], *, answers: Sequence[tuple[str, bytes]]
                     both += data
             if not ready and proc.poll() is not None and master in streams:
                 streams.discard(master)  # a grandchild may hold the pty; the child is done
+            if interrupt_after is not None and time.monotonic() - started >= interrupt_after:
+                os.write(master, CTRL_C)
+                interrupt_after = None
             if pending:
                 prompt, keys = pending[0]
                 at = both.find(prompt.encode(), seen)  # input() prompts on stderr

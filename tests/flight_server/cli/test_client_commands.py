@@ -176,3 +176,19 @@ def test_refused_connection_still_retried_then_one_line():
     assert done.status == 2 and done.error_lines[-1].startswith("omero-flight: error:"), done
     assert time.monotonic() - started < 120  # bounded, whatever the backoff
     done.assert_no_traceback()
+
+
+def test_ctrl_c_during_an_upload_stores_nothing(bridge, alice, tmp_path):
+    source = tmp_path / "big.csv"
+    rows = 1_000_000
+    pd.DataFrame({"id": range(rows), "value": [i * 0.5 for i in range(rows)]}).to_csv(
+        source, index=False)
+    done = run_on_terminal(["upload", str(source), "--name", "interrupted-upload", "--link",
+                            "Image:8301", "--chunk-size", "200"],
+                           env=alice, interrupt_after=1.0)
+    assert done.status in (0, 130), done  # 0 only if the upload beat the interrupt
+    done.assert_no_traceback()
+    if done.status == 130:
+        assert done.error_lines[-1] == "omero-flight: interrupted", done
+        listing = run_cli(["ls", "--object", "Image:8301"], env=alice)
+        assert listing.status == 0 and "interrupted-upload" not in listing.out, listing

@@ -66,6 +66,7 @@ def test_user_errors(args, words, table, alice, tmp_path):
     (tmp_path / "script.csv").write_text("#!/bin/sh\necho hello\n")
     args = [a.format(table=table, tmp=tmp_path) for a in args]
     run_cli(args, env=alice).assert_user_error(*words)
+    run_on_terminal(args, env=alice).assert_user_error(*words)
     assert not (tmp_path / "x.xlsx").exists() and not (tmp_path / "x.csv").exists()
 
 

@@ -97,21 +97,23 @@ def test_last_admin_cannot_be_removed(store):
     assert "root2 (admin)" in run_cli(["user", "list", "--store", store]).out
 
 
-def test_serve_bad_log_level(tmp_path):
-    run_cli(["serve", "--store", str(tmp_path / "s"), "--log-level", "LOUD"]).assert_user_error(
+@pytest.mark.parametrize("run", [run_cli, run_on_terminal], ids=["no-terminal", "terminal"])
+def test_serve_bad_log_level(tmp_path, run):
+    run(["serve", "--store", str(tmp_path / "s"), "--log-level", "LOUD"]).assert_user_error(
         "LOUD")
     done = run_cli(["serve", "--store", str(tmp_path / "s"), "--port", "0"],
                    env={"OMERO_FLIGHT_LOG_LEVEL": "LOUD"})
     done.assert_user_error("log_level", "LOUD")
 
 
-def test_serve_on_a_port_in_use(tmp_path):
+@pytest.mark.parametrize("run", [run_cli, run_on_terminal], ids=["no-terminal", "terminal"])
+def test_serve_on_a_port_in_use(tmp_path, run):
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
         store = tmp_path / "s"
-        done = run_cli(["serve", "--store", str(store), "--port", str(port)])
+        done = run(["serve", "--store", str(store), "--port", str(port)])
     done.assert_user_error("in use", str(port))
     assert "password" not in done.out + done.err
     assert not (store / "root-password").exists()
@@ -134,7 +136,7 @@ def test_ctrl_c_during_start_up(tmp_path, delay):
 
 def test_ctrl_c_on_a_terminal_while_serving(tmp_path):
     done = run_on_terminal(["serve", "--store", str(tmp_path / "s"), "--port", "0"],
-                           answers=[("serving", CTRL_C)])
+                           answers=[("omero-flight serving", CTRL_C)])
     assert done.status == 0 and "stopping" in done.out, done
     done.assert_no_traceback()
 

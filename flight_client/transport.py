@@ -287,11 +287,13 @@ class Transport:
                 relogged = True
                 self.authenticate(*self._credentials)
             except errors.OmeroFlightError as err:
-                if not _transient(err) or attempt >= self.retries:
+                if not _transient(err):
                     raise
                 final = _not_worth_retrying(err, self.location)
                 if final is not None:
                     raise final from err
+                if attempt >= self.retries:
+                    raise
                 attempt += 1
                 LOGGER.warning("%s; retry %d/%d in %.1fs", err, attempt, self.retries, delay)
                 time.sleep(delay)

@@ -193,3 +193,18 @@ def test_ctrl_c_during_an_upload_stores_nothing(bridge, alice, tmp_path):
         assert done.error_lines[-1] == "omero-flight: interrupted", done
         listing = run_cli(["ls", "--object", "Image:8301"], env=alice)
         assert listing.status == 0 and "interrupted-upload" not in listing.out, listing
+
+
+@pytest.mark.parametrize("retries", [0, 3])
+def test_transport_decides_without_retrying(tls_bridge, retries, caplog):
+    from flight_client import errors
+    from flight_client.transport import Transport
+
+    b, _ = tls_bridge
+    for location, words in ((f"grpc://127.0.0.1:{b.port}", "speaks TLS"),
+                            ("grpc://no-such-host.invalid:8815", "host name is unknown")):
+        transport = Transport(location, retries=retries)
+        with pytest.raises(errors.ConnectionFailed, match=words):
+            transport.authenticate("alice", "x")
+        transport.close()
+    assert "retry" not in caplog.text

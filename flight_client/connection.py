@@ -13,6 +13,9 @@ Details come from, in order:
    sent to the bridge as user ``__session__``;
 4. a prompt (terminal, or a login form in Jupyter when ipywidgets is installed),
    unless ``interactive=False``, in which case the error lists what is missing.
+   The terminal prompt asks only for what is still missing. A bridge that asks no
+   sign-in (started with ``--insecure-no-auth``) is asked first, without
+   credentials, so nothing is prompted for.
 
 The bridge listens on port 8815 by default. omero2pandas' default port, 4064,
 is OMERO's own Ice port: a script that passes ``port=4064`` must be changed to
@@ -44,6 +47,8 @@ DEFAULT_PORT = 8815
 OMERO_ICE_PORT = 4064
 SESSION_USER = "__session__"
 KEEP_ALIVE_SECONDS = 60.0
+#: Seconds the unauthenticated call that asks whether a bridge wants a sign-in may take.
+PROBE_TIMEOUT = 10.0
 
 ENV_URL = "OMERO_FLIGHT_URL"
 ENV_HOST = "OMERO_FLIGHT_HOST"
@@ -378,7 +383,8 @@ class Connection:
         """A transport to a bridge that serves calls without a sign-in (one started with
         ``--insecure-no-auth``), or None when it wants one or cannot be reached now."""
         d = self.details
-        transport = Transport(d.url, tls_root_certs=d.tls_root_certs, timeout=self.timeout,
+        probe_timeout = min(self.timeout or PROBE_TIMEOUT, PROBE_TIMEOUT)
+        transport = Transport(d.url, tls_root_certs=d.tls_root_certs, timeout=probe_timeout,
                               retries=0)
         try:
             transport.action(ACTION_WHOAMI)
@@ -388,7 +394,7 @@ class Connection:
         except BaseException:
             transport.close()
             raise
-        transport.retries = self.retries
+        transport.retries, transport.timeout = self.retries, self.timeout
         return transport
 
     def _login_form(self, keep_alive: bool) -> None:

@@ -25,8 +25,7 @@ connection: --server (or OMERO_FLIGHT_URL / OMERO_FLIGHT_HOST), --port (default 
 """
 
 #: Target suffixes ``download`` knows, and the format each means.
-DOWNLOAD_SUFFIXES = {".csv": "csv", ".csv.gz": "csv", ".parquet": "parquet", ".pq": "parquet",
-                     ".tiledb": "tiledb"}
+DOWNLOAD_SUFFIXES = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet", ".tiledb": "tiledb"}
 #: Source suffixes ``upload`` reads.
 UPLOAD_SUFFIXES = (".csv", ".csv.gz", ".parquet", ".pq")
 #: Bytes of a CSV source looked at before uploading it.

@@ -119,7 +119,7 @@ def test_serve_on_a_port_in_use(tmp_path, run):
     assert not (store / "root-password").exists()
 
 
-@pytest.mark.parametrize("delay", [0.2, 0.6, 1.2])
+@pytest.mark.parametrize("delay", [0.4, 0.8, 1.2])
 def test_ctrl_c_during_start_up(tmp_path, delay):
     """However early Ctrl-C comes, the bridge ends without a traceback (130, or 0 once up)."""
     proc = subprocess.Popen([*CLI, "serve", "--store", str(tmp_path / "s"), "--port", "0"],

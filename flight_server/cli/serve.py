@@ -176,14 +176,20 @@ def run(args: argparse.Namespace) -> int:
     except (BridgeError, ConfigError, OSError, pa.ArrowException) as exc:
         backend.close()
         raise CliError(_server_error(settings, exc)) from None
-    if isinstance(backend, LocalStore):
-        ensure_root(backend)
     try:
-        health = start_health(settings, backend)  # None unless health_port is set
-    except OSError as exc:
+        try:
+            if isinstance(backend, LocalStore):
+                ensure_root(backend)
+        except OSError as exc:
+            raise CliError(f"cannot create the admin user root: {exc}") from None
+        try:
+            health = start_health(settings, backend)  # None unless health_port is set
+        except OSError as exc:
+            raise CliError(f"health_port {settings.health_port}: {exc}") from None
+    except BaseException:  # Ctrl-C before the signal handlers too: stop cleanly
         server.shutdown()
         backend.close()
-        raise CliError(f"health_port {settings.health_port}: {exc}") from None
+        raise
     auth = "no authentication" if settings.insecure_no_auth else "authentication required"
     source = (f"OMERO at {settings.omero_host}:{settings.omero_port}" if settings.uses_omero
               else str(getattr(backend, "path", settings.store)))

@@ -19,8 +19,11 @@ import argparse
 import importlib
 import logging
 import os
+import signal
 import sys
-from collections.abc import Sequence
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import NoReturn
 
 # gRPC's own C++ log lines (a failed TLS handshake, ...) would follow the one-line error;
@@ -112,6 +115,29 @@ def _add_verbose(parser: argparse.ArgumentParser) -> None:
                 _add_verbose(sub)
 
 
+@contextmanager
+def _interrupts_deferred() -> Iterator[list[int]]:
+    """Hold Ctrl-C while modules load: one raised inside an import can be swallowed by Python
+    ("Exception ignored in ...", with a traceback) and the command would go on. The list it
+    yields is non-empty afterwards if Ctrl-C was pressed; a second press interrupts at once."""
+    pressed: list[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield pressed
+        return
+
+    def hold(signum: int, frame: object) -> None:
+        if pressed:
+            raise KeyboardInterrupt
+        pressed.append(signum)
+
+    previous = signal.signal(signal.SIGINT, hold)
+    try:
+        yield pressed
+    finally:
+        signal.signal(signal.SIGINT, previous if previous is not None
+                      else signal.default_int_handler)
+
+
 def missing_extra(exc: ModuleNotFoundError, command: str | None) -> str | None:
     """The one-line message for a server command run without its extra, else None."""
     top = (exc.name or "").split(".")[0]
@@ -146,8 +172,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     prog = "omero-flight"
     command = None
     try:
-        parser = build_parser()
-        args = parser.parse_args(argv)
+        with _interrupts_deferred() as interrupted:
+            parser = build_parser()  # imports pyarrow and pandas: the slow part of start-up
+            args = parser.parse_args(argv)
+        if interrupted:
+            raise KeyboardInterrupt
         command = args.command
         level = logging.WARNING - 10 * min(args.verbose, 2)
         logging.basicConfig(level=level, format=LOG_FORMAT)

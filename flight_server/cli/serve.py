@@ -144,6 +144,48 @@ def make_server(settings: Settings, store: Backend) -> FlightService:
 
 
 def run(args: argparse.Namespace) -> int:
+    # Ctrl-C (or SIGTERM) during start-up only sets ``stop``, checked once the bridge is up:
+    # a KeyboardInterrupt raised in the middle of an import can be swallowed by Python
+    # ("Exception ignored in ...") and leave the bridge running. A second one interrupts.
+    starting = threading.Event()
+    starting.set()
+    with stop_signals(impatient=starting) as (stop, hurry):
+        settings, backend, server, health = start(args)
+        starting.clear()
+        if stop.is_set():  # interrupted while starting: nothing was served yet
+            if health is not None:
+                health.close()
+            server.shutdown()
+            backend.close()
+            raise KeyboardInterrupt
+        auth = "no authentication" if settings.insecure_no_auth else "authentication required"
+        source = (f"OMERO at {settings.omero_host}:{settings.omero_port}" if settings.uses_omero
+                  else str(getattr(backend, "path", settings.store)))
+        if settings.omero_data_dir is not None:
+            source += f" (tables read directly from {settings.omero_data_dir})"
+        print(f"omero-flight serving {source} on {server.url} ({auth})", flush=True)
+        if health is not None:
+            print(f"health endpoints: {health.url}/livez {health.url}/readyz", flush=True)
+        while not stop.wait(1.0):
+            pass
+        if health is not None:
+            health.close()
+        drained = drain(server, settings.shutdown_grace, hurry)
+    if drained:
+        backend.close()
+        return 0
+    # Calls stuck in the network (a client that neither sends nor reads): the process must
+    # still end. Nothing uncommitted is visible (its temporary file stays in the store).
+    closing = threading.Thread(target=backend.close, name="backend-close", daemon=True)
+    closing.start()
+    closing.join(CANCEL_WAIT)
+    logging.shutdown()
+    os._exit(1)
+
+
+def start(args: argparse.Namespace) -> tuple[Settings, Backend, FlightService, object]:
+    """Settings, backend, listening server and health endpoint (or None) for ``args``;
+    what the bridge needs is imported here, so that the client commands never load it."""
     import pyarrow as pa
 
     from flight_server.backends.local import LocalStore
@@ -173,9 +215,11 @@ def run(args: argparse.Namespace) -> int:
     try:
         check_port_free(settings.host, settings.port)
         server = make_server(settings, backend)
-    except (BridgeError, ConfigError, OSError, pa.ArrowException) as exc:
+    except BaseException as exc:
         backend.close()
-        raise CliError(_server_error(settings, exc)) from None
+        if isinstance(exc, BridgeError | ConfigError | OSError | pa.ArrowException):
+            raise CliError(_server_error(settings, exc)) from None
+        raise
     try:
         try:
             if isinstance(backend, LocalStore):
@@ -186,34 +230,11 @@ def run(args: argparse.Namespace) -> int:
             health = start_health(settings, backend)  # None unless health_port is set
         except OSError as exc:
             raise CliError(f"health_port {settings.health_port}: {exc}") from None
-    except BaseException:  # Ctrl-C before the signal handlers too: stop cleanly
+    except BaseException:  # a second Ctrl-C too: stop cleanly
         server.shutdown()
         backend.close()
         raise
-    auth = "no authentication" if settings.insecure_no_auth else "authentication required"
-    source = (f"OMERO at {settings.omero_host}:{settings.omero_port}" if settings.uses_omero
-              else str(getattr(backend, "path", settings.store)))
-    if settings.omero_data_dir is not None:
-        source += f" (tables read directly from {settings.omero_data_dir})"
-    with stop_signals() as (stop, hurry):
-        print(f"omero-flight serving {source} on {server.url} ({auth})", flush=True)
-        if health is not None:
-            print(f"health endpoints: {health.url}/livez {health.url}/readyz", flush=True)
-        while not stop.wait(1.0):
-            pass
-        if health is not None:
-            health.close()
-        drained = drain(server, settings.shutdown_grace, hurry)
-    if drained:
-        backend.close()
-        return 0
-    # Calls stuck in the network (a client that neither sends nor reads): the process must
-    # still end. Nothing uncommitted is visible (its temporary file stays in the store).
-    closing = threading.Thread(target=backend.close, name="backend-close", daemon=True)
-    closing.start()
-    closing.join(CANCEL_WAIT)
-    logging.shutdown()
-    os._exit(1)
+    return settings, backend, server, health
 
 
 def check_port_free(host: str, port: int) -> None:
@@ -244,13 +265,17 @@ def _server_error(settings: Settings, exc: BaseException) -> str:
 
 
 @contextmanager
-def stop_signals() -> Iterator[tuple[threading.Event, threading.Event]]:
-    """SIGTERM and SIGINT set ``stop``; a second one sets ``hurry`` (cancel without waiting)."""
+def stop_signals(impatient: threading.Event | None = None
+                 ) -> Iterator[tuple[threading.Event, threading.Event]]:
+    """SIGTERM and SIGINT set ``stop``; a second one sets ``hurry`` (cancel without waiting),
+    or, while ``impatient`` is set (start-up), raises KeyboardInterrupt."""
     stop, hurry = threading.Event(), threading.Event()
 
     def handle(signum: int, frame: object) -> None:
         if stop.is_set():
             hurry.set()
+            if impatient is not None and impatient.is_set():
+                raise KeyboardInterrupt
         stop.set()
 
     previous = {sig: signal.signal(sig, handle) for sig in (signal.SIGTERM, signal.SIGINT)}

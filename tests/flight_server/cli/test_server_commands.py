@@ -119,9 +119,11 @@ def test_serve_on_a_port_in_use(tmp_path, run):
     assert not (store / "root-password").exists()
 
 
-@pytest.mark.parametrize("delay", [0.4, 0.8, 1.2])
+@pytest.mark.parametrize("delay", [0.5, 0.8, 1.2])
 def test_ctrl_c_during_start_up(tmp_path, delay):
-    """However early Ctrl-C comes, the bridge ends without a traceback (130, or 0 once up)."""
+    """Ctrl-C while the bridge starts (imports, store, server): it ends without a traceback
+    (130, or 0 once up). Not covered: a press within the interpreter's own start-up and the
+    import of flight_server.cli (~0.1 s), before ``main`` can hold the signal."""
     proc = subprocess.Popen([*CLI, "serve", "--store", str(tmp_path / "s"), "--port", "0"],
                             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, env=cli_env())
@@ -129,8 +131,8 @@ def test_ctrl_c_during_start_up(tmp_path, delay):
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=60)
     assert proc.returncode in (0, 130), (proc.returncode, out, err)
-    if proc.returncode == 130:
-        assert err.strip() == "omero-flight: interrupted", err
+    if proc.returncode == 130:  # its last word (after the service's own log lines, if any)
+        assert err.strip().splitlines()[-1] == "omero-flight: interrupted", err
     assert "Traceback" not in out + err
 
 

@@ -13,6 +13,9 @@ Details come from, in order:
    sent to the bridge as user ``__session__``;
 4. a prompt (terminal, or a login form in Jupyter when ipywidgets is installed),
    unless ``interactive=False``, in which case the error lists what is missing.
+   The terminal prompt asks only for what is still missing. A bridge that asks no
+   sign-in (started with ``--insecure-no-auth``) is asked first, without
+   credentials, so nothing is prompted for.
 
 The bridge listens on port 8815 by default. omero2pandas' default port, 4064,
 is OMERO's own Ice port: a script that passes ``port=4064`` must be changed to
@@ -44,6 +47,8 @@ DEFAULT_PORT = 8815
 OMERO_ICE_PORT = 4064
 SESSION_USER = "__session__"
 KEEP_ALIVE_SECONDS = 60.0
+#: Seconds the unauthenticated call that asks whether a bridge wants a sign-in may take.
+PROBE_TIMEOUT = 10.0
 
 ENV_URL = "OMERO_FLIGHT_URL"
 ENV_HOST = "OMERO_FLIGHT_HOST"
@@ -246,17 +251,19 @@ def _in_jupyter() -> bool:
 
 
 def _prompt_terminal(details: Details) -> Details:
-    """Ask on the terminal for what is missing (and allow changing the address)."""
-    print("Connect to an omero-flight bridge", file=sys.stderr)
-    server = input(f"Bridge address [{details.url if details.host else ''}]: ").strip()
+    """Ask on the terminal for what is missing, and only that."""
     host, port, tls = details.host, details.port, details.tls
-    if server:
-        host, url_port, url_tls = parse_server(server)
-        port, tls = url_port or port, tls if url_tls is None else url_tls
-    username = input(f"Username [{details.username or ''}]: ").strip() or details.username
+    if not host:
+        print("Connect to an omero-flight bridge", file=sys.stderr)
+        server = input("Bridge address (host, host:port or grpc[+tls]://host:port): ").strip()
+        if server:
+            host, url_port, url_tls = parse_server(server)
+            port, tls = url_port or port, tls if url_tls is None else url_tls
+    where = replace(details, host=host, port=port, tls=tls).url if host else "the bridge"
+    username = details.username or input(f"Username for {where}: ").strip() or None
     password = details.password
-    if password is None or username != details.username:
-        password = getpass.getpass("Password: ")
+    if password is None and username:
+        password = getpass.getpass(f"Password for {username} at {where}: ")
     return replace(details, host=host, port=port, tls=tls, username=username, password=password)
 
 
@@ -330,6 +337,11 @@ class Connection:
             return self
         if interactive is None:
             interactive = sys.stdin is not None and sys.stdin.isatty()
+        if self.details.missing() and self.details.host:
+            transport = self._open_without_sign_in()
+            if transport is not None:  # a bridge that wants no sign-in: nothing to ask
+                self._started(transport, keep_alive, "without signing in (the bridge asks none)")
+                return self
         if self.details.missing():
             if not interactive:
                 raise errors.MissingConnectionDetails(
@@ -356,13 +368,34 @@ class Connection:
         except BaseException:
             transport.close()
             raise
+        self._started(transport, keep_alive, f"as {d.username}")
+        return self
+
+    def _started(self, transport: Transport, keep_alive: bool, how: str) -> None:
         self._transport = transport
         self._finalizer = weakref.finalize(self, _shutdown, transport, self._stop)
         if keep_alive:
             threading.Thread(target=_keep_alive, args=(transport, self._stop, KEEP_ALIVE_SECONDS),
                              name="omero-flight-keepalive", daemon=True).start()
-        LOGGER.info("connected to %s as %s", d.url, d.username)
-        return self
+        LOGGER.info("connected to %s %s", self.details.url, how)
+
+    def _open_without_sign_in(self) -> Transport | None:
+        """A transport to a bridge that serves calls without a sign-in (one started with
+        ``--insecure-no-auth``), or None when it wants one or cannot be reached now."""
+        d = self.details
+        probe_timeout = min(self.timeout or PROBE_TIMEOUT, PROBE_TIMEOUT)
+        transport = Transport(d.url, tls_root_certs=d.tls_root_certs, timeout=probe_timeout,
+                              retries=0)
+        try:
+            transport.action(ACTION_WHOAMI)
+        except errors.OmeroFlightError:
+            transport.close()
+            return None
+        except BaseException:
+            transport.close()
+            raise
+        transport.retries, transport.timeout = self.retries, self.timeout
+        return transport
 
     def _login_form(self, keep_alive: bool) -> None:
         """Show an ipywidgets login form; the connection opens when it is submitted."""

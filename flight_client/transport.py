@@ -114,6 +114,13 @@ def translate(exc: BaseException, where: str) -> errors.OmeroFlightError:
     elif isinstance(exc, flight.FlightUnauthorizedError):
         cls = errors.PermissionDenied
     elif isinstance(exc, flight.FlightUnavailableError):
+        if "wrong version number" in message.lower() and where.startswith("grpc+tls:"):
+            err = errors.ConnectionFailed(
+                f"the bridge at {where} does not speak TLS (its answer is plain gRPC): "
+                f"connect with {_other_scheme(where)} instead"
+            )
+            err.transient = False  # type: ignore[attr-defined] - retrying cannot help
+            return err
         if "ssl" in message.lower() or "handshake" in message.lower():
             err = errors.ConnectionFailed(
                 f"TLS handshake with the bridge at {where} failed ({message}); is it a TLS "
@@ -159,6 +166,59 @@ def _abort(writer: flight.FlightStreamWriter) -> None:
         writer.close()
     except Exception:  # noqa: BLE001 - the bridge says "no commit marker"; the first error wins
         LOGGER.debug("closing an aborted upload", exc_info=True)
+
+
+#: Words in gRPC's message for a host name that does not resolve (retrying cannot help).
+_UNKNOWN_HOST = ("domain name not found", "dns resolution failed", "lookup error",
+                 "name or service not known", "nodename nor servname")
+#: Seconds the TLS probe of a plain location may take.
+TLS_PROBE_TIMEOUT = 2.0
+
+
+def _other_scheme(location: str) -> str:
+    """``grpc://h:p`` <-> ``grpc+tls://h:p``."""
+    scheme, sep, rest = location.partition("://")
+    return ("grpc://" if scheme == "grpc+tls" else "grpc+tls://") + rest if sep else location
+
+
+def _speaks_tls(location: str) -> bool:
+    """Whether the server at a plain ``grpc://`` location completes a TLS handshake."""
+    import socket
+    import ssl
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(location)
+    if parts.hostname is None or parts.port is None:
+        return False
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE  # only asking whether it speaks TLS at all
+    context.set_alpn_protocols(["h2"])
+    try:
+        with socket.create_connection((parts.hostname, parts.port), TLS_PROBE_TIMEOUT) as raw, \
+                context.wrap_socket(raw, server_hostname=parts.hostname):
+            return True
+    except (OSError, ssl.SSLError):
+        return False
+
+
+def _not_worth_retrying(err: errors.OmeroFlightError, location: str
+                        ) -> errors.OmeroFlightError | None:
+    """The final error for a failure no retry can mend (an unknown host, plain gRPC to a
+    TLS bridge), else None."""
+    if type(err) is not errors.ConnectionFailed:
+        return None
+    text = str(err).lower()
+    if any(words in text for words in _UNKNOWN_HOST):
+        return errors.ConnectionFailed(
+            f"cannot reach the bridge at {location}: its host name is unknown (check the "
+            "spelling of --server / OMERO_FLIGHT_URL)")
+    if "socket closed" in text and location.startswith(("grpc://", "grpc+tcp://")) \
+            and _speaks_tls(location):
+        return errors.ConnectionFailed(
+            f"the bridge at {location} speaks TLS: connect with {_other_scheme(location)} "
+            "(and --tls-root-certs / OMERO_FLIGHT_TLS_ROOT_CERTS for a private certificate)")
+    return None
 
 
 def _transient(err: errors.OmeroFlightError) -> bool:
@@ -253,7 +313,12 @@ class Transport:
                 relogged = True
                 self.authenticate(*self._credentials)
             except errors.OmeroFlightError as err:
-                if not _transient(err) or attempt >= self.retries:
+                if not _transient(err):
+                    raise
+                final = _not_worth_retrying(err, self.location)
+                if final is not None:
+                    raise final from err
+                if attempt >= self.retries:
                     raise
                 attempt += 1
                 LOGGER.warning("%s; retry %d/%d in %.1fs", err, attempt, self.retries, delay)

@@ -3,24 +3,27 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
 import os
 import secrets
 import signal
+import socket
 import sys
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from flight_server.backends.base import Backend
-from flight_server.backends.local import LocalStore
-from flight_server.config import ConfigError, Settings, is_loopback, load_settings
-from flight_server.errors import AlreadyExists, BridgeError
-from flight_server.health import start_health
-from flight_server.service import FlightService
-from flight_server.token_key import read_token_key
+if TYPE_CHECKING:  # the server modules load when serve runs: the client needs none of them
+    from flight_server.backends.base import Backend
+    from flight_server.backends.local import LocalStore
+    from flight_server.config import Settings
+    from flight_server.service import FlightService
+
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +54,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--shutdown-grace", type=float,
                    help="on SIGTERM/SIGINT, seconds running calls may take to finish before "
                         "they are cancelled (default 30)")
-    p.add_argument("--log-level", help="DEBUG, INFO, WARNING, ... (default INFO)")
+    p.add_argument("--log-level", type=str.upper, choices=LOG_LEVELS, metavar="LEVEL",
+                   help="DEBUG, INFO, WARNING, ERROR or CRITICAL (default INFO)")
     p.add_argument("--omero-host", help="serve this OMERO server instead of the store")
     p.add_argument("--omero-port", type=int, help="OMERO's SSL port (default 4064)")
     p.add_argument("--omero-idle-timeout", type=float,
@@ -84,6 +88,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def ensure_root(store: LocalStore, out=sys.stdout) -> str | None:
     """Create the admin ``root`` on first start; its password goes to a 0600 file and ``out``."""
+    from flight_server.errors import AlreadyExists
+
     if any(u.username == "root" for u in store.list_users()):
         return None
     password = secrets.token_urlsafe(18)
@@ -100,8 +106,15 @@ def ensure_root(store: LocalStore, out=sys.stdout) -> str | None:
     return password
 
 
-def make_backend(settings: Settings) -> Backend:
-    """The backend these settings choose: OMERO with ``omero_host``, else the store."""
+def make_backend(settings: Settings, create_root: bool = True) -> Backend:
+    """The backend these settings choose: OMERO with ``omero_host``, else the store.
+
+    ``create_root=False`` leaves the first start's ``root`` to :func:`ensure_root`,
+    called once the server listens (a port in use must not make a password first).
+    """
+    from flight_server.backends.local import LocalStore
+    from flight_server.errors import BridgeError
+
     if settings.uses_omero:
         try:
             from flight_server.backends.omero import OmeroBackend
@@ -114,12 +127,17 @@ def make_backend(settings: Settings) -> Backend:
                             call_timeout=settings.omero_call_timeout,
                             data_dir=settings.omero_data_dir)
     store = LocalStore(settings.store)
-    ensure_root(store)
+    if create_root:
+        ensure_root(store)
     return store
 
 
 def make_server(settings: Settings, store: Backend) -> FlightService:
     """A started server for these settings over ``store`` (any backend)."""
+    from flight_server.config import is_loopback
+    from flight_server.service import FlightService
+    from flight_server.token_key import read_token_key
+
     tls = None
     if settings.tls_cert is not None and settings.tls_key is not None:
         tls = [(Path(settings.tls_cert).read_bytes(), Path(settings.tls_key).read_bytes())]
@@ -138,39 +156,25 @@ def make_server(settings: Settings, store: Backend) -> FlightService:
 
 
 def run(args: argparse.Namespace) -> int:
-    from flight_server.cli import CliError
-
-    given = {k: getattr(args, k, None) for k in
-             ("host", "port", "store", "tls_cert", "tls_key", "insecure_no_auth", "split_rows",
-              "shutdown_grace", "log_level", "omero_host", "omero_port", "omero_idle_timeout",
-              "omero_max_calls", "omero_call_timeout", "omero_data_dir", "omero_web_url",
-              "health_port", "token_secret_file", "advertise", "peers")}
-    try:
-        settings = load_settings(given, args.config)
-    except ConfigError as exc:
-        raise CliError(str(exc)) from None
-    logging.getLogger().setLevel(settings.log_level.upper())
-    try:
-        backend = make_backend(settings)
-    except (BridgeError, OSError) as exc:
-        raise CliError(str(exc)) from None
-    try:
-        server = make_server(settings, backend)
-    except (BridgeError, ConfigError, OSError) as exc:
-        backend.close()
-        raise CliError(str(exc)) from None
-    try:
-        health = start_health(settings, backend)  # None unless health_port is set
-    except OSError as exc:
-        server.shutdown()
-        backend.close()
-        raise CliError(f"health_port {settings.health_port}: {exc}") from None
-    auth = "no authentication" if settings.insecure_no_auth else "authentication required"
-    source = (f"OMERO at {settings.omero_host}:{settings.omero_port}" if settings.uses_omero
-              else str(getattr(backend, "path", settings.store)))
-    if settings.omero_data_dir is not None:
-        source += f" (tables read directly from {settings.omero_data_dir})"
-    with stop_signals() as (stop, hurry):
+    # Ctrl-C (or SIGTERM) during start-up only sets ``stop``, checked once the bridge is up:
+    # a KeyboardInterrupt raised in the middle of an import can be swallowed by Python
+    # ("Exception ignored in ...") and leave the bridge running. A second one interrupts.
+    starting = threading.Event()
+    starting.set()
+    with stop_signals(impatient=starting) as (stop, hurry):
+        settings, backend, server, health = start(args)
+        starting.clear()
+        if stop.is_set():  # interrupted while starting: nothing was served yet
+            if health is not None:
+                health.close()
+            server.shutdown()
+            backend.close()
+            raise KeyboardInterrupt
+        auth = "no authentication" if settings.insecure_no_auth else "authentication required"
+        source = (f"OMERO at {settings.omero_host}:{settings.omero_port}" if settings.uses_omero
+                  else str(getattr(backend, "path", settings.store)))
+        if settings.omero_data_dir is not None:
+            source += f" (tables read directly from {settings.omero_data_dir})"
         print(f"omero-flight serving {source} on {server.url} ({auth})", flush=True)
         if health is not None:
             print(f"health endpoints: {health.url}/livez {health.url}/readyz", flush=True)
@@ -191,14 +195,99 @@ def run(args: argparse.Namespace) -> int:
     os._exit(1)
 
 
+def start(args: argparse.Namespace) -> tuple[Settings, Backend, FlightService, object]:
+    """Settings, backend, listening server and health endpoint (or None) for ``args``;
+    what the bridge needs is imported here, so that the client commands never load it."""
+    import pyarrow as pa
+
+    from flight_server.backends.local import LocalStore
+    from flight_server.cli import CliError
+    from flight_server.config import ConfigError, load_settings
+    from flight_server.errors import BridgeError
+    from flight_server.health import start_health
+
+    given = {k: getattr(args, k, None) for k in
+             ("host", "port", "store", "tls_cert", "tls_key", "insecure_no_auth", "split_rows",
+              "shutdown_grace", "log_level", "omero_host", "omero_port", "omero_idle_timeout",
+              "omero_max_calls", "omero_call_timeout", "omero_data_dir", "omero_web_url",
+              "health_port", "token_secret_file", "advertise", "peers")}
+    try:
+        settings = load_settings(given, args.config)
+    except ConfigError as exc:
+        raise CliError(str(exc)) from None
+    level = settings.log_level.upper()
+    if level not in LOG_LEVELS:
+        raise CliError(f"log_level must be one of {', '.join(LOG_LEVELS)}, "
+                       f"got {settings.log_level!r}")
+    logging.getLogger().setLevel(level)
+    try:
+        backend = make_backend(settings, create_root=False)
+    except (BridgeError, OSError) as exc:
+        raise CliError(str(exc)) from None
+    try:
+        check_port_free(settings.host, settings.port)
+        server = make_server(settings, backend)
+    except BaseException as exc:
+        backend.close()
+        if isinstance(exc, BridgeError | ConfigError | OSError | pa.ArrowException):
+            raise CliError(_server_error(settings, exc)) from None
+        raise
+    try:
+        try:
+            if isinstance(backend, LocalStore):
+                ensure_root(backend)
+        except OSError as exc:
+            raise CliError(f"cannot create the admin user root: {exc}") from None
+        try:
+            health = start_health(settings, backend)  # None unless health_port is set
+        except OSError as exc:
+            raise CliError(f"health_port {settings.health_port}: {exc}") from None
+    except BaseException:  # a second Ctrl-C too: stop cleanly
+        server.shutdown()
+        backend.close()
+        raise
+    return settings, backend, server, health
+
+
+def check_port_free(host: str, port: int) -> None:
+    """Raise :class:`OSError` (EADDRINUSE) if something listens on ``host:port`` already.
+
+    gRPC would only log the clash and fail with "Server did not start properly".
+    """
+    if not port:
+        return
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port,
+                                                             type=socket.SOCK_STREAM)[0]
+    except socket.gaierror:
+        return  # gRPC reports an address it cannot resolve itself
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as gRPC binds
+        probe.bind(address)
+
+
+def _server_error(settings: Settings, exc: BaseException) -> str:
+    """One line for a server that could not start; a port in use says so."""
+    text = " ".join(str(exc).split())
+    if (getattr(exc, "errno", None) == errno.EADDRINUSE or "in use" in text.lower()
+            or "did not start properly" in text.lower()):
+        return (f"cannot listen on {settings.host}:{settings.port}: the port is in use "
+                "(another bridge?); choose another with --port")
+    return text
+
+
 @contextmanager
-def stop_signals() -> Iterator[tuple[threading.Event, threading.Event]]:
-    """SIGTERM and SIGINT set ``stop``; a second one sets ``hurry`` (cancel without waiting)."""
+def stop_signals(impatient: threading.Event | None = None
+                 ) -> Iterator[tuple[threading.Event, threading.Event]]:
+    """SIGTERM and SIGINT set ``stop``; a second one sets ``hurry`` (cancel without waiting),
+    or, while ``impatient`` is set (start-up), raises KeyboardInterrupt."""
     stop, hurry = threading.Event(), threading.Event()
 
     def handle(signum: int, frame: object) -> None:
         if stop.is_set():
             hurry.set()
+            if impatient is not None and impatient.is_set():
+                raise KeyboardInterrupt
         stop.set()
 
     previous = {sig: signal.signal(sig, handle) for sig in (signal.SIGTERM, signal.SIGINT)}

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 from typing import Any
 
 import flight_client
@@ -19,8 +20,16 @@ from flight_server.cli import CliError
 
 CONNECTION_HELP = """\
 connection: --server (or OMERO_FLIGHT_URL / OMERO_FLIGHT_HOST), --port (default 8815),
---user (or OMERO_FLIGHT_USER); the password comes from OMERO_FLIGHT_PASSWORD or a prompt.
+--user (or OMERO_FLIGHT_USER); the password comes from OMERO_FLIGHT_PASSWORD or a prompt;
+--tls-root-certs (or OMERO_FLIGHT_TLS_ROOT_CERTS) trusts a bridge's own certificate.
 """
+
+#: Target suffixes ``download`` knows, and the format each means.
+DOWNLOAD_SUFFIXES = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet", ".tiledb": "tiledb"}
+#: Source suffixes ``upload`` reads.
+UPLOAD_SUFFIXES = (".csv", ".csv.gz", ".parquet", ".pq")
+#: Bytes of a CSV source looked at before uploading it.
+SNIFF_BYTES = 64 * 1024
 
 
 def _connection_options(parser: argparse.ArgumentParser) -> None:
@@ -28,6 +37,8 @@ def _connection_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--server", help="bridge host or URL, e.g. grpc://bridge:8815")
     group.add_argument("--port", type=int, help="bridge port (default 8815)")
     group.add_argument("--user", help="user name")
+    group.add_argument("--tls-root-certs", metavar="PEM",
+                       help="PEM file of the certificate(s) to trust for a grpc+tls bridge")
     group.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -47,8 +58,9 @@ def _add(subparsers: Any, name: str, help: str, description: str,
 
 
 def _connect(args: argparse.Namespace) -> Connection:
-    return Connection(args.server, args.port, args.user).connect(interactive=None,
-                                                                 keep_alive=False)
+    return Connection(args.server, args.port, args.user,
+                      tls_root_certs=args.tls_root_certs).connect(interactive=None,
+                                                                  keep_alive=False)
 
 
 def _progress(args: argparse.Namespace) -> bool | None:
@@ -68,12 +80,65 @@ def parse_rows(text: str) -> range | list[int]:
     try:
         if ":" in text:
             start, _, stop = text.partition(":")
-            return range(int(start or 0), int(stop))
-        return [int(x) for x in text.split(",") if x.strip()]
+            rows: range | list[int] = range(int(start or 0), int(stop))
+        else:
+            rows = [int(x) for x in text.split(",") if x.strip()]
     except ValueError:
         raise argparse.ArgumentTypeError(
             f"expected START:STOP or a comma-separated list, got {text!r}"
         ) from None
+    if isinstance(rows, range) and (rows.start < 0 or rows.stop <= rows.start):
+        raise argparse.ArgumentTypeError(
+            f"START:STOP needs 0 <= START < STOP, got {text!r} (no rows)")
+    if isinstance(rows, list) and (not rows or min(rows) < 0):
+        raise argparse.ArgumentTypeError(f"row numbers must be 0 or more, got {text!r}")
+    return rows
+
+
+def _suffix(path: str) -> str:
+    name = Path(path).name.lower()
+    return ".csv.gz" if name.endswith(".csv.gz") else Path(name).suffix
+
+
+def download_format(target: str, given: str | None) -> str | None:
+    """``--format`` if given, else the format the target's suffix names; unknown: an error."""
+    if given is not None:
+        return given
+    fmt = DOWNLOAD_SUFFIXES.get(_suffix(target))
+    if fmt is None:
+        raise CliError(f"cannot tell the format of {target!r} from its suffix: name it "
+                       f"{', '.join(DOWNLOAD_SUFFIXES)} or give --format")
+    return None  # the client picks the same format from the suffix
+
+
+def check_upload_source(source: str) -> None:
+    """Refuse what is not a CSV or Parquet table before anything is sent."""
+    path = Path(source)
+    if not path.exists():
+        raise FileNotFoundError(f"could not find {source!r}")
+    if path.is_dir():
+        raise CliError(f"{source!r} is a folder; upload takes a .csv or .parquet file")
+    suffix = _suffix(source)
+    if suffix not in UPLOAD_SUFFIXES:
+        raise CliError(f"{source!r} is not a table file: upload takes "
+                       f"{', '.join(UPLOAD_SUFFIXES)} files")
+    if suffix != ".csv":
+        return
+    with path.open("rb") as fh:
+        head = fh.read(SNIFF_BYTES)
+    if not head.strip():
+        raise CliError(f"{source!r} is empty: a CSV needs a header line and rows")
+    if b"\0" in head:
+        raise CliError(f"{source!r} is a binary file, not a CSV")
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        if exc.start < len(head) - 4:  # not just a character cut at the sniffed end
+            raise CliError(f"{source!r} is not UTF-8 text (byte {exc.start}); "
+                           "is it a CSV?") from None
+        text = head[: exc.start].decode("utf-8")
+    if text.startswith("#!"):
+        raise CliError(f"{source!r} starts with '#!': a script, not a CSV table")
 
 
 # -- ls ------------------------------------------------------------------------------------------
@@ -120,10 +185,13 @@ def _download(args: argparse.Namespace) -> int:
     if args.rows is not None and args.query is not None:
         raise CliError("--rows and --query cannot be combined")
     columns = [c for c in args.columns.split(",") if c] if args.columns else ()
+    fmt = download_format(args.target, args.format)
+    if Path(args.target).exists():
+        raise FileExistsError(f"{args.target!r} already exists; choose a new name")
     with _connect(args) as conn:
         rows = flight_client.download_table(
             args.target, args.file_id, args.annotation_id, column_names=columns,
-            rows=args.rows, query=args.query, omero_connector=conn, format=args.format,
+            rows=args.rows, query=args.query, omero_connector=conn, format=fmt,
             progress=_progress(args),
         )
     print(f"wrote {rows} rows to {args.target}", file=sys.stderr)
@@ -134,6 +202,7 @@ def _download(args: argparse.Namespace) -> int:
 def _upload(args: argparse.Namespace) -> int:
     if not args.link:
         raise CliError("give at least one --link Type:ID to attach the table to")
+    check_upload_source(args.source)
     with _connect(args) as conn:
         annotation_id = flight_client.upload_table(
             args.source, args.name, links=args.link, chunk_size=args.chunk_size,
@@ -168,8 +237,8 @@ def register(subparsers: Any) -> None:
     p = _add(subparsers, "download", "download a table as CSV, Parquet or TileDB",
              "Download a table (or some of its rows and columns) to a new CSV or Parquet "
              "file or TileDB array, streamed batch by batch. The format follows the "
-             "target's suffix (.parquet/.pq: Parquet, .tiledb: TileDB, else CSV) unless "
-             "--format is given. TileDB needs the tiledb extra.",
+             "target's suffix (.csv: CSV, .parquet/.pq: Parquet, .tiledb: TileDB; any other "
+             "suffix is refused) unless --format is given. TileDB needs the tiledb extra.",
              "  omero-flight download --file-id 12 table.csv\n"
              "  omero-flight download -f 12 table.parquet --columns image,area\n"
              "  omero-flight download -f 12 big.csv --query '(area>20) & (image==3)'\n"

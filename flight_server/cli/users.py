@@ -5,17 +5,46 @@ from __future__ import annotations
 import argparse
 import getpass
 import sys
+from typing import TYPE_CHECKING
 
-from flight_server.backends.local import LocalStore
-from flight_server.backends.local.catalog import PERMISSIONS
-from flight_server.config import ConfigError, load_settings
-from flight_server.errors import BridgeError
+if TYPE_CHECKING:  # the store loads when a command runs: it needs the server extra
+    from flight_server.backends.local import LocalStore
+
+#: Group permission levels (flight_server.backends.local.catalog.PERMISSIONS, kept here so
+#: that building the parser does not load the store).
+PERMISSIONS = ("private", "read-only", "read-annotate", "read-write")
+
+USER_EXAMPLES = """\
+examples:
+  omero-flight user add alice --group lab          asks for alice's password twice
+  echo "$PW" | omero-flight user add bob --group lab --group imaging --password-stdin
+  omero-flight user add admin2 --admin             another administrator
+  omero-flight user passwd alice                   set a new password
+  omero-flight user list
+  omero-flight user remove bob                     only a user who owns no files
+
+The last administrator cannot be removed. --store (or $OMERO_FLIGHT_HOME) names the
+store folder; these commands need the server extra: pip install 'omero-flight[server]'.
+"""
+
+GROUP_EXAMPLES = """\
+examples:
+  omero-flight group add lab                       read-only: members read each other's tables
+  omero-flight group add secret --permissions private
+  omero-flight group list                          groups and their members
+
+These commands need the server extra: pip install 'omero-flight[server]'.
+"""
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     store_help = "store folder (default $OMERO_FLIGHT_HOME or ~/.local/share/omero-flight)"
+    raw = argparse.RawDescriptionHelpFormatter
 
-    user = subparsers.add_parser("user", help="manage users of the embedded store")
+    user = subparsers.add_parser("user", help="manage users of the embedded store",
+                                 description="Add, list and remove users of the embedded "
+                                             "store, and set their passwords.",
+                                 epilog=USER_EXAMPLES, formatter_class=raw)
     user_sub = user.add_subparsers(dest="user_command", metavar="ACTION", required=True)
     add = user_sub.add_parser("add", help="create a user")
     add.add_argument("username")
@@ -31,7 +60,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     remove.add_argument("username")
     listing = user_sub.add_parser("list", help="list users")
 
-    group = subparsers.add_parser("group", help="manage groups of the embedded store")
+    group = subparsers.add_parser("group", help="manage groups of the embedded store",
+                                  description="Add and list groups of the embedded store.",
+                                  epilog=GROUP_EXAMPLES, formatter_class=raw)
     group_sub = group.add_subparsers(dest="group_command", metavar="ACTION", required=True)
     gadd = group_sub.add_parser("add", help="create a group")
     gadd.add_argument("name")
@@ -56,6 +87,9 @@ def _cli_error(message: str) -> Exception:
 
 
 def _store(args: argparse.Namespace) -> LocalStore:
+    from flight_server.backends.local import LocalStore
+    from flight_server.config import ConfigError, load_settings
+
     try:
         return LocalStore(load_settings({"store": args.store}, args.config).store)
     except ConfigError as exc:
@@ -65,9 +99,16 @@ def _store(args: argparse.Namespace) -> LocalStore:
 def _password(args: argparse.Namespace) -> str:
     if args.password_stdin:
         password = sys.stdin.readline().rstrip("\r\n")
+    elif sys.stdin is None or not sys.stdin.isatty():
+        raise _cli_error(f"no terminal to ask for {args.username}'s password: run this on a "
+                         "terminal, or pipe it in with --password-stdin")
     else:
-        password = getpass.getpass(f"Password for {args.username}: ")
-        if getpass.getpass("Again: ") != password:
+        try:
+            password = getpass.getpass(f"Password for {args.username}: ")
+            again = getpass.getpass("Again: ")
+        except EOFError:
+            raise _cli_error("no password given (end of input)") from None
+        if again != password:
             raise _cli_error("the passwords differ")
     if not password:
         raise _cli_error("the password is empty")
@@ -75,6 +116,8 @@ def _password(args: argparse.Namespace) -> str:
 
 
 def _run(func, *args):  # noqa: ANN001, ANN202 - small adapter
+    from flight_server.errors import BridgeError
+
     try:
         return func(*args)
     except BridgeError as exc:

@@ -205,8 +205,8 @@ class LocalStore(Backend):
                 raise NotFound(f"no user named {username!r}")
 
     def remove_user(self, username: str) -> None:
-        """Remove a user who owns no files."""
-        row = self.catalog.one("SELECT id FROM users WHERE username = ?", (username,))
+        """Remove a user who owns no files; never the last administrator."""
+        row = self.catalog.one("SELECT id, admin FROM users WHERE username = ?", (username,))
         if row is None:
             raise NotFound(f"no user named {username!r}")
         owned = self.catalog.one("SELECT COUNT(*) AS n FROM original_files WHERE owner_id = ?",
@@ -214,6 +214,10 @@ class LocalStore(Backend):
         if owned:
             raise InvalidArgument(f"user {username!r} owns {owned} file(s); cannot remove")
         with self.catalog.transaction() as db:
+            admins = db.execute("SELECT COUNT(*) FROM users WHERE admin = 1").fetchone()[0]
+            if row["admin"] and admins <= 1:  # counted inside the write lock
+                raise InvalidArgument(f"user {username!r} is the last administrator; add "
+                                      "another administrator first (user add NAME --admin)")
             db.execute("DELETE FROM users WHERE id = ?", (row["id"],))
 
     def _user_info(self, username: str) -> UserInfo:

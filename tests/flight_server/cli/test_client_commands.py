@@ -54,6 +54,7 @@ def test_round_trip(table, alice, tmp_path):
 #: The name every refused upload asks for; no test uploads a table by it.
 REFUSED = "cli-refused-upload"
 
+
 @pytest.mark.parametrize(("args", "words"), [
     (["download", "-a", "{table}", "{tmp}/x.xlsx"], ["x.xlsx", "--format"]),
     (["download", "-a", "{table}", "{tmp}/x.csv.gz"], ["x.csv.gz", "--format"]),

@@ -215,6 +215,9 @@ def _check_name(name: str, seen: set[str]) -> str:
         shown = name if len(name) <= 60 else name[:60] + "..."
         raise UnsupportedColumn(f"column name {shown!r} contains a NUL character (\\x00), "
                                 "which HDF5 cannot store")
+    if name in (".", ".."):
+        raise UnsupportedColumn(f"column name {name!r} is not allowed (HDF5 cannot name a "
+                                "field '.' or '..')")
     if len(name) > MAX_NAME_CHARS:
         raise UnsupportedColumn(f"column name {echo(name)} is longer than {MAX_NAME_CHARS} "
                                 "characters")

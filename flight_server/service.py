@@ -250,6 +250,15 @@ class FlightService(flight.FlightServerBase):
 
     # -- actions ---------------------------------------------------------------------
 
+    def do_exchange(self, context: flight.ServerCallContext, descriptor: flight.FlightDescriptor,
+                    reader: flight.MetadataRecordBatchReader,
+                    writer: flight.MetadataRecordBatchWriter) -> None:
+        # Not NotImplementedError: pyarrow would send it with a Python traceback.
+        with flight_errors():
+            caller_of(context)
+            raise InvalidArgument("do_exchange is not offered: read with do_get, "
+                                  "write with do_put")
+
     def list_actions(self, context: flight.ServerCallContext) -> list[tuple[str, str]]:
         with flight_errors():
             return list(ACTIONS.items())

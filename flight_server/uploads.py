@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.flight as flight
 
 from flight_client.protocol import COMMIT_METADATA, FileUploadDescriptor, UploadDescriptor
@@ -59,11 +60,28 @@ def _chunks(reader: flight.MetadataRecordBatchReader, explicit_commit: bool,
         if chunk.app_metadata is not None and chunk.app_metadata.to_pybytes() == COMMIT_METADATA:
             committed = True
         if chunk.data is not None:
-            yield chunk.data
+            yield _valid(chunk.data)
     if cancelled():
         raise Unavailable(_CANCELLED)
     if explicit_commit and not committed:
         raise InvalidArgument("the upload ended without its commit marker; nothing was stored")
+
+
+def _valid(batch: pa.RecordBatch) -> pa.RecordBatch:
+    """A batch whose buffers hold what its type says (UTF-8 strings above all): a client
+    building arrays by hand can send anything, and a bad cell must be refused here, not
+    stored and found unreadable later. String cells with NUL are refused too: HDF5's
+    fixed-width strings end at the first NUL, so the value would be cut silently."""
+    try:
+        batch.validate(full=True)
+    except pa.ArrowInvalid as exc:
+        raise InvalidArgument(f"the upload holds invalid data: {str(exc)[:200]}") from None
+    for name, column in zip(batch.schema.names, batch.columns, strict=True):
+        if (pa.types.is_string(column.type) or pa.types.is_large_string(column.type)) \
+                and pc.any(pc.match_substring(column, "\x00")).as_py():
+            raise InvalidArgument(f"string column {name[:100]!r} holds a value with a NUL "
+                                  "character (\\x00), which HDF5 strings cannot store")
+    return batch
 
 
 @contextlib.contextmanager

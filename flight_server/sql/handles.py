@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import pyarrow.flight as flight
 
+from flight_client.protocol import ProtocolError, decode_json
 from flight_server import streaming
 from flight_server.errors import InvalidArgument
 from flight_server.sql.engine import Parameter
@@ -39,12 +40,13 @@ class Handle:
 
     @classmethod
     def decode(cls, raw: bytes) -> Handle:
-        try:
-            obj = json.loads(raw)
-        except (UnicodeDecodeError, json.JSONDecodeError):
-            raise InvalidArgument("not a statement handle of this server") from None
-        if not isinstance(obj, dict) or obj.get("v") != HANDLE_VERSION \
-                or not isinstance(obj.get("sql"), str):
+        try:  # the limits every request gets: depth, digits, size, valid Unicode
+            obj = decode_json(raw, "statement handle")
+        except ProtocolError as exc:
+            raise InvalidArgument(f"not a statement handle of this server: {exc}") from None
+        if not isinstance(obj, dict) or type(obj.get("v")) is not int \
+                or obj["v"] != HANDLE_VERSION or not isinstance(obj.get("sql"), str) \
+                or not set(obj) <= {"v", "sql", "values", "rows"}:
             raise InvalidArgument("not a statement handle of this server")
         values = obj.get("values") or []
         if not isinstance(values, list) or not all(_scalar(v) for v in values):

@@ -11,14 +11,13 @@ types in field metadata), ``CommandGetTableTypes``, ``CommandGetXdbcTypeInfo``
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Iterable
 
 import pyarrow as pa
 
 from flight_server import __version__
 from flight_server.backends.base import Backend, Caller
-from flight_server.errors import BridgeError
+from flight_server.errors import BridgeError, InvalidArgument
 from flight_server.sql.catalog import CATALOG, DB_SCHEMA, TABLE_TYPE, SqlTable, visible
 
 log = logging.getLogger(__name__)
@@ -108,16 +107,45 @@ def sql_info(wanted: Iterable[int]) -> pa.Table:
     return pa.Table.from_arrays([names, union], schema=SQL_INFO_SCHEMA)
 
 
-def like(pattern: str | None) -> re.Pattern[str] | None:
-    """A Flight SQL filter pattern (``%`` any string, ``_`` one character) as a regex."""
-    if pattern is None:
-        return None
-    parts = [".*" if c == "%" else "." if c == "_" else re.escape(c) for c in pattern]
-    return re.compile("".join(parts), re.DOTALL)
+#: Longest table or schema filter pattern a listing accepts.
+MAX_PATTERN_CHARS = 1_024
 
 
-def _matches(rx: re.Pattern[str] | None, value: str) -> bool:
-    return rx is None or rx.fullmatch(value) is not None
+def like(pattern: str | None) -> str | None:
+    """A Flight SQL filter pattern (``%`` any string, ``_`` one character), checked."""
+    if pattern is not None and len(pattern) > MAX_PATTERN_CHARS:
+        raise InvalidArgument(f"a filter pattern is longer than {MAX_PATTERN_CHARS} characters")
+    return pattern
+
+
+def like_matches(pattern: str, text: str) -> bool:
+    """Whether ``text`` matches the SQL LIKE ``pattern`` as a whole.
+
+    The classic greedy wildcard match: on a mismatch only the last ``%`` is moved
+    on, so the work is at most ``len(pattern) * len(text)`` steps, whatever the
+    pattern (a regular expression with several ``.*`` backtracks exponentially in
+    their number: ``%a%a%a%b`` against a long run of ``a`` froze the server).
+    """
+    p = t = 0
+    star, resume = -1, 0
+    while t < len(text):
+        if p < len(pattern) and pattern[p] != "%" and pattern[p] in ("_", text[t]):
+            p, t = p + 1, t + 1
+        elif p < len(pattern) and pattern[p] == "%":
+            star, resume = p, t
+            p += 1
+        elif star >= 0:
+            resume += 1
+            p, t = star + 1, resume
+        else:
+            return False
+    while p < len(pattern) and pattern[p] == "%":
+        p += 1
+    return p == len(pattern)
+
+
+def _matches(pattern: str | None, value: str) -> bool:
+    return pattern is None or like_matches(pattern, value)
 
 
 def catalogs() -> pa.Table:

@@ -27,7 +27,7 @@ def main() -> None:
     parser.add_argument("--rows", type=int, nargs="+",
                         help="table sizes for the memory benchmark (default 1M, 5M and 10M rows)")
     parser.add_argument("--only", choices=["memory", "outputs", "perf", "soak", "sql"],
-                        help="run only one benchmark (default: both)")
+                        help="run only one benchmark (default: all of them)")
     args = parser.parse_args()
     sizes = args.rows or ([100_000, 400_000] if args.smoke else [1_000_000, 5_000_000, 10_000_000])
     out_dir = RESULTS / "smoke" if args.smoke else RESULTS

@@ -257,7 +257,10 @@ def describe(planned: Planned, limits: Limits) -> pa.Schema:
             _register(con, name, schema.empty_table())
         timer.start()
         with translated(None, limits):
-            return con.sql(planned.sql, params=planned.bound()).limit(0).to_arrow_table().schema
+            # The reader's schema, as Execution serves it: a LIMIT 0 wrapper would rename
+            # duplicate columns (a self-join's ``a`` and ``a`` to ``a`` and ``a_1``).
+            relation = con.sql(planned.sql, params=planned.bound())
+            return relation.to_arrow_reader(limits.batch_rows).schema
     finally:
         timer.cancel()
         con.close()

@@ -90,6 +90,19 @@ def test_self_join_rescans_the_table(sql_site, query):
     same(got, want)
 
 
+def test_self_join_with_star_keeps_both_sides(sql_site, owner_sql):
+    """``SELECT *`` over a self-join has duplicate column names; the FlightInfo schema and
+    the stream's schema must agree (they did not: ADBC said "inconsistent schema")."""
+    wells = sql_site.tables["wells"]
+    with owner_sql.cursor() as cur:
+        cur.execute(f"SELECT * FROM t_{wells.file_id} a JOIN t_{wells.file_id} b "
+                    "ON b.well = a.well ORDER BY a.well")
+        got = cur.fetch_arrow_table()
+    width = len(wells.frame.columns)
+    assert got.num_columns == 2 * width and got.num_rows == len(wells.frame)
+    assert got.column(0).to_pylist() == got.column(width).to_pylist()
+
+
 def test_polars_read_database_over_adbc(sql_site, owner_sql):
     pl = pytest.importorskip("polars")
     cells = sql_site.tables["cells"]

@@ -34,6 +34,7 @@ from flight_client.protocol import TableTicket, UploadDescriptor
 from flight_server.backends.local import LocalStore
 from flight_server.cli import main as cli_main
 from tests.conftest import PASSWORDS, seed_store
+from tests.processes import CLI
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 ROWS, CHUNK = 20_000, 2_000
@@ -227,7 +228,6 @@ def test_client_killed_mid_upload_leaves_nothing(site, owner):
 
 
 # -- the server: SIGTERM with a drain deadline, SIGKILL after a commit -------------------------
-CLI = [sys.executable, "-c", "import sys; from flight_server.cli import main; sys.exit(main())"]
 
 
 class Served:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import os
 import shlex
 import shutil
-import socket
 import stat
 import subprocess
 import sys
@@ -24,6 +23,7 @@ from typing import Any
 
 from flight_server.config import ENV_PREFIX
 from tests.deploy import files
+from tests.processes import free_port  # noqa: F401 - test_health imports it from here
 
 OMERO_DATA = "/OMERO"
 IMAGE_PREFIX = "/opt/omero-flight"
@@ -52,12 +52,6 @@ def image_healthcheck(bridge: Launch) -> list[str]:
     _, runtime = files.dockerfile_stages()
     return [str(under(bridge.root, arg)) if arg.startswith("/") else arg
             for arg in files.dockerfile_exec(runtime, "HEALTHCHECK")]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def under(root: Path, path: str) -> Path:

@@ -8,12 +8,11 @@ import re
 import shutil
 import signal
 import subprocess
-import sys
 
 import pyarrow.flight as flight
 import pytest
 
-CLI = [sys.executable, "-c", "import sys; from flight_server.cli import main; sys.exit(main())"]
+from tests.processes import CLI
 
 
 def self_signed(tmp_path):

@@ -19,7 +19,6 @@ import json
 import os
 import random
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -27,15 +26,14 @@ import textwrap
 import time
 from pathlib import Path
 
-import pyarrow.flight as flight
 import pytest
 
 from tests.conftest import PASSWORDS, seed_store
+from tests.processes import CLI, free_port, wait_signed_in
 
 LOAD_SECONDS = float(os.environ.get("OMERO_FLIGHT_LOAD_SECONDS", "20"))
 WORKERS = 3
 
-SERVE = [sys.executable, "-c", "import sys; from flight_server.cli import main; sys.exit(main())"]
 
 #: One client process: uploads deterministic tables, reads and queries what it finds.
 WORKER = textwrap.dedent(
@@ -90,31 +88,10 @@ WORKER = textwrap.dedent(
 )
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _serve(store: Path, port: int, spool: Path) -> subprocess.Popen[bytes]:
     env = {**os.environ, "OMERO_FLIGHT_SPOOL_DIR": str(spool)}
-    return subprocess.Popen(SERVE + ["serve", "--store", str(store), "--port", str(port)],
+    return subprocess.Popen(CLI + ["serve", "--store", str(store), "--port", str(port)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
-
-
-def _wait_ready(url: str, proc: subprocess.Popen[bytes], timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, "the server exited during start-up"
-        try:
-            client = flight.FlightClient(url)
-            client.authenticate_basic_token("alice", PASSWORDS["alice"],
-                                            flight.FlightCallOptions(timeout=2))
-            client.close()
-            return
-        except flight.FlightError:
-            time.sleep(0.1)
-    raise AssertionError(f"the server at {url} did not answer within {timeout} s")
 
 
 def _expected_rows(name: str) -> tuple[int, int]:
@@ -130,10 +107,10 @@ def test_kills_and_restarts_lose_no_acknowledged_upload(tmp_path: Path) -> None:
     store_path, spool = tmp_path / "store", tmp_path / "spool"
     spool.mkdir()
     seed_store(store_path).catalog.close()
-    port = _free_port()
+    port = free_port()
     url = f"grpc://127.0.0.1:{port}"
     server = _serve(store_path, port, spool)
-    _wait_ready(url, server)
+    wait_signed_in(url, server, "alice", PASSWORDS["alice"])
 
     journals = [tmp_path / f"journal-{w}.jsonl" for w in range(WORKERS)]
     workers = [
@@ -152,7 +129,7 @@ def test_kills_and_restarts_lose_no_acknowledged_upload(tmp_path: Path) -> None:
             server.wait(timeout=30)
             kills += 1
             server = _serve(store_path, port, spool)
-            _wait_ready(url, server)
+            wait_signed_in(url, server, "alice", PASSWORDS["alice"])
         for proc in workers:
             _, err = proc.communicate(timeout=LOAD_SECONDS + 120)
             assert proc.returncode == 0, err.decode()[-2000:]
@@ -160,7 +137,7 @@ def test_kills_and_restarts_lose_no_acknowledged_upload(tmp_path: Path) -> None:
         server.send_signal(signal.SIGKILL)
         server.wait(timeout=30)
         server = _serve(store_path, port, spool)
-        _wait_ready(url, server)
+        wait_signed_in(url, server, "alice", PASSWORDS["alice"])
 
         entries = [json.loads(line) for j in journals for line in j.read_text().splitlines()]
         acked = {e["acked"]: e for e in entries if "acked" in e}

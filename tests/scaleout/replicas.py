@@ -4,24 +4,14 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
-import sys
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import pyarrow.flight as flight
-
 from tests.conftest import PASSWORDS, seed_store
+from tests.processes import CLI, free_port, wait_signed_in
 
-SERVE = [sys.executable, "-c", "import sys; from flight_server.cli import main; sys.exit(main())"]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+SERVE = CLI  # the name the replica tests use
 
 
 def write_key(path: Path) -> Path:
@@ -88,15 +78,4 @@ def start_replicas(folder: Path, count: int = 3, split_rows: int = 20_000) -> Re
 
 
 def wait_ready(url: str, proc: subprocess.Popen[bytes], timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, "a replica exited during start-up"
-        try:
-            client = flight.FlightClient(url)
-            client.authenticate_basic_token("alice", PASSWORDS["alice"],
-                                            flight.FlightCallOptions(timeout=2))
-            client.close()
-            return
-        except flight.FlightError:
-            time.sleep(0.1)
-    raise AssertionError(f"the replica at {url} did not answer within {timeout} s")
+    wait_signed_in(url, proc, "alice", PASSWORDS["alice"], timeout)

@@ -15,13 +15,13 @@ import pty
 import select
 import signal
 import subprocess
-import sys
 import termios
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-CLI = [sys.executable, "-c", "import sys; from flight_server.cli import main; sys.exit(main())"]
+from tests.processes import CLI
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(
     __file__)))))
 CTRL_C = b"\x03"

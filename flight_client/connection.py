@@ -38,8 +38,8 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from flight_client import errors
-from flight_client.protocol import ACTION_HEALTH, ACTION_VERSION, ACTION_WHOAMI
 from flight_client.transport import Transport
+from flight_protocol.messages import ACTION_HEALTH, ACTION_VERSION, ACTION_WHOAMI
 
 LOGGER = logging.getLogger(__name__)
 

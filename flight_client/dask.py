@@ -26,8 +26,8 @@ import pyarrow as pa
 from flight_client import outputs
 from flight_client.connection import Connection
 from flight_client.partitions import Access, Partition, ReadPlan, plan_with, read_partition
-from flight_client.protocol import ROW_NUMBER_COLUMN
 from flight_client.reading import table_ticket
+from flight_protocol.messages import ROW_NUMBER_COLUMN
 
 
 def read_frame(partition: Partition, access: Access,

@@ -20,7 +20,7 @@
 
 ``InvalidRequest`` is a ``ValueError`` so ``except ValueError`` in scripts written
 for omero2pandas keeps working. Errors raised by the server carry its ``code``
-(one of :data:`flight_client.protocol.ERROR_CODES`) and message. Writing to a
+(one of :data:`flight_protocol.messages.ERROR_CODES`) and message. Writing to a
 local file that already exists raises the built-in :class:`FileExistsError`.
 """
 

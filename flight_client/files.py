@@ -25,14 +25,14 @@ import pyarrow.compute as pc
 from flight_client import errors, outputs
 from flight_client.connection import Connection, use_connection
 from flight_client.progress import bar
-from flight_client.protocol import (
+from flight_client.reading import object_ids
+from flight_client.writing import upload_links
+from flight_protocol.messages import (
     ACTION_FILE_INFO,
     FileTicket,
     FileUploadDescriptor,
     ProtocolError,
 )
-from flight_client.reading import object_ids
-from flight_client.writing import upload_links
 
 LOGGER = logging.getLogger(__name__)
 

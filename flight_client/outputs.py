@@ -20,7 +20,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from flight_client import errors
-from flight_client.protocol import ROW_NUMBER_COLUMN
+from flight_protocol.messages import ROW_NUMBER_COLUMN
 
 LOGGER = logging.getLogger(__name__)
 

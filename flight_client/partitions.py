@@ -21,9 +21,9 @@ import pyarrow.flight as flight
 
 from flight_client import errors
 from flight_client.connection import Connection
-from flight_client.protocol import ROW_NUMBER_COLUMN, RowRange, TableTicket, decode
 from flight_client.reading import endpoint_locations, failover_batches
 from flight_client.transport import Transport
+from flight_protocol.messages import ROW_NUMBER_COLUMN, RowRange, TableTicket, decode
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,7 @@
 """Reading OMERO.tables: one selection path shared by every read and download.
 
 :func:`table_ticket` turns omero2pandas-style arguments into a
-:class:`~flight_client.protocol.TableTicket` (checking them before any network
+:class:`~flight_protocol.messages.TableTicket` (checking them before any network
 call); :func:`open_read` asks the bridge for the read's FlightInfo and streams
 its endpoints, fetched in parallel by a small thread pool and yielded in
 endpoint order. ``read_table``, ``read_arrow``, ``read_polars``,
@@ -29,7 +29,8 @@ import pyarrow.flight as flight
 from flight_client import errors, outputs
 from flight_client.connection import Connection, use_connection
 from flight_client.progress import bar
-from flight_client.protocol import (
+from flight_client.transport import Transport
+from flight_protocol.messages import (
     ACTION_LIST_TABLES,
     ACTION_TABLE_COLUMNS,
     ACTION_TABLE_SIZE,
@@ -39,7 +40,6 @@ from flight_client.protocol import (
     TableTicket,
     decode,
 )
-from flight_client.transport import Transport
 
 LOGGER = logging.getLogger(__name__)
 

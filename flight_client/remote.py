@@ -26,17 +26,11 @@ session key is ``session_key=`` or the key of a connection logged in as
 
 from __future__ import annotations
 
-import http.cookiejar
-import json
 import logging
 import os
 import re
 import secrets
 import shutil
-import ssl
-import urllib.error
-import urllib.parse
-import urllib.request
 from collections.abc import Iterable, Iterator
 from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any
@@ -47,7 +41,9 @@ from flight_client import errors
 from flight_client.connection import SESSION_USER, Connection, _omero_session, use_connection
 from flight_client.outputs import check_target
 from flight_client.progress import bar
-from flight_client.protocol import (
+from flight_protocol import columns as cols
+from flight_protocol import omero_plus
+from flight_protocol.messages import (
     ACTION_REGISTER_TABLE,
     ROW_NUMBER_COLUMN,
     ProtocolError,
@@ -56,26 +52,22 @@ from flight_client.protocol import (
 
 LOGGER = logging.getLogger(__name__)
 
-ENV_WEB_URL = "OMERO_FLIGHT_WEB_URL"
-TOKEN_ENDPOINT = "/api/v0/token"
-REGISTER_ENDPOINT = "/omero_plus/api/v0/table"
-CSRF_HEADER = "X-CSRFToken"
-SECRET_HEADER = "X-SecretToken"
+ENV_WEB_URL = omero_plus.ENV_WEB_URL
 DEFAULT_CHUNK_SIZE = 1000
 SUFFIX = ".tiledb"
 _WINDOWS_PATH = re.compile(r"^(?:[A-Za-z]:[\\/]|\\\\)")
 
 
 def _layout() -> Any:
-    """``flight_server.tiledb_layout``, or MissingDependency naming the extra."""
+    """:mod:`flight_protocol.tiledb`, or MissingDependency naming the extra."""
     try:
         import tiledb  # noqa: F401
     except ImportError:
         raise errors.MissingDependency(
             "TileDB tables need tiledb: pip install 'omero-flight[tiledb]'") from None
-    from flight_server import tiledb_layout
+    from flight_protocol import tiledb as layout
 
-    return tiledb_layout
+    return layout
 
 
 # -- writing an array ----------------------------------------------------------------------------
@@ -104,12 +96,11 @@ def write_tiledb(path: str | os.PathLike[str], schema: pa.Schema,
                  progress: bool | None = None) -> tuple[str, int]:
     """Write batches to a new TileDB table array, one TileDB write each; (SecretToken, rows).
 
-    Types follow OMERO.tables (``flight_server.columns``); a ``__row__``
+    Types follow OMERO.tables (:mod:`flight_protocol.columns`); a ``__row__``
     column (row numbers sent by the bridge) is dropped, and rows are numbered
     0, 1, ... in the array. A partial array is removed on failure.
     """
     layout = _layout()
-    from flight_server import columns as cols
 
     target = check_target(path)
     keep = [n for n in schema.names if n != ROW_NUMBER_COLUMN]
@@ -216,26 +207,20 @@ def remote_location(
 
 
 # -- registration over HTTPS ---------------------------------------------------------------------
-class _NoRedirect(urllib.request.HTTPRedirectHandler):
-    """A redirect means OMERO.web wants a login: report it instead of following it."""
-
-    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
-        return None
+def _client_error(exc: omero_plus.OmeroPlusError) -> errors.OmeroFlightError:
+    """The client's exception for an OMERO Plus failure (the one translation)."""
+    if isinstance(exc, omero_plus.MissingWebAddress):
+        return errors.MissingConnectionDetails(exc.message)
+    kind = errors.ConnectionFailed if exc.code == "unavailable" else errors.BY_CODE[exc.code]
+    return kind(exc.message, code=None if exc.status is None else str(exc.status))
 
 
 def web_base_url(web_url: str | None = None) -> str:
     """The OMERO.web base URL: ``web_url`` or ``OMERO_FLIGHT_WEB_URL``; must be HTTPS."""
-    url = web_url or os.environ.get(ENV_WEB_URL)
-    if not url:
-        raise errors.MissingConnectionDetails(
-            f"registration needs the OMERO Plus web address: give web_url= or set {ENV_WEB_URL} "
-            "(e.g. https://omero.example.org)")
-    parts = urllib.parse.urlsplit(url)
-    if parts.scheme != "https" or not parts.netloc:
-        raise errors.InvalidRequest(
-            f"the OMERO Plus web address must be an https:// URL (the session key and "
-            f"SecretToken travel in it), got {url!r}")
-    return f"https://{parts.netloc}{parts.path.rstrip('/')}"
+    try:
+        return omero_plus.web_base_url(web_url)
+    except omero_plus.OmeroPlusError as exc:
+        raise _client_error(exc) from None
 
 
 def _known_session_key(connector: Any, session_key: str | None) -> str | None:
@@ -265,67 +250,6 @@ def _through_bridge(connector: Any, session_key: str | None) -> bool:
     """Whether the bridge registers for us: a bridge connection but no session key here."""
     return isinstance(connector, Connection) and _known_session_key(connector,
                                                                      session_key) is None
-
-
-def _prefix(prefix: str) -> str:
-    prefix = (prefix or "").strip()
-    if prefix and not prefix.startswith("/"):
-        prefix = "/" + prefix
-    return prefix.rstrip("/")
-
-
-def _server_message(exc: urllib.error.HTTPError) -> str:
-    try:
-        body = exc.read()
-    except OSError:
-        body = b""
-    try:
-        content = json.loads(body)
-    except ValueError:
-        return body.decode("utf-8", "replace").strip()[:300] or "<no further message>"
-    if isinstance(content, dict) and "message" in content:
-        return str(content["message"])
-    return json.dumps(content)[:300]
-
-
-def _error(exc: urllib.error.HTTPError, url: str) -> errors.OmeroFlightError:
-    code = exc.code
-    if 300 <= code < 400:
-        return errors.AuthenticationFailed(
-            f"OMERO.web redirected {url} to {exc.headers.get('Location')!r}: the OMERO session "
-            "key was not accepted (expired or wrong); log in again")
-    message = f"OMERO Plus answered HTTP {code} for {url}: {_server_message(exc)}"
-    if code == 404:
-        return errors.NotFound(message + " (is this OMERO Plus with TileDB tables, and is the "
-                               "prefix right?)")
-    kinds: dict[int, type[errors.OmeroFlightError]] = {
-        400: errors.InvalidRequest, 401: errors.AuthenticationFailed,
-        403: errors.PermissionDenied, 409: errors.AlreadyExists}
-    return kinds.get(code, errors.ServerError)(message, code=str(code))
-
-
-def _call(opener: urllib.request.OpenerDirector, request: urllib.request.Request,
-          timeout: float) -> dict[str, Any]:
-    url = request.full_url.split("?", 1)[0]  # never log the session key
-    try:
-        with opener.open(request, timeout=timeout) as response:
-            body = response.read()
-    except urllib.error.HTTPError as exc:
-        raise _error(exc, url) from None
-    except urllib.error.URLError as exc:
-        hint = (" (a private CA? pass ca_file=)"
-                if isinstance(exc.reason, ssl.SSLCertVerificationError) else "")
-        raise errors.ConnectionFailed(f"cannot reach OMERO.web at {url}: {exc.reason}{hint}"
-                                      ) from None
-    except (TimeoutError, OSError) as exc:
-        raise errors.ConnectionFailed(f"cannot reach OMERO.web at {url}: {exc}") from None
-    try:
-        content = json.loads(body)
-    except ValueError:
-        raise errors.ServerError(f"OMERO.web's answer from {url} is not JSON") from None
-    if not isinstance(content, dict):
-        raise errors.ServerError(f"OMERO.web's answer from {url} is not a JSON object")
-    return content
 
 
 def register_table(
@@ -380,37 +304,12 @@ def register_table(
                 ACTION_REGISTER_TABLE, uri=server_path, table_name=table_name,
                 links=[list(pair) for pair in pairs], token=token, prefix=prefix)
         return int(result["annotation_id"])
-    base = web_base_url(web_url)
     key = session_key_of(connector, session_key)
-    targets = [f"{kind}:{oid}" for kind, oid in pairs]
-    context = ssl.create_default_context(cafile=None if ca_file is None else os.fspath(ca_file))
-    opener = urllib.request.build_opener(
-        urllib.request.HTTPSHandler(context=context),
-        urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar()),
-        _NoRedirect())
-    root = base + _prefix(prefix)
-    csrf = _call(opener, urllib.request.Request(root + TOKEN_ENDPOINT), timeout).get("data")
-    if not isinstance(csrf, str) or not csrf:
-        raise errors.ServerError(f"OMERO.web gave no CSRF token at {root + TOKEN_ENDPOINT}")
-    body = json.dumps({"uri": str(PurePosixPath(server_path)), "name": table_name,
-                       "targets": targets}).encode()
-    headers = {"Content-Type": "application/json", "Accept": "application/json",
-               CSRF_HEADER: csrf, "Referer": base}
-    if token:
-        headers[SECRET_HEADER] = token
-    query = urllib.parse.urlencode({"bsession": key})
-    request = urllib.request.Request(f"{root}{REGISTER_ENDPOINT}?{query}", data=body,
-                                     headers=headers, method="POST")
-    LOGGER.info("registering %s as %r with OMERO Plus at %s", remote_path, table_name, base)
-    content = _call(opener, request, timeout)
     try:
-        annotation_id = int(content["data"]["file_annotation"])
-    except (KeyError, TypeError, ValueError):
-        raise errors.ServerError(
-            f"OMERO Plus's answer has no data.file_annotation: {json.dumps(content)[:300]}"
-        ) from None
-    LOGGER.info("registered %s as FileAnnotation %d", remote_path, annotation_id)
-    return annotation_id
+        return omero_plus.register(server_path, table_name, pairs, token, key, prefix=prefix,
+                                   web_url=web_url, ca_file=ca_file, timeout=timeout)
+    except omero_plus.OmeroPlusError as exc:
+        raise _client_error(exc) from None
 
 
 def create_remote_table(

@@ -31,7 +31,7 @@ import pyarrow as pa
 import pyarrow.flight as flight
 
 from flight_client import errors
-from flight_client.protocol import (
+from flight_protocol.messages import (
     ACTION_LOGOUT,
     COMMIT_METADATA,
     ProtocolError,

@@ -37,7 +37,7 @@ import pyarrow.parquet as pq
 from flight_client import errors
 from flight_client.connection import Connection, use_connection
 from flight_client.progress import bar
-from flight_client.protocol import (
+from flight_protocol.messages import (
     META_STRING_SIZE,
     ProtocolError,
     UploadDescriptor,

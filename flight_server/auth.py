@@ -37,7 +37,7 @@ from collections.abc import Callable
 
 import pyarrow.flight as flight
 
-from flight_client.protocol import echo
+from flight_protocol.messages import echo
 from flight_server.backends.base import Backend, Caller
 from flight_server.errors import BridgeError, Unauthenticated, flight_error, to_flight
 

@@ -41,8 +41,9 @@ from collections.abc import Iterator
 
 import pyarrow.flight as flight
 
-from flight_client.protocol import ProtocolError
-from flight_server.columns import UnsupportedColumn
+from flight_protocol.columns import UnsupportedColumn
+from flight_protocol.messages import ProtocolError
+from flight_protocol.tiledb import TileDBUnavailable
 from flight_server.query import UnsafeQuery
 
 log = logging.getLogger(__name__)
@@ -121,6 +122,8 @@ def code_and_message(exc: BaseException) -> tuple[str, str]:
         return "invalid_argument", f"query refused: {exc}"
     if isinstance(exc, UnsupportedColumn):
         return "invalid_argument", f"cannot store this table: {exc}"
+    if isinstance(exc, TileDBUnavailable):
+        return "invalid_argument", str(exc)
     if isinstance(exc, UnicodeDecodeError):  # names and metadata arrive as bytes
         log.info("refused text that is not UTF-8", exc_info=exc)
         return "invalid_argument", "the request holds text that is not valid UTF-8"

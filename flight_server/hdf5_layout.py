@@ -17,7 +17,7 @@ Every file is checked before PyTables opens it
 (:func:`flight_server.hdf5_check.check_file`: plain, self-contained storage in
 this layout, nothing PyTables would unpickle), then its column types are
 checked against the stored dtypes. Writing refuses a table whose compound type
-cannot fit HDF5's object header (:func:`flight_server.columns.check_hdf5_header`).
+cannot fit HDF5's object header (:func:`flight_protocol.columns.check_hdf5_header`).
 Reads fetch whole rows, at most :data:`READ_BYTES` at a time, and keep only the
 requested columns.
 
@@ -43,7 +43,7 @@ import numpy as np
 import pyarrow as pa
 import tables
 
-from flight_server import columns as cols
+from flight_protocol import columns as cols
 from flight_server.backends.base import FileInfo, TableHandle
 from flight_server.errors import InvalidArgument, NotFound
 from flight_server.hdf5_check import check_file

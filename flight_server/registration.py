@@ -3,7 +3,7 @@
 A client that logged in to an OMERO-backed bridge with a user name and
 password does not know its OMERO session key; the bridge does. This action
 sends OMERO Plus the same HTTPS registration the client would
-(:func:`flight_client.remote.register_table`), authenticated by the caller's
+(:mod:`flight_protocol.omero_plus`), authenticated by the caller's
 own OMERO session. The OMERO.web address is the bridge's ``omero_web_url``
 setting (``--omero-web-url``; without it, the bridge's ``OMERO_FLIGHT_WEB_URL``);
 a private CA through ``SSL_CERT_FILE``. The
@@ -17,8 +17,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from flight_client import errors as client_errors
-from flight_client.protocol import ACTION_REGISTER_TABLE, decode_body, encode_body
+from flight_protocol import omero_plus
+from flight_protocol.messages import (
+    ACTION_REGISTER_TABLE,
+    ProtocolError,
+    check_name,
+    decode_body,
+    encode_body,
+    normalize_links,
+)
 from flight_server.backends.base import Caller
 from flight_server.errors import (
     AlreadyExists,
@@ -35,15 +42,15 @@ __all__ = ["ACTION_REGISTER_TABLE", "DESCRIPTION", "register", "session_key"]
 DESCRIPTION = ("Body: {uri, table_name, links, token, prefix?} -> {annotation_id}: register "
                "a TileDB array with OMERO Plus in place, with the caller's OMERO session")
 
-_ERRORS: list[tuple[type[client_errors.OmeroFlightError], type[BridgeError]]] = [
-    (client_errors.AlreadyExists, AlreadyExists),
-    (client_errors.MissingConnectionDetails, InvalidArgument),
-    (client_errors.ConnectionFailed, Unavailable),
-    (client_errors.AuthenticationFailed, Unauthenticated),
-    (client_errors.PermissionDenied, PermissionDenied),
-    (client_errors.NotFound, NotFound),
-    (client_errors.InvalidRequest, InvalidArgument),
-]
+#: Protocol error code -> the bridge's error (``internal`` stays internal).
+_ERRORS: dict[str, type[BridgeError]] = {
+    "invalid_argument": InvalidArgument,
+    "not_found": NotFound,
+    "already_exists": AlreadyExists,
+    "unauthenticated": Unauthenticated,
+    "permission_denied": PermissionDenied,
+    "unavailable": Unavailable,
+}
 
 
 def session_key(caller: Caller) -> str:
@@ -59,22 +66,30 @@ def session_key(caller: Caller) -> str:
 
 def register(caller: Caller, raw: bytes, web_url: str | None = None) -> bytes:
     """Run the action for ``caller``; see the module docstring."""
-    from flight_client.remote import register_table
-
     body = decode_body(raw)
     missing = [k for k in ("uri", "table_name", "links", "token") if k not in body]
     if missing:
         raise InvalidArgument(f"register_table needs {', '.join(missing)} in its body")
+    uri, token, prefix = body["uri"], body["token"], body.get("prefix") or ""
+    if not isinstance(uri, str) or not uri.startswith("/"):
+        raise InvalidArgument("uri must be the array's absolute POSIX path on the OMERO Plus "
+                              "server")
+    if not isinstance(token, str | None) or not isinstance(prefix, str):
+        raise InvalidArgument("token and prefix must be strings")
+    try:
+        name = check_name(body["table_name"], "table_name")
+        links = normalize_links(body["links"] if isinstance(body["links"], list) else [None])
+    except ProtocolError as exc:
+        raise InvalidArgument(str(exc)) from None
+    if not links:
+        raise InvalidArgument("no OMERO objects to link the table to: give links")
     key = session_key(caller)
     try:
-        annotation_id = register_table(
-            None, body["uri"], body["table_name"], [tuple(link) for link in body["links"]],
-            body["token"], str(body.get("prefix") or ""), session_key=key, web_url=web_url)
-    except client_errors.OmeroFlightError as exc:
-        kind = next((server for client, server in _ERRORS if isinstance(exc, client)), None)
+        annotation_id = omero_plus.register(uri, name, links, token, key, prefix=prefix,
+                                            web_url=web_url)
+    except omero_plus.OmeroPlusError as exc:
+        kind = _ERRORS.get(exc.code)
         if kind is None:
-            raise
+            raise BridgeError(exc.message) from None
         raise kind(exc.message) from None
-    except TypeError as exc:
-        raise InvalidArgument(f"malformed register_table body: {exc}") from None
     return encode_body(annotation_id=annotation_id)

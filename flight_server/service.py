@@ -19,7 +19,8 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.flight as flight
 
-from flight_client.protocol import (
+from flight_protocol.columns import META_DESCRIPTION, column_type_of, short_name
+from flight_protocol.messages import (
     ACTION_FILE_INFO,
     ACTION_HEALTH,
     ACTION_LIST_TABLES,
@@ -52,7 +53,6 @@ from flight_server.auth import (
     caller_of,
 )
 from flight_server.backends.base import Backend, Caller, FileInfo, TableSummary
-from flight_server.columns import META_DESCRIPTION, column_type_of, short_name
 from flight_server.errors import InvalidArgument, Unavailable, flight_errors, schema_errors
 
 log = logging.getLogger(__name__)

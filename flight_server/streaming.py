@@ -17,8 +17,8 @@ from dataclasses import dataclass, replace
 import numpy as np
 import pyarrow as pa
 
-from flight_client.protocol import ROW_NUMBER_COLUMN, FileTicket, RowRange, TableTicket
-from flight_server import columns as cols
+from flight_protocol import columns as cols
+from flight_protocol.messages import ROW_NUMBER_COLUMN, FileTicket, RowRange, TableTicket
 from flight_server.backends.base import (
     TABLE_MIMETYPE,
     Backend,

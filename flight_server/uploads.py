@@ -23,8 +23,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.flight as flight
 
-from flight_client.protocol import COMMIT_METADATA, FileUploadDescriptor, UploadDescriptor
-from flight_server import columns as cols
+from flight_protocol import columns as cols
+from flight_protocol.messages import COMMIT_METADATA, FileUploadDescriptor, UploadDescriptor
 from flight_server.backends.base import Backend, Caller, FileInfo, UploadResult
 from flight_server.errors import InvalidArgument, Unavailable
 

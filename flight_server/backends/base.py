@@ -9,8 +9,8 @@ refuse what that user may not see or change, raising the errors in
 
 Row numbers are always the table's own (0-based) row numbers. Arrow schemas
 returned here carry the OMERO column type in field metadata
-(``flight_client.protocol.META_COLUMN_TYPE``); build them with
-``flight_server.columns``.
+(``flight_protocol.messages.META_COLUMN_TYPE``); build them with
+``flight_protocol.columns``.
 """
 
 from __future__ import annotations

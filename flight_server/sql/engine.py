@@ -34,8 +34,8 @@ from dataclasses import dataclass, field, replace
 import duckdb
 import pyarrow as pa
 
-from flight_client.protocol import RowRange, TableTicket
-from flight_server import columns as cols
+from flight_protocol import columns as cols
+from flight_protocol.messages import RowRange, TableTicket
 from flight_server import streaming
 from flight_server.backends.base import Backend, Caller, TableRef
 from flight_server.errors import BridgeError, InvalidArgument, PermissionDenied

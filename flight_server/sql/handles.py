@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import pyarrow.flight as flight
 
-from flight_client.protocol import ProtocolError, decode_json
+from flight_protocol.messages import ProtocolError, decode_json
 from flight_server import streaming
 from flight_server.errors import InvalidArgument
 from flight_server.sql.engine import Parameter

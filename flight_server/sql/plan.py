@@ -41,7 +41,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from flight_server import columns as cols
+from flight_protocol import columns as cols
 from flight_server.errors import InvalidArgument, NotFound
 from flight_server.sql.catalog import CATALOG, DB_SCHEMA
 

@@ -9,8 +9,8 @@ import pyarrow.parquet as pq
 import pytest
 
 import flight_client
-from flight_client.protocol import META_COLUMN_TYPE
-from flight_server import columns as cols
+from flight_protocol import columns as cols
+from flight_protocol.messages import META_COLUMN_TYPE
 
 ROWS = 1200
 

@@ -30,7 +30,7 @@ import pytest
 
 import flight_client
 from flight_client import writing
-from flight_client.protocol import TableTicket, UploadDescriptor
+from flight_protocol.messages import TableTicket, UploadDescriptor
 from flight_server.backends.local import LocalStore
 from flight_server.cli import main as cli_main
 from tests.conftest import PASSWORDS, seed_store

@@ -11,8 +11,8 @@ import pytest
 
 import flight_client
 from flight_client import errors
-from flight_client.protocol import TableTicket, UploadDescriptor, encode_body
 from flight_client.transport import Transport
+from flight_protocol.messages import TableTicket, UploadDescriptor, encode_body
 
 
 def login(bridge, user: str) -> dict[str, object]:

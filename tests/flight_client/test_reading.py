@@ -9,8 +9,8 @@ import pyarrow.parquet as pq
 import pytest
 
 import flight_client
-from flight_client.protocol import ROW_NUMBER_COLUMN, RowRange, TableTicket
 from flight_client.reading import ordered_batches, table_ticket
+from flight_protocol.messages import ROW_NUMBER_COLUMN, RowRange, TableTicket
 
 
 def test_read_arrow(table, conn):

@@ -17,7 +17,7 @@ from tests.flight_client.conftest import IMAGE
 from tests.omero_plus.fixtures import SERVER_ROOT, omero_plus  # noqa: F401 - a fixture
 
 tiledb = pytest.importorskip("tiledb")
-from flight_server import columns as cols  # noqa: E402
+from flight_protocol import columns as cols  # noqa: E402
 from flight_server.tiledb_layout import TileDBReader, secret_token  # noqa: E402
 
 KEY = "alice-session-key"

@@ -18,13 +18,13 @@ from hypothesis import strategies as st
 
 import flight_client
 from flight_client import writing
-from flight_client.protocol import META_STRING_SIZE
 from flight_client.writing import (
     csv_source,
     dataframe_source,
     optimal_chunk_size,
     upload_links,
 )
+from flight_protocol.messages import META_STRING_SIZE
 
 
 def upload(source, conn, **kwargs) -> int:

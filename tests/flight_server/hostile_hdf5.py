@@ -26,7 +26,7 @@ import h5py
 import numpy as np
 import pyarrow as pa
 
-from flight_server import columns as cols
+from flight_protocol import columns as cols
 from flight_server.hdf5_layout import H5Writer
 
 WIDTH = 16

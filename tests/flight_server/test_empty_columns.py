@@ -18,7 +18,7 @@ import pytest
 
 import flight_client
 from flight_client.errors import InvalidRequest
-from flight_server import columns as cols
+from flight_protocol import columns as cols
 from flight_server.backends.base import TableRef
 from tests.flight_server.wire import error_code, read, upload
 

@@ -27,7 +27,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from flight_client.protocol import (
+from flight_protocol.messages import (
     ACTION_FILE_INFO,
     ACTION_LIST_TABLES,
     ACTION_TABLE_COLUMNS,

@@ -12,8 +12,8 @@ import pyarrow as pa
 import pyarrow.flight as flight
 import pytest
 
-from flight_client import protocol
-from flight_client.protocol import TableTicket, UploadDescriptor, encode_body
+from flight_protocol import messages as protocol
+from flight_protocol.messages import TableTicket, UploadDescriptor, encode_body
 from flight_server.auth import SignInThrottle
 from flight_server.backends.local import passwords
 from flight_server.backends.local.store import LocalStore

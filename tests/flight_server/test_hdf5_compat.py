@@ -14,7 +14,7 @@ import Ice  # noqa: E402
 import omero.columns as oc  # noqa: E402
 from omero.hdfstorageV2 import HdfStorage  # noqa: E402
 
-from flight_server import columns as cols  # noqa: E402
+from flight_protocol import columns as cols  # noqa: E402
 from flight_server.hdf5_layout import HDF5_LOCK, H5Reader, H5Writer  # noqa: E402
 
 N = 4

@@ -15,7 +15,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from flight_server import columns as cols
+from flight_protocol import columns as cols
 from flight_server.hdf5_layout import READ_BYTES, H5Reader, H5Writer
 
 ROWS = 3_500

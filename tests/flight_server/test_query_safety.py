@@ -21,8 +21,8 @@ import pyarrow.flight as flight
 import pytest
 
 from bench.servers import STORE_PASSWORD, STORE_USER, running_store_bridge
-from flight_client.protocol import TableTicket
-from flight_server import columns as cols
+from flight_protocol import columns as cols
+from flight_protocol.messages import TableTicket
 from flight_server import hdf5_layout
 from flight_server.query import MAX_QUERY_LENGTH, check_query
 from tests.flight_server.backends.omero.conftest import (  # noqa: F401 - fixtures

@@ -9,7 +9,7 @@ import pyarrow as pa
 import pyarrow.flight as flight
 import pytest
 
-from flight_client.protocol import TableTicket, encode_body
+from flight_protocol.messages import TableTicket, encode_body
 from tests.flight_server.wire import action, error_code, read, upload
 
 

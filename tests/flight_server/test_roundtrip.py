@@ -10,7 +10,8 @@ import pyarrow as pa
 import pyarrow.flight as flight
 import pytest
 
-from flight_client.protocol import (
+from flight_protocol import columns as cols
+from flight_protocol.messages import (
     ROW_NUMBER_COLUMN,
     FileTicket,
     FileUploadDescriptor,
@@ -18,7 +19,6 @@ from flight_client.protocol import (
     TableTicket,
     encode_body,
 )
-from flight_server import columns as cols
 from tests.conftest import connect_to, start_bridge
 from tests.flight_server.wire import action, read, upload
 

@@ -23,7 +23,7 @@ import pyarrow as pa
 import pyarrow.flight as flight
 import pytest
 
-from flight_server import columns as cols
+from flight_protocol import columns as cols
 from flight_server.backends.local import LocalStore
 from tests.conftest import PASSWORDS
 from tests.flight_server.wire import error_code, upload
@@ -33,7 +33,7 @@ SERVE_AND_UPLOAD = textwrap.dedent("""
     import json, os, sys
     os.umask(int(sys.argv[2], 8))
     import pyarrow as pa, pyarrow.flight as flight
-    from flight_client.protocol import FileUploadDescriptor
+    from flight_protocol.messages import FileUploadDescriptor
     from flight_server.backends.local import LocalStore
     from flight_server.service import FlightService
     from tests.conftest import seed_store, connect_to, Bridge, PASSWORDS
@@ -112,7 +112,7 @@ def test_existing_folder_and_store_are_repaired(tmp_path):
 KILLED_MID_UPLOAD = textwrap.dedent("""
     import os, signal, sys
     import pyarrow as pa
-    from flight_server import columns as cols
+    from flight_protocol import columns as cols
     from flight_server.backends.local import LocalStore
     store = LocalStore(sys.argv[1])
     caller = store.lookup_caller("alice")

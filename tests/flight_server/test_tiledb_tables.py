@@ -13,9 +13,8 @@ import pyarrow as pa
 import pyarrow.flight as flight
 import pytest
 
-from flight_client.protocol import ROW_NUMBER_COLUMN, RowRange, TableTicket, UploadDescriptor
-from flight_server import columns as cols
-from flight_server.errors import AlreadyExists
+from flight_protocol import columns as cols
+from flight_protocol.messages import ROW_NUMBER_COLUMN, RowRange, TableTicket, UploadDescriptor
 from flight_server.query import check_query
 from tests.flight_server.test_roundtrip import EXPECTED_TYPES, all_types_table
 from tests.flight_server.wire import action, error_code, read
@@ -171,7 +170,7 @@ def test_unknown_format_refused(alice):
 def test_writer_refuses_existing_path(tmp_path):
     stored = cols.omero_schema(pa.schema([("a", pa.int64())]))
     (tmp_path / "t.tiledb").mkdir()
-    with pytest.raises(AlreadyExists, match="never overwritten"):
+    with pytest.raises(FileExistsError, match="never overwritten"):
         tiledb_layout.TileDBWriter(tmp_path / "t.tiledb", stored)
 
 
@@ -202,9 +201,10 @@ def test_reads_arrays_without_omero_column_metadata(tmp_path):
 def test_missing_tiledb_is_a_clear_refusal(monkeypatch, tmp_path):
     import sys
 
-    from flight_server.errors import InvalidArgument
+    from flight_server.errors import code_and_message
 
     monkeypatch.setitem(sys.modules, "tiledb", None)
     stored = cols.omero_schema(pa.schema([("a", pa.int64())]))
-    with pytest.raises(InvalidArgument, match=r"omero-flight\[tiledb\]"):
+    with pytest.raises(tiledb_layout.TileDBUnavailable, match=r"omero-flight\[tiledb\]") as info:
         tiledb_layout.TileDBWriter(tmp_path / "t.tiledb", stored)
+    assert code_and_message(info.value)[0] == "invalid_argument"

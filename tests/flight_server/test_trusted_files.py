@@ -24,7 +24,7 @@ import pyarrow as pa
 import pyarrow.flight as flight
 import pytest
 
-from flight_client.protocol import FileTicket, FileUploadDescriptor, TableTicket
+from flight_protocol.messages import FileTicket, FileUploadDescriptor, TableTicket
 from flight_server.backends.local import LocalStore
 from flight_server.errors import InvalidArgument
 from flight_server.hdf5_layout import H5Reader

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pyarrow as pa
 import pytest
 
-from flight_server import columns as cols
+from flight_protocol import columns as cols
 from flight_server.auth import TokenSigner
 from flight_server.config import ConfigError, load_settings
 from flight_server.errors import Unauthenticated

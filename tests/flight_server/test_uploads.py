@@ -14,7 +14,7 @@ import pyarrow as pa
 import pyarrow.flight as flight
 import pytest
 
-from flight_client.protocol import COMMIT_METADATA, UploadDescriptor
+from flight_protocol.messages import COMMIT_METADATA, UploadDescriptor
 from tests.flight_server.wire import error_code
 
 
@@ -90,7 +90,7 @@ def test_bad_batch_mid_stream_leaves_nothing(connect, bridge):
 CLIENT = textwrap.dedent("""
     import os, sys
     import pyarrow as pa, pyarrow.flight as flight
-    from flight_client.protocol import UploadDescriptor
+    from flight_protocol.messages import UploadDescriptor
     url, user, password, strings = sys.argv[1:5]
     client = flight.FlightClient(url)
     options = flight.FlightCallOptions(headers=[client.authenticate_basic_token(user, password)])

@@ -19,8 +19,8 @@ import tables
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from flight_client.protocol import UploadDescriptor
-from flight_server import columns as cols
+from flight_protocol import columns as cols
+from flight_protocol.messages import UploadDescriptor
 from flight_server.hdf5_layout import _descriptor
 from tests.conftest import connect_to
 from tests.flight_server.wire import error_code, read

@@ -7,7 +7,7 @@ import json
 import pyarrow as pa
 import pyarrow.flight as flight
 
-from flight_client.protocol import TableTicket, UploadDescriptor
+from flight_protocol.messages import TableTicket, UploadDescriptor
 
 
 def upload(client: flight.FlightClient, options: flight.FlightCallOptions, data: pa.Table,

@@ -30,7 +30,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from flight_server.tiledb_layout import is_tiledb_array, secret_token
+from flight_protocol.tiledb import is_tiledb_array, secret_token
 
 TOKEN_PATH = "/api/v0/token"
 REGISTER_PATH = "/omero_plus/api/v0/table"

@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from flight_client.protocol import RowRange, TableTicket, decode
 from flight_client.reading import resume_ticket
+from flight_protocol.messages import RowRange, TableTicket, decode
 from flight_server import streaming
 from flight_server.config import REUSE_CONNECTION, ConfigError, load_settings
 

@@ -42,8 +42,8 @@ from typing import TYPE_CHECKING, BinaryIO
 
 import pyarrow as pa
 
-from flight_client.protocol import normalize_links
-from flight_server import columns as cols
+from flight_protocol import columns as cols
+from flight_protocol.messages import normalize_links
 from flight_server.backends.base import (
     TABLE_MIMETYPE,
     Backend,

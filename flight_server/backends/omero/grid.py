@@ -18,7 +18,7 @@ import omero.grid
 import omero_Tables_ice  # noqa: F401 - defines omero.grid.*Column
 import pyarrow as pa
 
-from flight_server import columns as cols
+from flight_protocol import columns as cols
 
 _CLASSES: dict[str, Any] = {
     cols.LONG: omero.grid.LongColumn, cols.DOUBLE: omero.grid.DoubleColumn,

@@ -9,7 +9,7 @@ caller, and a file the caller cannot see is "not found", whatever led to it,
 in listings too. Nothing about a hidden file (name, owner, group) is told.
 
 Object kinds in HQL come only from the link allowlist
-(``flight_client.protocol.normalize_links``); ids always travel as query
+(``flight_protocol.messages.normalize_links``); ids always travel as query
 parameters.
 """
 

@@ -34,13 +34,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from omero.rtypes import rstring, unwrap
 
-from flight_server import columns as cols
+from flight_protocol import columns as cols
+from flight_protocol.columns import check_hdf5_header
 from flight_server.backends.base import TableWriter, UploadResult
 from flight_server.backends.omero.calls import CallGate, in_group
 from flight_server.backends.omero.cleanup import HeldUpload, SpareSession
 from flight_server.backends.omero.grid import empty_column, fill
 from flight_server.backends.omero.sessions import OmeroSession, message_size_max
-from flight_server.columns import check_hdf5_header
 from flight_server.errors import InvalidArgument, Unavailable
 
 log = logging.getLogger(__name__)

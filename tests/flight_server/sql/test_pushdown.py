@@ -5,7 +5,7 @@ from __future__ import annotations
 import pyarrow as pa
 import pytest
 
-from flight_server import columns as cols
+from flight_protocol import columns as cols
 from flight_server.errors import InvalidArgument
 from flight_server.query import check_query
 from flight_server.sql import engine, plan

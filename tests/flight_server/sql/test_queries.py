@@ -7,7 +7,7 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
-from flight_client.protocol import META_COLUMN_TYPE
+from flight_protocol.messages import META_COLUMN_TYPE
 from flight_server.sql.catalog import alias_of
 
 

@@ -23,7 +23,7 @@ import pytest
 pytest.importorskip("omero", reason="omero-py (with zeroc-ice 3.6) is not installed")
 
 import flight_client  # noqa: E402
-from flight_client.protocol import (  # noqa: E402
+from flight_protocol.messages import (  # noqa: E402
     COMMIT_METADATA,
     FileTicket,
     FileUploadDescriptor,

@@ -12,7 +12,7 @@ import pytest
 pytest.importorskip("omero", reason="omero-py (with zeroc-ice 3.6) is not installed")
 
 import flight_client  # noqa: E402
-from flight_client.protocol import TableTicket, UploadDescriptor  # noqa: E402
+from flight_protocol.messages import TableTicket, UploadDescriptor  # noqa: E402
 
 pytestmark = pytest.mark.omero
 

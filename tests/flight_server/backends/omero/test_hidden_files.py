@@ -23,7 +23,7 @@ pytest.importorskip("omero", reason="omero-py (with zeroc-ice 3.6) is not instal
 import omero.model  # noqa: E402
 
 import flight_client  # noqa: E402
-from flight_client.protocol import FileTicket, TableTicket  # noqa: E402
+from flight_protocol.messages import FileTicket, TableTicket  # noqa: E402
 from flight_server.backends.base import TableRef  # noqa: E402
 from flight_server.errors import NotFound  # noqa: E402
 from tests.flight_server.wire import error_code  # noqa: E402
@@ -134,7 +134,7 @@ def test_a_plain_upload_cannot_pose_as_a_table(omero_bridge, omero_login):
     files outside itself): the bridge refuses the mimetype before anything exists in OMERO."""
     import pyarrow as pa
 
-    from flight_client.protocol import FileUploadDescriptor
+    from flight_protocol.messages import FileUploadDescriptor
 
     client = flight.FlightClient(f"grpc://127.0.0.1:{omero_bridge.port}")
     header = client.authenticate_basic_token("bob", omero_bridge.password("bob"))

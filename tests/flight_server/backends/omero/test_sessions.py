@@ -9,7 +9,7 @@ import pytest
 
 pytest.importorskip("omero", reason="omero-py (with zeroc-ice 3.6) is not installed")
 
-import flight_client  # noqa: E402
+import flight_protocol.messages  # noqa: E402
 from flight_server.auth import TokenSigner  # noqa: E402
 from flight_server.service import ACTION_LOGOUT  # noqa: E402
 
@@ -25,7 +25,7 @@ def raw_client(bridge, user: str, password: str | None = None):
 def whoami(client, header) -> str:
     options = flight.FlightCallOptions(headers=[header])
     result = next(iter(client.do_action(flight.Action("whoami", b"{}"), options)))
-    return flight_client.protocol.decode_body(result.body.to_pybytes())["username"]
+    return flight_protocol.messages.decode_body(result.body.to_pybytes())["username"]
 
 
 def test_each_token_names_its_own_session(omero_bridge):
@@ -54,9 +54,9 @@ def test_wrong_password_is_unauthenticated(omero_bridge):
 
 def call(client, header, action: str = "whoami") -> dict:
     options = flight.FlightCallOptions(headers=[header])
-    body = flight_client.protocol.encode_body()
+    body = flight_protocol.messages.encode_body()
     result = next(iter(client.do_action(flight.Action(action, body), options)))
-    return flight_client.protocol.decode_body(result.body.to_pybytes())
+    return flight_protocol.messages.decode_body(result.body.to_pybytes())
 
 
 def test_session_key_joins_and_logout_only_detaches(omero_bridge, omero_login, sign_in):

@@ -17,7 +17,7 @@ import pytest
 
 pytest.importorskip("omero", reason="omero-py (with zeroc-ice 3.6) is not installed")
 
-from flight_client.protocol import (  # noqa: E402
+from flight_protocol.messages import (  # noqa: E402
     COMMIT_METADATA,
     FileUploadDescriptor,
     UploadDescriptor,

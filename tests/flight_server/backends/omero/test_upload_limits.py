@@ -11,13 +11,13 @@ import pytest
 pytest.importorskip("omero", reason="omero-py (with zeroc-ice 3.6) is not installed")
 
 import flight_client  # noqa: E402
+from flight_protocol.columns import omero_schema  # noqa: E402
 from flight_server.backends.omero.sessions import message_size_max  # noqa: E402
 from flight_server.backends.omero.writer import (  # noqa: E402
     call_bytes,
     call_ranges,
     row_bytes,
 )
-from flight_server.columns import omero_schema  # noqa: E402
 from flight_server.errors import InvalidArgument  # noqa: E402
 
 pytestmark = pytest.mark.omero
@@ -64,8 +64,8 @@ def test_a_300_mb_upload_of_large_strings_goes_in_several_calls(omero_bridge, om
     """50,000 rows of 6,000-byte strings in one batch: over OMERO's 250 MB message limit in
     one call. The batch goes to the OMERO backend as the upload receiver hands it over
     (whatever gRPC's own message limit lets a client send at once)."""
+    from flight_protocol.columns import omero_schema, with_string_sizes
     from flight_server.backends.base import TableRef
-    from flight_server.columns import omero_schema, with_string_sizes
 
     standin, backend = omero_bridge.standin, omero_bridge.backend
     name = "large strings"
@@ -106,8 +106,8 @@ def test_a_call_omero_drops_says_so_and_leaves_no_file(omero_bridge, omero_login
     """What happened before calls were split by bytes, forced by letting one call carry twice
     the client's message limit: OMERO drops the connection and the user's session. The
     answer says what happened (not "retry in 5 s"), and no orphan OriginalFile stays."""
+    from flight_protocol.columns import omero_schema, with_string_sizes
     from flight_server.backends.omero import writer as omero_writer
-    from flight_server.columns import omero_schema, with_string_sizes
     from flight_server.errors import Unavailable
 
     monkeypatch.setattr(omero_writer, "call_bytes", lambda limit: 2 * limit)

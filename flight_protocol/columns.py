@@ -56,7 +56,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from flight_client.protocol import (
+from flight_protocol.messages import (
     MAX_COLUMNS,
     MAX_NAME_CHARS,
     MAX_STRING_WIDTH,

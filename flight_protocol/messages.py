@@ -295,6 +295,10 @@ class _Message:
     def to_json(self) -> dict[str, Any]:
         raise NotImplementedError
 
+    @classmethod
+    def from_json(cls, obj: Mapping[str, Any]) -> Request:
+        raise NotImplementedError
+
     def encode(self) -> bytes:
         raw = json.dumps(self.to_json(), separators=(",", ":")).encode()
         if len(raw) > MAX_REQUEST_BYTES:
@@ -435,7 +439,7 @@ class TableTicket(_Message):
             file_id=obj.get("file_id"),
             annotation_id=obj.get("annotation_id"),
             columns=None if columns is None else tuple(columns),
-            rows=rows,
+            rows=tuple(rows) if isinstance(rows, list) else rows,
             query=obj.get("query"),
             variables=obj.get("variables") or {},
             chunk_size=obj.get("chunk_size"),
@@ -601,7 +605,7 @@ class FileUploadDescriptor(_Message):
 
 Request = TableTicket | FileTicket | UploadDescriptor | FileUploadDescriptor
 
-_KINDS: dict[str, type] = {
+_KINDS: dict[str, type[_Message]] = {
     "table": TableTicket,
     "file": FileTicket,
     "upload": UploadDescriptor,

@@ -212,7 +212,7 @@ def _quiet_tracebacks() -> None:
     if getattr(original, "_omero_flight", False):
         return
 
-    def format_exception(*args, **kwargs):  # type: ignore[no-untyped-def]
+    def format_exception(*args, **kwargs):
         target = args[1] if len(args) > 1 else (args[0] if args else None)
         if isinstance(target, SchemaRefusal):
             return [f"{type(target).__name__}\n"]

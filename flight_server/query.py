@@ -524,12 +524,12 @@ class _Rewriter:
         if isinstance(node, ast.Compare):
             if len(node.ops) != 1:
                 raise UnsafeQuery("chained comparisons are not supported: write (a < b) & (b < c)")
-            op = type(node.ops[0])
-            if op not in _CMPOPS:
-                raise UnsafeQuery(f"comparison {op.__name__} is not allowed")
+            cmp: type[ast.cmpop] = type(node.ops[0])
+            if cmp not in _CMPOPS:
+                raise UnsafeQuery(f"comparison {cmp.__name__} is not allowed")
             left = self.visit(node.left, d)
             right = self.visit(node.comparators[0], d)
-            return self.compare(_CMPOPS[op], left, right)
+            return self.compare(_CMPOPS[cmp], left, right)
         if isinstance(node, ast.Call):
             return self.call(node, d)
         raise UnsafeQuery(f"{type(node).__name__} is not allowed in a query")

@@ -78,7 +78,10 @@ def register(caller: Caller, raw: bytes, web_url: str | None = None) -> bytes:
         raise InvalidArgument("token and prefix must be strings")
     try:
         name = check_name(body["table_name"], "table_name")
-        links = normalize_links(body["links"] if isinstance(body["links"], list) else [None])
+        raw_links = body["links"]
+        if not isinstance(raw_links, list):
+            raise InvalidArgument("links must be a list of [type, id] pairs")
+        links = normalize_links(raw_links)
     except ProtocolError as exc:
         raise InvalidArgument(str(exc)) from None
     if not links:

@@ -21,6 +21,7 @@ if TYPE_CHECKING:  # the server modules load when serve runs: the client needs n
     from flight_server.backends.base import Backend
     from flight_server.backends.local import LocalStore
     from flight_server.config import Settings
+    from flight_server.health import HealthServer
     from flight_server.service import FlightService
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
@@ -195,7 +196,8 @@ def run(args: argparse.Namespace) -> int:
     os._exit(1)
 
 
-def start(args: argparse.Namespace) -> tuple[Settings, Backend, FlightService, object]:
+def start(args: argparse.Namespace
+          ) -> tuple[Settings, Backend, FlightService, HealthServer | None]:
     """Settings, backend, listening server and health endpoint (or None) for ``args``;
     what the bridge needs is imported here, so that the client commands never load it."""
     import pyarrow as pa

@@ -23,7 +23,7 @@ pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[3]
 #: What ``pip install .`` needs of the source tree.
-SOURCES = ("pyproject.toml", "README.md", "flight_client", "flight_server")
+SOURCES = ("pyproject.toml", "README.md", "flight_protocol", "flight_client", "flight_server")
 
 
 @pytest.fixture(scope="module")

@@ -172,6 +172,8 @@ class Rows(Counting):
 
     def do_get(self, context, ticket):
         self.count("do_get")
+        if self.break_after == 0:
+            raise self.error("replica stopped after 0 batches")
         request = decode(ticket.ticket, "ticket")
         assert isinstance(request, TableTicket)
         self.tickets.append(request)
@@ -254,19 +256,33 @@ class _SignInMiddleware(flight.ServerMiddlewareFactory):
         return None
 
 
+class _NoHandshake(flight.ServerAuthHandler):
+    """Lets the handshake through: the middleware signs in (as pyarrow's test_flight.py)."""
+
+    def authenticate(self, outgoing, incoming):
+        pass
+
+    def is_valid(self, token):
+        return ""
+
+
 class SigningIn(Counting):
     """Signs in any Basic credentials with a new bearer token; :meth:`expire` makes the
     current token invalid, as a bridge restarted with a new signing key does."""
 
     def __init__(self) -> None:
         factory = _SignInMiddleware()
-        super().__init__(middleware={"auth": factory})
+        super().__init__(auth_handler=_NoHandshake(), middleware={"auth": factory})
         factory.server = self
         self.token = ""
+        #: Give tokens out but accept none (a bridge whose clock is far off).
+        self.refuse_all = False
 
     def sign_in(self) -> str:
-        self.token = f"token-{self.count('sign_in')}"
-        return self.token
+        token = f"token-{self.count('sign_in')}"
+        if not self.refuse_all:
+            self.token = token
+        return token
 
     def expire(self) -> None:
         self.token = "expired"

@@ -1,11 +1,13 @@
 """Every Flight call the client makes: auth header, error translation, retries.
 
 Nothing outside this module touches ``pyarrow.flight`` error classes. Errors are
-translated in one place, :func:`translate_errors`, using the JSON ``{"code",
-"message"}`` the bridge puts in ``extra_info``. Calls that fail because the
-bridge is unreachable or busy are retried with exponential backoff a bounded
-number of times; a ``do_put`` is only retried while it is being opened, never
-in the middle of a stream, and a ``do_get`` only until its schema arrived.
+translated in one place, :func:`translate`, using the JSON ``{"code",
+"message"}`` the bridge puts in ``extra_info``. Whether a failed call runs again
+is decided in one place too, :func:`retryable`, by the Flight error's class and
+the kind of call (:data:`RETRYABLE`): an unreachable, busy or stopping bridge
+is retried with exponential backoff a bounded number of times for reads and
+idempotent actions; a ``do_put`` only while it is being opened, never once data
+was sent; a ``do_get`` only until its schema arrived.
 
 Uploads go through :meth:`Transport.upload`, the only code that touches a
 Flight writer: the bridge stores what it received only when the stream ends
@@ -32,7 +34,14 @@ import pyarrow.flight as flight
 
 from flight_client import errors
 from flight_protocol.messages import (
+    ACTION_FILE_INFO,
+    ACTION_HEALTH,
+    ACTION_LIST_TABLES,
     ACTION_LOGOUT,
+    ACTION_TABLE_COLUMNS,
+    ACTION_TABLE_SIZE,
+    ACTION_VERSION,
+    ACTION_WHOAMI,
     COMMIT_METADATA,
     ProtocolError,
     decode_body,
@@ -114,20 +123,9 @@ def translate(exc: BaseException, where: str) -> errors.OmeroFlightError:
     elif isinstance(exc, flight.FlightUnauthorizedError):
         cls = errors.PermissionDenied
     elif isinstance(exc, flight.FlightUnavailableError):
-        if "wrong version number" in message.lower() and where.startswith("grpc+tls:"):
-            err = errors.ConnectionFailed(
-                f"the bridge at {where} does not speak TLS (its answer is plain gRPC): "
-                f"connect with {_other_scheme(where)} instead"
-            )
-            err.transient = False  # type: ignore[attr-defined] - retrying cannot help
-            return err
-        if "ssl" in message.lower() or "handshake" in message.lower():
-            err = errors.ConnectionFailed(
-                f"TLS handshake with the bridge at {where} failed ({message}); is it a TLS "
-                "server, and is its certificate trusted (OMERO_FLIGHT_TLS_ROOT_CERTS)?"
-            )
-            err.transient = False  # type: ignore[attr-defined] - retrying cannot help
-            return err
+        tls = _tls_failure(message, where)
+        if tls is not None:
+            return tls
         return errors.ConnectionFailed(f"cannot reach the bridge at {where}: {message}")
     elif isinstance(exc, flight.FlightTimedOutError):
         return errors.ServerBusy(f"the bridge at {where} did not answer in time: {message}")
@@ -142,22 +140,37 @@ def translate(exc: BaseException, where: str) -> errors.OmeroFlightError:
     return cls(message, code=code)
 
 
+def _flight_error(exc: BaseException) -> flight.FlightError | None:
+    """The Flight error ``exc`` is or stands for (see :func:`_as_flight_error`), else None."""
+    if isinstance(exc, flight.FlightError):
+        return exc
+    if isinstance(exc, OSError) and not isinstance(exc, pa.ArrowException):
+        return _as_flight_error(exc)
+    return None
+
+
+def _client_error(exc: Exception, where: str) -> errors.OmeroFlightError | None:
+    """The client error for an exception out of a Flight call, None to let it through."""
+    if isinstance(exc, errors.OmeroFlightError):
+        return exc
+    if isinstance(exc, ProtocolError):
+        return errors.InvalidRequest(str(exc))
+    if isinstance(exc, flight.FlightError | pa.ArrowException):
+        return translate(exc, where)
+    flight_exc = _flight_error(exc)
+    return None if flight_exc is None else translate(flight_exc, where)
+
+
 @contextmanager
 def translate_errors(where: str) -> Iterator[None]:
     """Turn errors raised by Flight calls inside the block into client errors."""
     try:
         yield
-    except errors.OmeroFlightError:
-        raise
-    except ProtocolError as exc:
-        raise errors.InvalidRequest(str(exc)) from exc
-    except (flight.FlightError, pa.ArrowException) as exc:
-        raise translate(exc, where) from exc
-    except OSError as exc:
-        flight_exc = _as_flight_error(exc)
-        if flight_exc is None:
+    except Exception as exc:
+        err = _client_error(exc, where)
+        if err is None or err is exc:
             raise
-        raise translate(flight_exc, where) from exc
+        raise err from exc
 
 
 def _abort(writer: flight.FlightStreamWriter) -> None:
@@ -171,6 +184,8 @@ def _abort(writer: flight.FlightStreamWriter) -> None:
 #: Words in gRPC's message for a host name that does not resolve (retrying cannot help).
 _UNKNOWN_HOST = ("domain name not found", "dns resolution failed", "lookup error",
                  "name or service not known", "nodename nor servname")
+#: Words in gRPC's message for a TLS handshake that failed (an untrusted certificate).
+_TLS_WORDS = ("ssl", "handshake")
 #: Seconds the TLS probe of a plain location may take.
 TLS_PROBE_TIMEOUT = 2.0
 
@@ -179,6 +194,24 @@ def _other_scheme(location: str) -> str:
     """``grpc://h:p`` <-> ``grpc+tls://h:p``."""
     scheme, sep, rest = location.partition("://")
     return ("grpc://" if scheme == "grpc+tls" else "grpc+tls://") + rest if sep else location
+
+
+def _tls_failure(message: str, where: str) -> errors.ConnectionFailed | None:
+    """The error for a TLS connection that could not be set up, None if ``message`` is not one."""
+    text = message.lower()
+    if "wrong version number" in text and where.startswith("grpc+tls:"):
+        return errors.ConnectionFailed(
+            f"the bridge at {where} does not speak TLS (its answer is plain gRPC): "
+            f"connect with {_other_scheme(where)} instead")
+    if "not in peer certificate" in text:
+        return errors.ConnectionFailed(
+            f"the certificate of the bridge at {where} is for another host name ({message}); "
+            "connect with a name the certificate lists")
+    if any(words in text for words in _TLS_WORDS):
+        return errors.ConnectionFailed(
+            f"TLS handshake with the bridge at {where} failed ({message}); is it a TLS "
+            "server, and is its certificate trusted (OMERO_FLIGHT_TLS_ROOT_CERTS)?")
+    return None
 
 
 def _speaks_tls(location: str) -> bool:
@@ -202,13 +235,63 @@ def _speaks_tls(location: str) -> bool:
         return False
 
 
-def _not_worth_retrying(err: errors.OmeroFlightError, location: str
-                        ) -> errors.OmeroFlightError | None:
-    """The final error for a failure no retry can mend (an unknown host, plain gRPC to a
-    TLS bridge), else None."""
-    if type(err) is not errors.ConnectionFailed:
+# -- retry policy: the one place that decides whether a failed call runs again ------------------
+#: Kinds of call, by what running one again can do.
+READ = "read"  # get_flight_info, get_schema, list_actions, the sign-in, a do_get to its schema
+ACTION = "action"  # an action in IDEMPOTENT_ACTIONS
+OPEN = "open"  # opening a do_put: nothing sent, and the bridge keeps nothing without the commit
+ONCE = "once"  # any other action (it may change something): never run twice
+
+#: Actions that change nothing on the bridge, so running one twice is harmless.
+IDEMPOTENT_ACTIONS = frozenset({ACTION_HEALTH, ACTION_VERSION, ACTION_WHOAMI, ACTION_TABLE_SIZE,
+                                ACTION_TABLE_COLUMNS, ACTION_FILE_INFO, ACTION_LIST_TABLES})
+
+_AGAIN = frozenset({READ, ACTION, OPEN})
+_NEVER: frozenset[str] = frozenset()
+
+#: Flight error class -> the kinds of call that are retried after it. A do_put is never
+#: retried once data was sent (:meth:`Transport.upload` does not retry), nor a do_get once its
+#: schema arrived (another location takes over: ``flight_client.reading.failover_batches``).
+RETRYABLE: dict[type[flight.FlightError], frozenset[str]] = {
+    # unreachable, restarting, or answering "unavailable" (OMERO is down): another try may work
+    flight.FlightUnavailableError: _AGAIN,
+    # a bridge that stops cancels the calls it is running
+    flight.FlightCancelledError: _AGAIN,
+    # the deadline passed: another try would wait as long again
+    flight.FlightTimedOutError: _NEVER,
+    # a refused token is signed in again once instead (Transport.call)
+    flight.FlightUnauthenticatedError: _NEVER,
+    flight.FlightUnauthorizedError: _NEVER,
+    # the bridge refused the request, or failed at it: the same request fails the same way
+    flight.FlightServerError: _NEVER,
+    flight.FlightInternalError: _NEVER,
+}
+
+
+def retryable(exc: BaseException, kind: str) -> bool:
+    """Whether a call of ``kind`` that raised ``exc`` may run again (:data:`RETRYABLE`)."""
+    flight_exc = _flight_error(exc)
+    if flight_exc is None:
+        return False  # not a Flight status: a client-side error, the same every time
+    for cls in type(flight_exc).__mro__:
+        if cls in RETRYABLE:
+            return kind in RETRYABLE[cls]
+    return False
+
+
+def _unmendable(exc: BaseException, location: str) -> errors.ConnectionFailed | None:
+    """The final error for an unavailable bridge no retry can mend (a TLS failure, an unknown
+    host, plain gRPC to a TLS bridge), else None."""
+    flight_exc = _flight_error(exc)
+    if not isinstance(flight_exc, flight.FlightUnavailableError):
         return None
-    text = str(err).lower()
+    code, message = _server_detail(flight_exc)
+    if code is not None:
+        return None  # the bridge answered: it is reachable
+    tls = _tls_failure(message, location)
+    if tls is not None:
+        return tls
+    text = message.lower()
     if any(words in text for words in _UNKNOWN_HOST):
         return errors.ConnectionFailed(
             f"cannot reach the bridge at {location}: its host name is unknown (check the "
@@ -219,13 +302,6 @@ def _not_worth_retrying(err: errors.OmeroFlightError, location: str
             f"the bridge at {location} speaks TLS: connect with {_other_scheme(location)} "
             "(and --tls-root-certs / OMERO_FLIGHT_TLS_ROOT_CERTS for a private certificate)")
     return None
-
-
-def _transient(err: errors.OmeroFlightError) -> bool:
-    """Unreachable or busy: worth another try. Timeouts and closed connections are not."""
-    if isinstance(err, errors.ServerBusy):
-        return not isinstance(err.__cause__, flight.FlightTimedOutError)
-    return type(err) is errors.ConnectionFailed and getattr(err, "transient", True)
 
 
 class Transport:
@@ -297,33 +373,37 @@ class Transport:
         headers = [self._header] if self._header else []
         return flight.FlightCallOptions(headers=headers, timeout=self.timeout)
 
-    def call(self, fn: Callable[[], T]) -> T:
-        """Run one Flight call with translation, retries and one re-login on expiry."""
+    def call(self, fn: Callable[[], T], kind: str = READ) -> T:
+        """Run one Flight call with translation, one re-login on expiry, and the retries
+        :func:`retryable` allows for its ``kind`` (with exponential backoff)."""
         delay = self.backoff
         relogged = False
         attempt = 0
         while True:
             try:
-                with translate_errors(self.location):
-                    return fn()
-            except errors.AuthenticationFailed:
-                if relogged or self._credentials is None or self._header is None:
+                return fn()
+            except Exception as exc:
+                err = _client_error(exc, self.location)
+                if err is None:
                     raise
-                LOGGER.info("bridge token refused; logging in again")
-                relogged = True
-                self.authenticate(*self._credentials)
-            except errors.OmeroFlightError as err:
-                if not _transient(err):
-                    raise
-                final = _not_worth_retrying(err, self.location)
+                if isinstance(err, errors.AuthenticationFailed) and not relogged \
+                        and self._credentials is not None and self._header is not None:
+                    LOGGER.info("bridge token refused; logging in again")
+                    relogged = True
+                    self.authenticate(*self._credentials)
+                    continue
+                final = _unmendable(exc, self.location)
                 if final is not None:
-                    raise final from err
-                if attempt >= self.retries:
+                    raise final from exc
+                if retryable(exc, kind) and attempt < self.retries:
+                    attempt += 1
+                    LOGGER.warning("%s; retry %d/%d in %.1fs", err, attempt, self.retries, delay)
+                    time.sleep(delay)
+                    delay *= 2
+                    continue
+                if err is exc:
                     raise
-                attempt += 1
-                LOGGER.warning("%s; retry %d/%d in %.1fs", err, attempt, self.retries, delay)
-                time.sleep(delay)
-                delay *= 2
+                raise err from exc
 
     # -- calls ------------------------------------------------------------------------------
     def authenticate(self, username: str, password: str) -> None:
@@ -363,7 +443,7 @@ class Transport:
         def run() -> list[bytes]:
             return [r.body.to_pybytes() for r in client.do_action((name, payload), self.options())]
 
-        results = self.call(run)
+        results = self.call(run, ACTION if name in IDEMPOTENT_ACTIONS else ONCE)
         with translate_errors(self.location):
             return decode_body(results[0] if results else b"", f"{name} result")
 
@@ -416,7 +496,8 @@ class Transport:
         """
         client = self._client()
         descriptor = flight.FlightDescriptor.for_command(command)
-        writer, reader = self.call(lambda: client.do_put(descriptor, schema, self.options()))
+        writer, reader = self.call(lambda: client.do_put(descriptor, schema, self.options()),
+                                   OPEN)
         try:
             for batch in batches:
                 if not batch.schema.equals(schema):

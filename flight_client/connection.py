@@ -417,14 +417,11 @@ def use_connection(
 ) -> Iterator[Connection]:
     """The connection a function call runs on: the caller's, or one for this call only.
 
-    One made here signs in when first used (so arguments are checked before any
-    network call) and is shut down at the end of the block.
+    One made here signs in when first used, and is shut down at the end of the
+    block. Either way arguments are checked before any network call: a closed
+    connection raises ConnectionClosed at its first use.
     """
     if isinstance(omero_connector, Connection):
-        if omero_connector.closed:
-            raise errors.ConnectionClosed(
-                "the connection passed as omero_connector has been shut down"
-            )
         yield omero_connector
         return
     conn = Connection(server, port, username, password, client=omero_connector,

@@ -147,6 +147,22 @@ def test_the_cycle_finder_finds_a_cycle():
     assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
 
 
+def test_public_client_functions_are_thin_wrappers_over_connection():
+    """Each omero2pandas-named function opens (or takes) a connection and delegates to it:
+    none touches a transport, a ticket or the network itself."""
+    import flight_client
+
+    tree = ast.parse((ROOT / "flight_client" / "api.py").read_text(encoding="utf-8"))
+    functions = {f.name: f for f in tree.body if isinstance(f, ast.FunctionDef)}
+    public = set(flight_client.__all__) & set(functions)
+    assert {"read_table", "download_table", "upload_table", "read_csv"} <= public
+    for name in sorted(public | {"plan_read"}):
+        used = {n.id for n in ast.walk(functions[name]) if isinstance(n, ast.Name)}
+        attributes = {n.attr for n in ast.walk(functions[name]) if isinstance(n, ast.Attribute)}
+        assert used & {"use_connection", "_reader"}, name
+        assert not attributes & {"transport", "encode", "action", "flight_info"}, name
+
+
 # -- a client-only process ---------------------------------------------------------------------
 CLIENT_ONLY = textwrap.dedent('''
     import importlib.abc, json, os, sys, tempfile

@@ -24,7 +24,7 @@ import os
 import sys
 import threading
 import weakref
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any, Unpack
 
@@ -33,8 +33,6 @@ import pyarrow as pa
 
 from flight_client import errors, files, outputs, prompting, remote, writing
 from flight_client import selection as _selection
-from flight_client.details import DEFAULT_PORT as DEFAULT_PORT
-from flight_client.details import SESSION_USER as SESSION_USER
 from flight_client.details import Details, resolve_details
 from flight_client.results import ReadResult
 from flight_client.selection import Selection
@@ -186,7 +184,9 @@ class Connection:
         transport.retries, transport.timeout = self.retries, self.timeout
         return transport
 
-    def _submit_form(self, keep_alive: bool) -> Any:
+    def _submit_form(self, keep_alive: bool) -> Callable[[Details], str]:
+        """What the login form calls with the details it was given: connect, return the URL."""
+
         def submit(details: Details) -> str:
             self.details = details
             self.connect(interactive=False, keep_alive=keep_alive)

@@ -7,6 +7,9 @@ once it points at a bridge (``server=``, or ``OMERO_FLIGHT_URL``)::
     df = omero2pandas.read_table(file_id=402, server="grpc://bridge:8815",
                                  username="me", password="secret")
 
+Every function is a thin wrapper over :class:`Connection`, which does the work
+(``conn.read(file_id=1).to_pandas()``; a read is a :class:`ReadResult`).
+
 Beyond omero2pandas: :func:`read_arrow` (optionally streaming),
 :func:`read_polars`, the lazy :func:`scan_polars`, :func:`read_duckdb` (optionally
 streaming), Parquet downloads, :func:`list_tables` and plain files with
@@ -14,6 +17,21 @@ streaming), Parquet downloads, :func:`list_tables` and plain files with
 :func:`create_tiledb` and :func:`register_table`. Errors are in :mod:`flight_client.errors`.
 """
 
+from flight_client.api import (
+    download_csv,
+    download_table,
+    get_table_columns,
+    get_table_size,
+    list_tables,
+    read_arrow,
+    read_csv,
+    read_duckdb,
+    read_polars,
+    read_table,
+    scan_polars,
+    upload_file,
+    upload_table,
+)
 from flight_client.connection import Connection, OMEROConnection, connect_to_omero
 from flight_client.errors import (
     AlreadyExists,
@@ -30,20 +48,8 @@ from flight_client.errors import (
     ServerBusy,
     ServerError,
 )
-from flight_client.files import download_csv, read_csv, upload_file
-from flight_client.reading import (
-    download_table,
-    get_table_columns,
-    get_table_size,
-    list_tables,
-    read_arrow,
-    read_duckdb,
-    read_polars,
-    read_table,
-    scan_polars,
-)
 from flight_client.remote import create_tiledb, register_table
-from flight_client.writing import upload_table
+from flight_client.results import ReadResult
 
 __all__ = [
     "AlreadyExists",
@@ -59,6 +65,7 @@ __all__ = [
     "OMEROConnection",
     "OmeroFlightError",
     "PermissionDenied",
+    "ReadResult",
     "ServerBusy",
     "ServerError",
     "connect_to_omero",

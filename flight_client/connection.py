@@ -1,270 +1,56 @@
-"""The connection to a bridge, and how its details are found.
+"""The connection to a bridge: its lifetime, and every call a script makes on it.
 
-Details come from, in order:
+A :class:`Connection` is unopened until it is used (details resolved by
+:mod:`flight_client.details`, asked for by :mod:`flight_client.prompting` when
+missing), open after a sign-in, and closed by :meth:`Connection.shutdown`, at
+the end of a ``with`` block, when garbage-collected or at interpreter exit.
 
-1. arguments: ``server`` (a host name, ``host:port`` or a URL such as
-   ``grpc://host:8815`` / ``grpc+tls://host:8815``), ``port``, ``username``,
-   ``password``, ``session_key``, or an omero-py ``client``/``BlitzGateway``
-   whose session is reused;
-2. environment variables: ``OMERO_FLIGHT_URL``, ``OMERO_FLIGHT_HOST``,
-   ``OMERO_FLIGHT_PORT``, ``OMERO_FLIGHT_USER``, ``OMERO_FLIGHT_PASSWORD``,
-   ``OMERO_FLIGHT_TLS_ROOT_CERTS`` (a PEM file or PEM text);
-3. an omero-user-token, when that package is installed: its OMERO session key is
-   sent to the bridge as user ``__session__``;
-4. a prompt (terminal, or a login form in Jupyter when ipywidgets is installed),
-   unless ``interactive=False``, in which case the error lists what is missing.
-   The terminal prompt asks only for what is still missing. A bridge that asks no
-   sign-in (started with ``--insecure-no-auth``) is asked first, without
-   credentials, so nothing is prompted for.
+It does the work: :meth:`~Connection.read` (returning a
+:class:`~flight_client.results.ReadResult`), :meth:`~Connection.upload`,
+:meth:`~Connection.table_size`, :meth:`~Connection.table_columns`,
+:meth:`~Connection.list_tables`, the plain-file calls and registration with
+OMERO Plus. The omero2pandas-named module functions (:mod:`flight_client.api`)
+open one in a ``with`` block and delegate to it, as httpx's top-level functions
+do with a ``Client``.
 
-The bridge listens on port 8815 by default. omero2pandas' default port, 4064,
-is OMERO's own Ice port: a script that passes ``port=4064`` must be changed to
-the bridge's port (a warning says so).
+A bridge that asks no sign-in (started with ``--insecure-no-auth``) is asked
+first, without credentials, so nothing is prompted for.
 """
 
 from __future__ import annotations
 
-import getpass
 import logging
 import os
 import sys
 import threading
 import weakref
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
-from pathlib import Path
-from typing import Any
-from urllib.parse import urlsplit
+from typing import Any, Unpack
 
-from flight_client import errors
+import pandas as pd
+import pyarrow as pa
+
+from flight_client import errors, files, outputs, prompting, remote, writing
+from flight_client import selection as _selection
+from flight_client.details import Details, resolve_details
+from flight_client.results import ReadResult
+from flight_client.selection import Selection
 from flight_client.transport import Transport
-from flight_protocol.messages import ACTION_HEALTH, ACTION_VERSION, ACTION_WHOAMI
+from flight_protocol.messages import (
+    ACTION_HEALTH,
+    ACTION_LIST_TABLES,
+    ACTION_TABLE_COLUMNS,
+    ACTION_TABLE_SIZE,
+    ACTION_VERSION,
+    ACTION_WHOAMI,
+)
 
 LOGGER = logging.getLogger(__name__)
 
-DEFAULT_PORT = 8815
-OMERO_ICE_PORT = 4064
-SESSION_USER = "__session__"
 KEEP_ALIVE_SECONDS = 60.0
 #: Seconds the unauthenticated call that asks whether a bridge wants a sign-in may take.
 PROBE_TIMEOUT = 10.0
-
-ENV_URL = "OMERO_FLIGHT_URL"
-ENV_HOST = "OMERO_FLIGHT_HOST"
-ENV_PORT = "OMERO_FLIGHT_PORT"
-ENV_USER = "OMERO_FLIGHT_USER"
-ENV_PASSWORD = "OMERO_FLIGHT_PASSWORD"
-ENV_TLS_ROOT_CERTS = "OMERO_FLIGHT_TLS_ROOT_CERTS"
-
-_SCHEMES = {"grpc": False, "grpc+tcp": False, "grpc+tls": True}
-
-
-@dataclass(frozen=True)
-class Details:
-    """Where the bridge is and who logs in; fields are None until known."""
-
-    host: str | None = None
-    port: int | None = None
-    tls: bool = False
-    username: str | None = None
-    password: str | None = None
-    tls_root_certs: bytes | None = None
-
-    @property
-    def url(self) -> str:
-        scheme = "grpc+tls" if self.tls else "grpc"
-        host = f"[{self.host}]" if self.host and ":" in self.host else self.host
-        return f"{scheme}://{host}:{self.port or DEFAULT_PORT}"
-
-    def missing(self) -> list[str]:
-        """What is still needed to log in, phrased for an error message."""
-        out = []
-        if not self.host:
-            out.append(f"the bridge address (server=, or {ENV_URL} / {ENV_HOST})")
-        if not self.username:
-            out.append(f"a username (username=, {ENV_USER}, or an omero-user-token)")
-        if self.password is None:
-            out.append(f"a password (password= or {ENV_PASSWORD})")
-        return out
-
-    def __repr__(self) -> str:
-        return f"Details(url={self.url!r}, username={self.username!r})"
-
-
-def _parse_port(value: Any, what: str) -> int:
-    try:
-        port = int(value)
-    except (TypeError, ValueError):
-        raise errors.InvalidRequest(f"{what} must be a port number, got {value!r}") from None
-    if not 0 < port < 65536:
-        raise errors.InvalidRequest(f"{what} must be between 1 and 65535, got {port}")
-    return port
-
-
-def parse_server(server: str) -> tuple[str, int | None, bool | None]:
-    """Split ``host``, ``host:port`` or a ``grpc[+tls]://`` URL into (host, port, tls)."""
-    text = server.strip()
-    tls: bool | None = None
-    if "://" in text:
-        scheme = text.split("://", 1)[0].lower()
-        if scheme not in _SCHEMES:
-            raise errors.InvalidRequest(
-                f"unsupported scheme in {server!r}: use grpc://host:port or grpc+tls://host:port"
-            )
-        tls = _SCHEMES[scheme]
-    else:
-        text = "grpc://" + text
-    parts = urlsplit(text)
-    try:
-        port = parts.port
-    except ValueError:
-        raise errors.InvalidRequest(f"invalid port in {server!r}") from None
-    if not parts.hostname:
-        raise errors.InvalidRequest(f"no host name in {server!r}")
-    return parts.hostname, port, tls
-
-
-def _read_certs(value: str | bytes | os.PathLike[str] | None) -> bytes | None:
-    if value is None or value == "":
-        return None
-    if isinstance(value, bytes):
-        return value
-    text = os.fspath(value)
-    if "-----BEGIN" in text:
-        return text.encode()
-    try:
-        return Path(text).expanduser().read_bytes()
-    except OSError as exc:
-        raise errors.InvalidRequest(f"cannot read TLS root certificates {text!r}: {exc}") from None
-
-
-def _user_token() -> tuple[str, str, int] | None:
-    """(session key, OMERO host, OMERO port) from omero-user-token, if installed and set."""
-    try:
-        import omero_user_token  # type: ignore[import-not-found]
-    except ImportError:
-        return None
-    try:
-        token = omero_user_token.get_token()
-    except Exception:  # noqa: BLE001 - a broken token store must not stop a login
-        LOGGER.warning("could not read the omero-user-token", exc_info=True)
-        return None
-    if not token or "@" not in token:
-        return None
-    key, _, where = token.partition("@")
-    host, _, port = where.rpartition(":")
-    return key, host, int(port) if port.isdigit() else OMERO_ICE_PORT
-
-
-def _omero_session(client: Any) -> tuple[str, str | None]:
-    """Session key and host of an omero-py ``client`` or ``BlitzGateway`` (duck-typed)."""
-    inner = getattr(client, "c", None) or client
-    get_session_id = getattr(inner, "getSessionId", None)
-    if get_session_id is None:
-        raise TypeError(
-            f"client must be an omero-py client or BlitzGateway, got {type(client).__name__}"
-        )
-    host = None
-    get_property = getattr(inner, "getProperty", None)
-    if get_property is not None:
-        host = get_property("omero.host") or None
-    return str(get_session_id()), host
-
-
-def resolve_details(
-    server: str | None = None,
-    port: int | str | None = None,
-    username: str | None = None,
-    password: str | None = None,
-    session_key: str | None = None,
-    allow_token: bool = True,
-    client: Any = None,
-    tls_root_certs: str | bytes | os.PathLike[str] | None = None,
-    environ: Mapping[str, str] | None = None,
-) -> Details:
-    """Merge arguments, environment and omero-user-token; no prompting, no network."""
-    env = os.environ if environ is None else environ
-    omero_host = None
-    if client is not None:
-        session_key, omero_host = _omero_session(client)
-
-    host = url_port = tls = None
-    if server:
-        host, url_port, tls = parse_server(str(server))
-    elif env.get(ENV_URL):
-        host, url_port, tls = parse_server(env[ENV_URL])
-        if port is None:
-            port = url_port
-        url_port = None
-    elif env.get(ENV_HOST):
-        host = env[ENV_HOST].strip()
-    if port is None and env.get(ENV_PORT):
-        port = env[ENV_PORT]
-    final_port = url_port or (None if port is None else _parse_port(port, "port"))
-    if final_port == OMERO_ICE_PORT:
-        LOGGER.warning(
-            "port 4064 is OMERO's Ice port; an omero-flight bridge listens on %d by default",
-            DEFAULT_PORT,
-        )
-
-    certs = _read_certs(tls_root_certs if tls_root_certs is not None
-                        else env.get(ENV_TLS_ROOT_CERTS))
-    if tls is None:
-        tls = certs is not None
-
-    if session_key:
-        username, password = SESSION_USER, session_key
-    else:
-        if username is None:
-            username = env.get(ENV_USER) or None
-        if password is None and env.get(ENV_USER) in (None, "", username):
-            password = env.get(ENV_PASSWORD)  # not another user's password
-        if username is None and allow_token:
-            token = _user_token()
-            if token is not None:
-                key, token_host, _ = token
-                username, password = SESSION_USER, key
-                omero_host = omero_host or token_host
-                LOGGER.info("using the omero-user-token session for %s", token_host)
-    if host is None and omero_host:
-        # The OMERO server named by a session: assume the bridge runs beside it.
-        host = omero_host
-    return Details(host=host, port=final_port or DEFAULT_PORT, tls=bool(tls),
-                   username=username, password=password, tls_root_certs=certs)
-
-
-def _in_jupyter() -> bool:
-    try:
-        from IPython import get_ipython  # type: ignore[import-not-found]
-    except ImportError:
-        return False
-    if type(get_ipython()).__name__ != "ZMQInteractiveShell":
-        return False
-    try:
-        import ipywidgets  # type: ignore[import-not-found] # noqa: F401
-    except ImportError:
-        LOGGER.warning("in Jupyter without ipywidgets: install omero-flight[jupyter] "
-                       "for a login form; prompting on the console instead")
-        return False
-    return True
-
-
-def _prompt_terminal(details: Details) -> Details:
-    """Ask on the terminal for what is missing, and only that."""
-    host, port, tls = details.host, details.port, details.tls
-    if not host:
-        print("Connect to an omero-flight bridge", file=sys.stderr)
-        server = input("Bridge address (host, host:port or grpc[+tls]://host:port): ").strip()
-        if server:
-            host, url_port, url_tls = parse_server(server)
-            port, tls = url_port or port, tls if url_tls is None else url_tls
-    where = replace(details, host=host, port=port, tls=tls).url if host else "the bridge"
-    username = details.username or input(f"Username for {where}: ").strip() or None
-    password = details.password
-    if password is None and username:
-        password = getpass.getpass(f"Password for {username} at {where}: ")
-    return replace(details, host=host, port=port, tls=tls, username=username, password=password)
 
 
 def _shutdown(transport: Transport | None, stop: threading.Event) -> None:
@@ -285,9 +71,11 @@ class Connection:
     """A logged-in connection to an omero-flight bridge.
 
     Use it as ``with connect_to_omero(...) as conn:`` or pass it as
-    ``omero_connector=`` to any function. It is closed by :meth:`shutdown`, at
-    the end of a ``with`` block, when it is garbage-collected and at interpreter
-    exit; using it afterwards raises :class:`~flight_client.errors.ConnectionClosed`.
+    ``omero_connector=`` to any function. It signs in when first used. It is
+    closed by :meth:`shutdown`, at the end of a ``with`` block, when it is
+    garbage-collected and at interpreter exit; using it afterwards raises
+    :class:`~flight_client.errors.ConnectionClosed`. ``keep_alive`` pings the
+    bridge every minute while it is open.
     """
 
     def __init__(
@@ -303,6 +91,7 @@ class Connection:
         tls_root_certs: str | bytes | os.PathLike[str] | None = None,
         timeout: float | None = None,
         retries: int = 3,
+        keep_alive: bool = True,
     ) -> None:
         if isinstance(client, Connection):
             raise TypeError("client= takes an omero-py client; pass a Connection as "
@@ -311,6 +100,7 @@ class Connection:
                                        allow_token, client, tls_root_certs)
         self.timeout = timeout
         self.retries = retries
+        self.keep_alive = keep_alive
         self._transport: Transport | None = None
         self._stop = threading.Event()
         self._closed = False
@@ -329,12 +119,15 @@ class Connection:
     def url(self) -> str:
         return self.details.url
 
-    def connect(self, interactive: bool | None = True, keep_alive: bool = True) -> Connection:
-        """Log in (once). ``interactive=None`` prompts only when stdin is a terminal."""
+    def connect(self, interactive: bool | None = True,
+                keep_alive: bool | None = None) -> Connection:
+        """Log in (once). ``interactive=None`` prompts only when stdin is a terminal;
+        ``keep_alive`` (default: the connection's) pings the bridge every minute."""
         if self._closed:
             raise errors.ConnectionClosed("this connection has been shut down; open a new one")
         if self._transport is not None:
             return self
+        keep_alive = self.keep_alive if keep_alive is None else keep_alive
         if interactive is None:
             interactive = sys.stdin is not None and sys.stdin.isatty()
         if self.details.missing() and self.details.host:
@@ -344,22 +137,16 @@ class Connection:
                 return self
         if self.details.missing():
             if not interactive:
-                raise errors.MissingConnectionDetails(
-                    "cannot connect: missing " + "; ".join(self.details.missing())
-                )
-            if _in_jupyter():
-                self._login_form(keep_alive)
+                raise self.details.missing_error()
+            if prompting.in_jupyter():
+                prompting.login_form(self.details, self._submit_form(keep_alive))
                 return self
             try:
-                self.details = _prompt_terminal(self.details)
+                self.details = prompting.prompt_terminal(self.details)
             except EOFError:  # no one to answer (stdin closed or redirected)
-                raise errors.MissingConnectionDetails(
-                    "cannot connect: missing " + "; ".join(self.details.missing())
-                ) from None
+                raise self.details.missing_error() from None
             if self.details.missing():
-                raise errors.MissingConnectionDetails(
-                    "cannot connect: missing " + "; ".join(self.details.missing())
-                )
+                raise self.details.missing_error()
         d = self.details
         transport = Transport(d.url, tls_root_certs=d.tls_root_certs, timeout=self.timeout,
                               retries=self.retries)
@@ -397,38 +184,15 @@ class Connection:
         transport.retries, transport.timeout = self.retries, self.timeout
         return transport
 
-    def _login_form(self, keep_alive: bool) -> None:
-        """Show an ipywidgets login form; the connection opens when it is submitted."""
-        from IPython.display import display  # type: ignore[import-not-found]
-        from ipywidgets import widgets  # type: ignore[import-not-found]
+    def _submit_form(self, keep_alive: bool) -> Callable[[Details], str]:
+        """What the login form calls with the details it was given: connect, return the URL."""
 
-        d = self.details
-        server = widgets.Text(value=d.url if d.host else "", description="Bridge:")
-        user = widgets.Text(value=d.username or "", description="Username:")
-        password = widgets.Password(value=d.password or "", description="Password:")
-        button = widgets.Button(description="Connect")
-        output = widgets.Output()
-        box = widgets.VBox([widgets.Label("Connect to an omero-flight bridge"),
-                            server, user, password, button])
+        def submit(details: Details) -> str:
+            self.details = details
+            self.connect(interactive=False, keep_alive=keep_alive)
+            return self.url
 
-        def submit(_: Any) -> None:
-            with output:
-                try:
-                    host, port, tls = parse_server(server.value)
-                    self.details = replace(self.details, host=host,
-                                           port=port or self.details.port,
-                                           tls=self.details.tls if tls is None else tls,
-                                           username=user.value or None,
-                                           password=password.value or None)
-                    self.connect(interactive=False, keep_alive=keep_alive)
-                except errors.OmeroFlightError as exc:
-                    print(f"Could not connect: {exc}")
-                else:
-                    print(f"Connected to {self.url}")
-                    box.close()
-
-        button.on_click(submit)
-        display(box, output)
+        return submit
 
     @property
     def transport(self) -> Transport:
@@ -482,6 +246,141 @@ class Connection:
     def health(self) -> dict[str, Any]:
         return self.transport.action(ACTION_HEALTH)
 
+    def keep_sign_in(self) -> None:
+        """Leave this sign-in open at shutdown until its token expires (the bridge's
+        ``token_lifetime``): a lazy Dask or Ray read's workers use the token later."""
+        self.transport.keep_sign_in()
+
+    # -- tables -----------------------------------------------------------------------------
+    def read(self, *, row_numbers: bool = True, progress: bool | None = None,
+             **selection: Unpack[Selection]) -> ReadResult:
+        """A read of one table, checked now and sent when an output is asked for.
+
+        ``selection`` is described by :class:`~flight_client.selection.Selection`
+        (``file_id`` or ``annotation_id``, ``column_names``, ``rows``, ``query``,
+        ``variables``, ``chunk_size``). ``row_numbers`` sends the table's row
+        numbers (the DataFrame's index; a ``__row__`` column in other outputs).
+        ``conn.read(file_id=1).to_pandas()``; see :class:`~flight_client.results.ReadResult`.
+        """
+        ticket = _selection.selection_ticket(selection, row_numbers=row_numbers)
+        return ReadResult(lambda: self.transport, ticket, progress=progress,
+                          tls_root_certs=self.details.tls_root_certs)
+
+    def column_details(self, file_id: Any = None,
+                       annotation_id: Any = None) -> list[dict[str, Any]]:
+        """``[{"name", "type", "description"}, ...]`` for each column of a table."""
+        ticket = _selection.table_ticket(file_id, annotation_id)
+        result = self.transport.action(ACTION_TABLE_COLUMNS, **ticket.to_json())
+        return list(result.get("columns", []))
+
+    def table_columns(self, file_id: Any = None, annotation_id: Any = None) -> list[str]:
+        """The table's column names, in order."""
+        return [c["name"] for c in self.column_details(file_id, annotation_id)]
+
+    def table_size(self, file_id: Any = None, annotation_id: Any = None) -> tuple[int, int]:
+        """``(rows, columns)`` of a table."""
+        ticket = _selection.table_ticket(file_id, annotation_id)
+        result = self.transport.action(ACTION_TABLE_SIZE, **ticket.to_json())
+        return int(result["rows"]), int(result["columns"])
+
+    def list_tables(self, object_type: str | None = None,
+                    object_id: int | None = None) -> list[dict[str, Any]]:
+        """Tables linked to an object (e.g. ``"Image", 1``), or with no object all you can read.
+
+        Each entry has ``file_id``, ``annotation_id``, ``name``, ``owner``,
+        ``group``, ``links`` and ``rows``.
+        """
+        if (object_type is None) != (object_id is None):
+            raise errors.InvalidRequest("give both object_type and object_id, or neither")
+        body: dict[str, Any] = {}
+        if object_type is not None:
+            body = {"object_type": object_type,
+                    "object_id": _selection.object_id(object_id, "object_id")}
+        result = self.transport.action(ACTION_LIST_TABLES, **body)
+        return list(result.get("tables", []))
+
+    def upload(
+        self,
+        source: pd.DataFrame | str | os.PathLike[str] | pa.Table | pa.RecordBatchReader,
+        table_name: str,
+        parent_id: int | None = None,
+        parent_type: str = "Image",
+        links: Iterable[tuple[str, int]] | None = None,
+        chunk_size: int | None = None,
+        *,
+        description: str = "",
+        local_path: str | os.PathLike[str] | None = None,
+        remote_path: str | os.PathLike[str] | None = None,
+        prefix: str = "",
+        progress: bool | None = None,
+    ) -> int:
+        """Upload a table; its new FileAnnotation id. See :func:`flight_client.upload_table`."""
+        _selection.table_name(table_name)
+        normalized = _selection.upload_links(links, parent_id, parent_type)
+        if local_path is not None or remote_path is not None:
+            if local_path is None:
+                raise errors.InvalidRequest(
+                    "remote_path needs local_path: where this machine writes the TileDB array")
+            if description:
+                LOGGER.warning("OMERO Plus registration takes no description; it is not stored")
+            return remote.create_remote_table(source, table_name, local_path, remote_path,
+                                              normalized, chunk_size, self, prefix,
+                                              progress=progress)
+        if all(kind == "Roi" for kind, _ in normalized):
+            LOGGER.warning("the table is only linked to ROIs; OMERO.web may not show it")
+        descriptor = _selection.upload_descriptor(table_name, normalized, description)
+        data = writing.upload_source(source, chunk_size)
+        result = writing.send_table(self.transport, descriptor, data, progress)
+        return int(result["annotation_id"])
+
+    def register_table(
+        self,
+        remote_path: str | os.PathLike[str],
+        table_name: str,
+        links: Iterable[tuple[str, int]],
+        token: str | None,
+        prefix: str = "",
+        **options: Any,
+    ) -> int:
+        """Register a TileDB array with OMERO Plus in place; see
+        :func:`flight_client.remote.register_table` (``options``: ``web_url``,
+        ``session_key``, ``ca_file``, ``timeout``)."""
+        return remote.register_table(self, remote_path, table_name, links, token, prefix,
+                                     **options)
+
+    # -- plain files ------------------------------------------------------------------------
+    def read_csv(self, file_id: Any = None, annotation_id: Any = None,
+                 column_names: Iterable[str] | None = None,
+                 chunk_size: int = files.DEFAULT_CHUNK_BYTES, *, check_type: bool = True,
+                 progress: bool | None = None, **kwargs: Any) -> pd.DataFrame:
+        """A CSV/CSV.gz file attached to OMERO as a DataFrame; see
+        :func:`flight_client.read_csv`."""
+        ticket = _selection.file_ticket(file_id, annotation_id, chunk_size, check_type)
+        return files.read_csv(self.transport, ticket, column_names, check_type, progress, kwargs)
+
+    def download_csv(self, target_path: str | os.PathLike[str], file_id: Any = None,
+                     annotation_id: Any = None, chunk_size: int = files.DEFAULT_CHUNK_BYTES,
+                     check_type: bool = True, *, progress: bool | None = None) -> int:
+        """Download a CSV/CSV.gz file as it is; the bytes written. See
+        :func:`flight_client.download_csv`."""
+        ticket = _selection.file_ticket(file_id, annotation_id, chunk_size, check_type)
+        path = outputs.check_target(target_path)
+        return files.download(self.transport, ticket, path, progress)
+
+    def upload_file(self, source: str | os.PathLike[str], parent_id: int | None = None,
+                    parent_type: str = "Image", links: Iterable[tuple[str, int]] | None = None,
+                    file_name: str | None = None, mimetype: str | None = None,
+                    chunk_size: int = files.DEFAULT_CHUNK_BYTES, *,
+                    progress: bool | None = None) -> int:
+        """Attach a plain file to OMERO objects; its FileAnnotation id. See
+        :func:`flight_client.upload_file`."""
+        path = files.local_file(source)
+        _selection.check_chunk_size(chunk_size, "bytes", optional=False)
+        descriptor = _selection.file_upload_descriptor(
+            file_name or path.name, _selection.upload_links(links, parent_id, parent_type),
+            mimetype or "")
+        return files.upload(self.transport, path, descriptor, chunk_size, progress)
+
 
 #: omero2pandas' name for the connection class.
 OMEROConnection = Connection
@@ -516,17 +415,18 @@ def use_connection(
     username: str | None = None,
     password: str | None = None,
 ) -> Iterator[Connection]:
-    """The connection a function call runs on: the caller's, or one opened for this call."""
+    """The connection a function call runs on: the caller's, or one for this call only.
+
+    One made here signs in when first used, and is shut down at the end of the
+    block. Either way arguments are checked before any network call: a closed
+    connection raises ConnectionClosed at its first use.
+    """
     if isinstance(omero_connector, Connection):
-        if omero_connector.closed:
-            raise errors.ConnectionClosed(
-                "the connection passed as omero_connector has been shut down"
-            )
         yield omero_connector
         return
-    conn = Connection(server, port, username, password, client=omero_connector)
+    conn = Connection(server, port, username, password, client=omero_connector,
+                      keep_alive=False)
     try:
-        conn.connect(interactive=None, keep_alive=False)
         yield conn
     finally:
         conn.shutdown()

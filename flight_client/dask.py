@@ -17,16 +17,16 @@ the bridge lists, failing over to the next one.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from typing import Any
 
 import pandas as pd
 import pyarrow as pa
 
 from flight_client import outputs
-from flight_client.connection import Connection
-from flight_client.partitions import Access, Partition, ReadPlan, plan_with, read_partition
-from flight_client.reading import table_ticket
+from flight_client.api import ENGINE_ORDER, plan_read
+from flight_client.partitions import Access, Partition, ReadPlan, read_partition
+from flight_client.selection import takes_read_arguments
 from flight_protocol.messages import ROW_NUMBER_COLUMN
 
 
@@ -42,12 +42,11 @@ def read_frame(partition: Partition, access: Access,
 
 def _divisions(read: ReadPlan) -> tuple[int, ...] | None:
     parts = read.partitions
-    if not parts or any(p.rows is None or p.rows <= 0 for p in parts):
+    starts = [p.start for p in parts if p.start is not None and p.rows is not None and p.rows > 0]
+    last = parts[-1].stop if parts else None
+    if not parts or len(starts) < len(parts) or last is None or starts != sorted(starts):
         return None
-    starts = [p.start for p in parts]
-    if starts != sorted(starts):
-        return None
-    return (*starts, parts[-1].stop - 1)  # type: ignore[operator]
+    return (*starts, last - 1)
 
 
 def _meta(schema: pa.Schema) -> pd.DataFrame:
@@ -66,20 +65,8 @@ def from_plan(read: ReadPlan, columns: Iterable[str] | None = None) -> Any:
     return df
 
 
-def read_dask(
-    file_id: int | None = None,
-    annotation_id: int | None = None,
-    columns: Iterable[str] | None = None,
-    rows: Iterable[int] | None = None,
-    query: str | None = None,
-    variables: Mapping[str, Any] | None = None,
-    chunk_size: int | None = None,
-    omero_connector: Connection | None = None,
-    server: str | None = None,
-    port: int | None = None,
-    username: str | None = None,
-    password: str | None = None,
-) -> Any:
+@takes_read_arguments(ENGINE_ORDER)
+def read_dask(*args: Any, **kwargs: Any) -> Any:
     """A table as a lazy ``dask.dataframe.DataFrame`` indexed by row number.
 
     With ``omero_connector`` (a :class:`~flight_client.connection.Connection`), the
@@ -88,6 +75,4 @@ def read_dask(
     bridge's ``token_lifetime``), as the DataFrame is lazy.
     """
     outputs.require_module("dask.dataframe", "dask")
-    ticket = table_ticket(file_id, annotation_id, columns, rows, query, variables, chunk_size)
-    read = plan_with(ticket, omero_connector, server, port, username, password)
-    return from_plan(read)
+    return from_plan(plan_read(*args, **kwargs))

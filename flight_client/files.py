@@ -3,9 +3,10 @@
 The bridge streams a file's bytes as record batches with one binary column,
 ``data`` (``chunk_size`` bytes each). :func:`read_csv` parses them as they
 arrive through a file-like object, so pandas never needs the whole file as
-bytes; :func:`download_csv` writes each chunk as it is received;
-:func:`upload_file` sends a file the same way, stored only once all of it
-arrived.
+bytes; :func:`download` writes each chunk as it is received;
+:func:`upload` sends a file the same way, stored only once all of it
+arrived. The public functions are :meth:`flight_client.Connection.read_csv`,
+``download_csv`` and ``upload_file`` (and the module functions of the same names).
 """
 
 from __future__ import annotations
@@ -22,17 +23,10 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from flight_client import errors, outputs
-from flight_client.connection import Connection, use_connection
+from flight_client import errors
 from flight_client.progress import bar
-from flight_client.reading import object_ids
-from flight_client.writing import upload_links
-from flight_protocol.messages import (
-    ACTION_FILE_INFO,
-    FileTicket,
-    FileUploadDescriptor,
-    ProtocolError,
-)
+from flight_client.transport import Transport
+from flight_protocol.messages import ACTION_FILE_INFO, FileTicket, FileUploadDescriptor
 
 LOGGER = logging.getLogger(__name__)
 
@@ -86,21 +80,9 @@ class _ChunkReader(io.RawIOBase):
         return n
 
 
-def _file_ticket(file_id: Any, annotation_id: Any, chunk_size: int,
-                 check_type: bool) -> FileTicket:
-    fid, aid = object_ids(file_id, annotation_id)
-    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size <= 0:
-        raise errors.InvalidRequest(f"chunk_size must be a positive number of bytes, "
-                                    f"got {chunk_size!r}")
-    try:
-        return FileTicket(fid, aid, chunk_size, bool(check_type))
-    except ProtocolError as exc:
-        raise errors.InvalidRequest(str(exc)) from None
-
-
-def file_info(conn: Connection, ticket: FileTicket) -> dict[str, Any]:
+def file_info(transport: Transport, ticket: FileTicket) -> dict[str, Any]:
     """The file's ``file_id``, ``name``, ``mimetype`` and ``size``; an OMERO.table is refused."""
-    info = conn.transport.action(ACTION_FILE_INFO, **ticket.to_json())
+    info = transport.action(ACTION_FILE_INFO, **ticket.to_json())
     if info.get("is_table"):
         raise errors.InvalidRequest(
             f"file {info.get('file_id')} ({info.get('name')!r}) is an OMERO.table, not a CSV "
@@ -108,95 +90,60 @@ def file_info(conn: Connection, ticket: FileTicket) -> dict[str, Any]:
     return info
 
 
-def file_chunks(conn: Connection, ticket: FileTicket, progress_bar: Any) -> Iterator[bytes]:
+def file_chunks(transport: Transport, ticket: FileTicket,
+                progress_bar: Any) -> Iterator[bytes]:
     """The file's bytes, chunk by chunk, as the bridge sends them."""
-    for batch in conn.transport.stream(ticket.encode()):
+    for batch in transport.stream(ticket.encode()):
         for value in batch.column("data"):
             chunk = value.as_py()
             progress_bar.update(len(chunk))
             yield chunk
 
 
-def read_csv(
-    file_id: int | None = None,
-    annotation_id: int | None = None,
-    column_names: Iterable[str] | None = None,
-    chunk_size: int = DEFAULT_CHUNK_BYTES,
-    omero_connector: Any = None,
-    server: str | None = None,
-    port: int | None = None,
-    username: str | None = None,
-    password: str | None = None,
-    *,
-    check_type: bool = True,
-    progress: bool | None = None,
-    **kwargs: Any,
-) -> pd.DataFrame:
-    """Read a CSV or CSV.gz file attached to OMERO into a DataFrame.
-
-    ``chunk_size`` is bytes per message. Other keyword arguments go to
-    ``pandas.read_csv``; select columns with ``column_names``, not ``usecols``.
-    Gzip is detected from the file's mimetype or name unless ``compression``
-    is given. ``check_type=False`` reads any plain file (e.g. a ``.txt`` or
-    ``.tsv`` with ``sep="\t"``), not only CSV and CSV.gz.
-    """
+def read_csv(transport: Transport, ticket: FileTicket, column_names: Iterable[str] | None,
+             check_type: bool, progress: bool | None, kwargs: dict[str, Any]) -> pd.DataFrame:
+    """A plain CSV/CSV.gz file parsed by ``pandas.read_csv`` as its chunks arrive."""
     if "usecols" in kwargs:
         raise errors.InvalidRequest("provide 'column_names' for column selection, not 'usecols'")
-    ticket = _file_ticket(file_id, annotation_id, chunk_size, check_type)
-    with use_connection(omero_connector, server, port, username, password) as conn:
-        info = file_info(conn, ticket)
-        compression = _compression(info, check_type)
-        if "compression" not in kwargs:
-            kwargs["compression"] = compression
-        LOGGER.info("reading file %s (%s) as CSV", info.get("file_id"), info.get("name"))
-        progress_bar = bar("Reading CSV", info.get("size"), "B", progress)
-        try:
-            raw = _ChunkReader(file_chunks(conn, ticket, progress_bar))
-            with io.BufferedReader(raw, buffer_size=chunk_size) as stream:
-                usecols = None if column_names is None else list(column_names)
-                return pd.read_csv(stream, usecols=usecols, **kwargs)
-        finally:
-            progress_bar.close()
+    info = file_info(transport, ticket)
+    compression = _compression(info, check_type)
+    if "compression" not in kwargs:
+        kwargs["compression"] = compression
+    LOGGER.info("reading file %s (%s) as CSV", info.get("file_id"), info.get("name"))
+    progress_bar = bar("Reading CSV", info.get("size"), "B", progress)
+    try:
+        raw = _ChunkReader(file_chunks(transport, ticket, progress_bar))
+        with io.BufferedReader(raw, buffer_size=ticket.chunk_size or DEFAULT_CHUNK_BYTES) \
+                as stream:
+            usecols = None if column_names is None else list(column_names)
+            return pd.read_csv(stream, usecols=usecols, **kwargs)
+    finally:
+        progress_bar.close()
 
 
-def download_csv(
-    target_path: str | os.PathLike[str],
-    file_id: int | None = None,
-    annotation_id: int | None = None,
-    chunk_size: int = DEFAULT_CHUNK_BYTES,
-    check_type: bool = True,
-    omero_connector: Any = None,
-    server: str | None = None,
-    port: int | None = None,
-    username: str | None = None,
-    password: str | None = None,
-    *,
-    progress: bool | None = None,
-) -> int:
-    """Download a CSV/CSV.gz file attached to OMERO as it is; returns the bytes written.
+def download(transport: Transport, ticket: FileTicket, path: Path,
+             progress: bool | None) -> int:
+    """Write a plain file to a new local file (``path``, checked by
+    :func:`flight_client.outputs.check_target`) as its chunks arrive; the bytes written.
 
-    ``check_type=False`` allows any plain file (not OMERO.tables: use
-    ``download_table`` for those). An existing target raises ``FileExistsError``.
+    A CSV/CSV.gz file unless the ticket says not to check; a partial file is removed.
     """
-    ticket = _file_ticket(file_id, annotation_id, chunk_size, check_type)
-    path = outputs.check_target(target_path)
-    with use_connection(omero_connector, server, port, username, password) as conn:
-        info = file_info(conn, ticket)
-        if check_type:
-            infer_compression(info.get("mimetype"), info.get("name"))
-        progress_bar = bar("Downloading file", info.get("size"), "B", progress)
-        written = 0
-        fh = open(path, "xb")  # noqa: SIM115 - closed below, before a failed file is removed
-        try:
-            with fh:
-                for chunk in file_chunks(conn, ticket, progress_bar):
-                    fh.write(chunk)
-                    written += len(chunk)
-        except BaseException:
-            path.unlink(missing_ok=True)
-            raise
-        finally:
-            progress_bar.close()
+    info = file_info(transport, ticket)
+    if ticket.check_type:
+        infer_compression(info.get("mimetype"), info.get("name"))
+    progress_bar = bar("Downloading file", info.get("size"), "B", progress)
+    written = 0
+    fh = open(path, "xb")  # noqa: SIM115 - closed below, before a failed file is removed
+    try:
+        with fh:
+            for chunk in file_chunks(transport, ticket, progress_bar):
+                fh.write(chunk)
+                written += len(chunk)
+    except BaseException:
+        path.unlink(missing_ok=True)
+        raise
+    finally:
+        progress_bar.close()
     LOGGER.info("downloaded %d bytes to %s", written, path)
     return written
 
@@ -210,48 +157,27 @@ def _file_batches(path: Path, chunk_size: int) -> Iterator[pa.RecordBatch]:
             yield pa.RecordBatch.from_arrays([pa.array([data], pa.binary())], schema=FILE_SCHEMA)
 
 
-def upload_file(
-    source: str | os.PathLike[str],
-    parent_id: int | None = None,
-    parent_type: str = "Image",
-    links: Iterable[tuple[str, int]] | None = None,
-    file_name: str | None = None,
-    mimetype: str | None = None,
-    chunk_size: int = DEFAULT_CHUNK_BYTES,
-    omero_connector: Any = None,
-    server: str | None = None,
-    port: int | None = None,
-    username: str | None = None,
-    password: str | None = None,
-    *,
-    progress: bool | None = None,
-) -> int:
-    """Attach a plain file (a CSV, CSV.gz, ...) to OMERO objects; returns its FileAnnotation id.
-
-    Links follow :func:`~flight_client.upload_table`. The name defaults to the
-    file's, the mimetype is guessed by the bridge from the name. The file is sent
-    ``chunk_size`` bytes at a time and stored only if all of it was sent.
-    """
+def local_file(source: str | os.PathLike[str]) -> Path:
+    """The path of a local file to upload; InvalidRequest when there is none."""
     path = Path(source)
     if not path.is_file():
         raise errors.InvalidRequest(f"could not find file {str(path)!r}")
-    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size <= 0:
-        raise errors.InvalidRequest(f"chunk_size must be a positive number of bytes, "
-                                    f"got {chunk_size!r}")
+    return path
+
+
+def upload(transport: Transport, path: Path, descriptor: FileUploadDescriptor, chunk_size: int,
+           progress: bool | None) -> int:
+    """Send a local file ``chunk_size`` bytes at a time; its new FileAnnotation id.
+
+    The bridge stores it only if all of it was sent.
+    """
+    progress_bar = bar("Uploading file", path.stat().st_size, "B", progress)
     try:
-        descriptor = FileUploadDescriptor(file_name or path.name,
-                                          upload_links(links, parent_id, parent_type),
-                                          mimetype or "", explicit_commit=True)
-    except ProtocolError as exc:
-        raise errors.InvalidRequest(str(exc)) from None
-    with use_connection(omero_connector, server, port, username, password) as conn:
-        progress_bar = bar("Uploading file", path.stat().st_size, "B", progress)
-        try:
-            answer = conn.transport.upload(
-                descriptor.encode(), FILE_SCHEMA, _file_batches(path, chunk_size),
-                lambda batch: progress_bar.update(pc.binary_length(batch.column(0))[0].as_py()))
-        finally:
-            progress_bar.close()
+        answer = transport.upload(
+            descriptor.encode(), FILE_SCHEMA, _file_batches(path, chunk_size),
+            lambda batch: progress_bar.update(pc.binary_length(batch.column(0))[0].as_py()))
+    finally:
+        progress_bar.close()
     try:
         info = json.loads(answer or b"")
     except ValueError:

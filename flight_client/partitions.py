@@ -7,6 +7,7 @@ partition goes to another process (a Dask or Ray worker) with an
 :class:`Access` (the bridge's URL and the bearer token, never the password) and
 is read there by :func:`read_partition`, which tries its locations in order and
 fails over to the next replica (:func:`flight_client.reading.failover_batches`).
+A :class:`~flight_client.results.ReadResult` gives its plan as ``result.plan``.
 """
 
 from __future__ import annotations
@@ -15,12 +16,12 @@ import json
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass, replace
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.flight as flight
 
 from flight_client import errors
-from flight_client.connection import Connection
 from flight_client.reading import endpoint_locations, failover_batches
 from flight_client.transport import Transport
 from flight_protocol.messages import ROW_NUMBER_COLUMN, RowRange, TableTicket, decode
@@ -63,7 +64,8 @@ class Partition:
     def with_columns(self, columns: tuple[str, ...] | None) -> Partition:
         """The same rows, only ``columns`` (table order; None: all)."""
         request = decode(self.ticket, "ticket")
-        assert isinstance(request, TableTicket)
+        if not isinstance(request, TableTicket):
+            raise errors.ServerError("a partition's ticket is not a table read")
         request = replace(request, columns=columns)
         keep = set(columns) if columns is not None else None
         fields = [f for f in self.schema
@@ -92,16 +94,11 @@ def _row_range(endpoint: flight.FlightEndpoint, ticket: TableTicket) -> tuple[in
     return None, None
 
 
-def plan(conn: Connection | Transport, ticket: TableTicket,
-         tls_root_certs: bytes | None = None) -> ReadPlan:
-    """The partitions of a read (rows selected by a query form one partition)."""
-    if isinstance(conn, Connection):
-        transport, tls_root_certs = conn.transport, conn.details.tls_root_certs
-    else:
-        transport = conn
+def plan_from_info(info: flight.FlightInfo, transport: Transport,
+                   tls_root_certs: bytes | None = None) -> ReadPlan:
+    """The partitions of a read the bridge planned (``get_flight_info``)."""
     if transport.token is None:
         raise errors.InvalidRequest("a partitioned read needs a signed-in connection (a token)")
-    info = transport.flight_info(ticket.encode())
     parts = []
     for i, endpoint in enumerate(info.endpoints):
         request = decode(endpoint.ticket.ticket, "ticket")
@@ -114,31 +111,19 @@ def plan(conn: Connection | Transport, ticket: TableTicket,
     return ReadPlan(info.schema, info.total_records, tuple(parts), access)
 
 
-def plan_with(ticket: TableTicket, omero_connector: Connection | None = None,
-              server: str | None = None, port: int | None = None, username: str | None = None,
-              password: str | None = None) -> ReadPlan:
-    """Plan a read for a lazy engine (Dask, Ray) on the caller's connection or a new sign-in.
+def plan(conn: Any, ticket: TableTicket, tls_root_certs: bytes | None = None) -> ReadPlan:
+    """The partitions of a read (rows selected by a query form one partition).
 
-    A new sign-in is left open until its token expires: the engine's workers use the
-    token after this returns. With ``omero_connector``, keep that connection open
-    until the computation ends.
+    ``conn`` is a :class:`~flight_client.transport.Transport` or a connection (its
+    ``transport`` and ``details.tls_root_certs`` are used).
     """
-    if isinstance(omero_connector, Connection):
-        return plan(omero_connector, ticket)
-    if omero_connector is not None:
-        raise errors.InvalidRequest("omero_connector must be a flight_client Connection")
-    details = Connection(server, port, username, password).details
-    if details.missing():
-        raise errors.MissingConnectionDetails(
-            "cannot connect: missing " + "; ".join(details.missing()))
-    transport = Transport(details.url, tls_root_certs=details.tls_root_certs)
-    try:
-        transport.authenticate(details.username or "", details.password or "")
-        read = plan(transport, ticket, details.tls_root_certs)
-        transport.keep_sign_in()  # only once planned: a failed plan logs out
-        return read
-    finally:
-        transport.close()
+    if isinstance(conn, Transport):
+        transport = conn
+    else:
+        transport, tls_root_certs = conn.transport, conn.details.tls_root_certs
+    if transport.token is None:
+        raise errors.InvalidRequest("a partitioned read needs a signed-in connection (a token)")
+    return plan_from_info(transport.flight_info(ticket.encode()), transport, tls_root_certs)
 
 
 #: Transports a worker process keeps open (by access), so its partitions reuse channels,

@@ -16,15 +16,14 @@ bridge lists, failing over to the next one. A ``query`` is one task.
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterable, Mapping
 from typing import Any
 
 import pyarrow as pa
 
 from flight_client import outputs
-from flight_client.connection import Connection
-from flight_client.partitions import Access, Partition, ReadPlan, plan_with, read_partition
-from flight_client.reading import table_ticket
+from flight_client.api import ENGINE_ORDER, plan_read
+from flight_client.partitions import Access, Partition, ReadPlan, read_partition
+from flight_client.selection import takes_read_arguments
 
 outputs.require_module("ray", "ray")
 
@@ -59,8 +58,8 @@ class FlightDatasource(Datasource):
             return None
         return self._row_bytes * self.read.total_rows
 
-    def get_read_tasks(self, parallelism: int, per_task_row_limit: int | None = None,
-                       **kwargs: Any) -> list[ReadTask]:
+    def get_read_tasks(self, parallelism: int,  # type: ignore[override] # across Ray versions
+                       per_task_row_limit: int | None = None, **kwargs: Any) -> list[ReadTask]:
         """One task per partition whatever ``parallelism`` asks: endpoints are the unit."""
         tasks = []
         for part in self.read.partitions:
@@ -76,21 +75,7 @@ class FlightDatasource(Datasource):
         return "OmeroFlight"
 
 
-def read_ray(
-    file_id: int | None = None,
-    annotation_id: int | None = None,
-    columns: Iterable[str] | None = None,
-    rows: Iterable[int] | None = None,
-    query: str | None = None,
-    variables: Mapping[str, Any] | None = None,
-    chunk_size: int | None = None,
-    omero_connector: Connection | None = None,
-    server: str | None = None,
-    port: int | None = None,
-    username: str | None = None,
-    password: str | None = None,
-) -> Any:
+@takes_read_arguments(ENGINE_ORDER)
+def read_ray(*args: Any, **kwargs: Any) -> Any:
     """A table as a ``ray.data.Dataset`` (signs in as :func:`flight_client.dask.read_dask`)."""
-    ticket = table_ticket(file_id, annotation_id, columns, rows, query, variables, chunk_size)
-    read = plan_with(ticket, omero_connector, server, port, username, password)
-    return read_datasource(FlightDatasource(read))
+    return read_datasource(FlightDatasource(plan_read(*args, **kwargs)))

@@ -37,18 +37,14 @@ from typing import Any
 
 import pyarrow as pa
 
-from flight_client import errors
-from flight_client.connection import SESSION_USER, Connection, _omero_session, use_connection
+from flight_client import errors, selection
+from flight_client.details import SESSION_USER, Details, omero_session
 from flight_client.outputs import check_target
 from flight_client.progress import bar
+from flight_client.writing import rechunk, upload_source
 from flight_protocol import columns as cols
 from flight_protocol import omero_plus
-from flight_protocol.messages import (
-    ACTION_REGISTER_TABLE,
-    ROW_NUMBER_COLUMN,
-    ProtocolError,
-    normalize_links,
-)
+from flight_protocol.messages import ACTION_REGISTER_TABLE, ROW_NUMBER_COLUMN
 
 LOGGER = logging.getLogger(__name__)
 
@@ -73,8 +69,6 @@ def _layout() -> Any:
 # -- writing an array ----------------------------------------------------------------------------
 def _reader_batches(reader: Any, chunk_size: int) -> tuple[pa.Schema, Iterator[pa.RecordBatch]]:
     """Schema and batches (at most ``chunk_size`` rows) of a RecordBatchReader or Flight stream."""
-    from flight_client.writing import rechunk  # the one re-batching, shared with uploads
-
     if hasattr(reader, "to_reader"):  # a Flight stream reader
         reader = reader.to_reader()
     return reader.schema, rechunk(reader, chunk_size)
@@ -85,8 +79,6 @@ def _source_batches(source: Any, chunk_size: int
     if isinstance(source, pa.RecordBatchReader) or hasattr(source, "to_reader"):
         schema, batches = _reader_batches(source, chunk_size)
         return schema, None, batches
-    from flight_client.writing import upload_source  # the same readers as upload_table
-
     data = upload_source(source, chunk_size)
     return data.schema, data.total_rows, data.batches
 
@@ -153,8 +145,7 @@ def create_tiledb(
     raises ``FileExistsError``; MaskColumns are refused.
     """
     size = chunk_size or DEFAULT_CHUNK_SIZE
-    if isinstance(size, bool) or not isinstance(size, int) or size <= 0:
-        raise errors.InvalidRequest(f"chunk_size must be a positive integer, got {chunk_size!r}")
+    selection.check_chunk_size(size)
     check_target(path)
     schema, total, batches = _source_batches(source, size)
     token, _ = write_tiledb(path, schema, batches, total, progress)
@@ -223,15 +214,21 @@ def web_base_url(web_url: str | None = None) -> str:
         raise _client_error(exc) from None
 
 
+def _is_bridge(connector: Any) -> bool:
+    """Whether ``connector`` is a bridge connection (it has resolved details), not an
+    omero-py client."""
+    return isinstance(getattr(connector, "details", None), Details)
+
+
 def _known_session_key(connector: Any, session_key: str | None) -> str | None:
     if session_key:
         return session_key
-    if isinstance(connector, Connection):
+    if _is_bridge(connector):
         if connector.details.username == SESSION_USER and connector.details.password:
             return connector.details.password
     elif connector is not None and hasattr(getattr(connector, "c", None) or connector,
                                            "getSessionId"):
-        return _omero_session(connector)[0]
+        return omero_session(connector)[0]
     return None
 
 
@@ -248,8 +245,7 @@ def session_key_of(connector: Any = None, session_key: str | None = None) -> str
 
 def _through_bridge(connector: Any, session_key: str | None) -> bool:
     """Whether the bridge registers for us: a bridge connection but no session key here."""
-    return isinstance(connector, Connection) and _known_session_key(connector,
-                                                                     session_key) is None
+    return _is_bridge(connector) and _known_session_key(connector, session_key) is None
 
 
 def register_table(
@@ -286,12 +282,8 @@ def register_table(
         raise errors.InvalidRequest(
             f"remote_path {server_path!r} must be the array's absolute POSIX path on the "
             "OMERO Plus server")
-    if not isinstance(table_name, str) or not table_name.strip():
-        raise errors.InvalidRequest(f"invalid table name: {table_name!r}")
-    try:
-        pairs = normalize_links(list(links))
-    except ProtocolError as exc:
-        raise errors.InvalidRequest(str(exc)) from None
+    selection.table_name(table_name)
+    pairs = selection.links(list(links))
     if not pairs:
         raise errors.InvalidRequest("no OMERO objects to link the table to: give links")
     if not token:
@@ -299,10 +291,9 @@ def register_table(
                        "anyone who knows the path could register it", remote_path)
     if _through_bridge(connector, session_key):
         LOGGER.info("asking the bridge to register %s with OMERO Plus", server_path)
-        with use_connection(connector) as conn:
-            result = conn.transport.action(
-                ACTION_REGISTER_TABLE, uri=server_path, table_name=table_name,
-                links=[list(pair) for pair in pairs], token=token, prefix=prefix)
+        result = connector.transport.action(
+            ACTION_REGISTER_TABLE, uri=server_path, table_name=table_name,
+            links=[list(pair) for pair in pairs], token=token, prefix=prefix)
         return int(result["annotation_id"])
     key = session_key_of(connector, session_key)
     try:

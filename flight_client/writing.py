@@ -1,4 +1,5 @@
-"""Uploading a new table: a DataFrame, an Arrow table, or a CSV/Parquet file read in chunks.
+"""What an upload sends, and sending it: a DataFrame, an Arrow table, or a CSV/Parquet file
+read in chunks.
 
 Every source becomes an :class:`UploadSource`: an Arrow schema (with
 ``omero.string_size``, the longest UTF-8 value, declared on each string
@@ -23,7 +24,7 @@ import dataclasses
 import json
 import logging
 import os
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,14 +36,10 @@ import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 
 from flight_client import errors
-from flight_client.connection import Connection, use_connection
 from flight_client.progress import bar
-from flight_protocol.messages import (
-    META_STRING_SIZE,
-    ProtocolError,
-    UploadDescriptor,
-    normalize_links,
-)
+from flight_client.selection import check_chunk_size
+from flight_client.transport import Transport
+from flight_protocol.messages import META_STRING_SIZE, UploadDescriptor
 
 LOGGER = logging.getLogger(__name__)
 
@@ -54,31 +51,6 @@ MAX_CHUNK_ROWS = 50_000
 def optimal_chunk_size(column_count: int) -> int:
     """Rows per batch so that a batch holds about two million cells."""
     return max(min(CELLS_PER_CHUNK // max(column_count, 1), MAX_CHUNK_ROWS), 1)
-
-
-def upload_links(links: Any, parent_id: Any, parent_type: str) -> tuple[tuple[str, int], ...]:
-    """omero2pandas' link rules: a bare ``("Image", 1)`` pair is accepted, parent added."""
-    if links is None:
-        items: list[Any] = []
-    elif (isinstance(links, Sequence) and len(links) == 2 and isinstance(links[0], str)
-          and not isinstance(links[1], str | Sequence)):
-        items = [tuple(links)]
-    elif isinstance(links, str | bytes) or not isinstance(links, Iterable):
-        raise errors.InvalidRequest(
-            f"links should be a list of (type, id) pairs, not {type(links).__name__}"
-        )
-    else:
-        items = [tuple(link) if isinstance(link, list) else link for link in links]
-    if parent_id is not None:
-        items.append((parent_type, parent_id))
-    if not items:
-        raise errors.InvalidRequest(
-            "no OMERO objects to link the table to: give parent_id (and parent_type) or links"
-        )
-    try:
-        return normalize_links(items)
-    except ProtocolError as exc:
-        raise errors.InvalidRequest(str(exc)) from None
 
 
 # -- sources -----------------------------------------------------------------------------------
@@ -380,9 +352,7 @@ def parquet_source(path: str | os.PathLike[str], chunk_size: int | None = None) 
 
 def upload_source(source: Any, chunk_size: int | None = None) -> UploadSource:
     """Pick the reader for a DataFrame, Arrow table, CSV path or Parquet path."""
-    if chunk_size is not None and (isinstance(chunk_size, bool) or not isinstance(chunk_size, int)
-                                   or chunk_size <= 0):
-        raise errors.InvalidRequest(f"chunk_size must be a positive integer, got {chunk_size!r}")
+    check_chunk_size(chunk_size)
     if isinstance(source, pd.DataFrame):
         return dataframe_source(source, chunk_size)
     if isinstance(source, pa.Table):
@@ -402,7 +372,7 @@ def upload_source(source: Any, chunk_size: int | None = None) -> UploadSource:
 
 
 # -- the upload --------------------------------------------------------------------------------
-def send_table(conn: Any, descriptor: UploadDescriptor, source: UploadSource,
+def send_table(transport: Transport, descriptor: UploadDescriptor, source: UploadSource,
                progress: bool | None = None) -> dict[str, Any]:
     """Stream a source to the bridge with ``do_put``; returns the bridge's JSON result.
 
@@ -413,8 +383,8 @@ def send_table(conn: Any, descriptor: UploadDescriptor, source: UploadSource,
         descriptor = dataclasses.replace(descriptor, explicit_commit=True)
     progress_bar = bar("Uploading table", source.total_rows, "rows", progress)
     try:
-        message = conn.transport.upload(descriptor.encode(), source.schema, source.batches,
-                                        lambda batch: progress_bar.update(batch.num_rows))
+        message = transport.upload(descriptor.encode(), source.schema, source.batches,
+                                   lambda batch: progress_bar.update(batch.num_rows))
     finally:
         progress_bar.close()
     if message is None:
@@ -426,73 +396,3 @@ def send_table(conn: Any, descriptor: UploadDescriptor, source: UploadSource,
     LOGGER.info("uploaded %s rows as annotation %s (file %s)", result.get("rows"),
                 result.get("annotation_id"), result.get("file_id"))
     return result
-
-
-def upload_table(
-    source: pd.DataFrame | str | os.PathLike[str] | pa.Table | pa.RecordBatchReader,
-    table_name: str,
-    parent_id: int | None = None,
-    parent_type: str = "Image",
-    links: Iterable[tuple[str, int]] | None = None,
-    chunk_size: int | None = None,
-    omero_connector: Any = None,
-    server: str | None = None,
-    port: int | None = None,
-    username: str | None = None,
-    password: str | None = None,
-    local_path: str | os.PathLike[str] | None = None,
-    remote_path: str | os.PathLike[str] | None = None,
-    prefix: str = "",
-    *,
-    description: str = "",
-    progress: bool | None = None,
-) -> int:
-    """Upload a DataFrame, Arrow table or RecordBatchReader, or a CSV/Parquet file, as a new
-    table; returns its annotation id.
-
-    The table is stored only if the whole source was sent: an exception in the
-    source, Ctrl-C, a killed client or a lost connection leaves no table.
-
-    The table is linked to ``parent_type``/``parent_id`` and every ``(type, id)``
-    in ``links``. ``chunk_size`` is rows per batch (default: about two million
-    cells, at most 50,000 rows); a CSV path is read that many rows at a time.
-
-    With ``local_path`` (``tiledb`` extra, OMERO Plus only) the table is not
-    sent to the bridge: it is written to a TileDB array at ``local_path`` and
-    registered in place with OMERO Plus, which sees it at ``remote_path``
-    (default: the local path; a Windows path needs one); ``prefix`` is the
-    OMERO.web API prefix. See :mod:`flight_client.remote`: the OMERO.web
-    address comes from ``OMERO_FLIGHT_WEB_URL`` (HTTPS; a private CA through
-    ``SSL_CERT_FILE``), the OMERO session key from ``omero_connector`` (a
-    connection logged in as ``__session__``, or an omero-py client) or from
-    ``username="__session__"``, ``password=<session key>``.
-    """
-    if not isinstance(table_name, str) or not table_name.strip():
-        raise errors.InvalidRequest(f"invalid table name: {table_name!r}")
-    normalized = upload_links(links, parent_id, parent_type)
-    if local_path is not None or remote_path is not None:
-        if local_path is None:
-            raise errors.InvalidRequest(
-                "remote_path needs local_path: where this machine writes the TileDB array")
-        from flight_client.remote import create_remote_table
-
-        if description:
-            LOGGER.warning("OMERO Plus registration takes no description; it is not stored")
-        own = omero_connector is None  # only used if the bridge must register for us
-        connector = Connection(server, port, username, password) if own else omero_connector
-        try:
-            return create_remote_table(source, table_name, local_path, remote_path, normalized,
-                                       chunk_size, connector, prefix, progress=progress)
-        finally:
-            if own:
-                connector.shutdown()
-    if all(kind == "Roi" for kind, _ in normalized):
-        LOGGER.warning("the table is only linked to ROIs; OMERO.web may not show it")
-    try:
-        descriptor = UploadDescriptor(table_name, normalized, description)
-    except ProtocolError as exc:
-        raise errors.InvalidRequest(str(exc)) from None
-    data = upload_source(source, chunk_size)
-    with use_connection(omero_connector, server, port, username, password) as conn:
-        result = send_table(conn, descriptor, data, progress)
-    return int(result["annotation_id"])

@@ -15,7 +15,6 @@ from typing import Any
 import flight_client
 from flight_client.connection import Connection
 from flight_client.outputs import FORMATS
-from flight_client.reading import column_details
 from flight_server.cli import CliError
 
 CONNECTION_HELP = """\
@@ -166,7 +165,7 @@ def _info(args: argparse.Namespace) -> int:
     with _connect(args) as conn:
         rows, ncols = flight_client.get_table_size(args.file_id, args.annotation_id,
                                                    omero_connector=conn)
-        columns = column_details(conn, args.file_id, args.annotation_id)
+        columns = conn.column_details(args.file_id, args.annotation_id)
     if args.json:
         json.dump({"rows": rows, "columns": columns}, sys.stdout, indent=2)
         print()

@@ -77,7 +77,7 @@ def test_every_column_type_round_trips(site, owner):
         assert back[name].to_pylist() == source[name].to_pylist() or name == "double", name
     np.testing.assert_array_equal(back["double"].to_numpy(), source["double"].to_numpy())
     types = {c["name"]: c["type"]
-             for c in flight_client.reading.column_details(owner, annotation_id=ann)}
+             for c in owner.column_details(annotation_id=ann)}
     assert types == {
         "long": "LongColumn", "double": "DoubleColumn", "text": "StringColumn",
         "flag": "BoolColumn", "image": "ImageColumn", "roi": "RoiColumn", "well": "WellColumn",

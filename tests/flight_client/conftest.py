@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 import flight_client
-from flight_client.connection import ENV_HOST, ENV_PASSWORD, ENV_PORT, ENV_URL, ENV_USER
+from flight_client.details import ENV_HOST, ENV_PASSWORD, ENV_PORT, ENV_URL, ENV_USER
 
 ROWS = 300
 #: The image the client tests link to; other test folders share the bridge and use Image 1.

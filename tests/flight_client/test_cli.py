@@ -10,7 +10,7 @@ import sys
 import pandas as pd
 import pytest
 
-from flight_client.connection import ENV_PASSWORD, ENV_URL, ENV_USER
+from flight_client.details import ENV_PASSWORD, ENV_URL, ENV_USER
 from flight_server.cli import main
 
 

@@ -10,7 +10,8 @@ import time
 import pytest
 
 import flight_client
-from flight_client.connection import (
+from flight_client.connection import Connection
+from flight_client.details import (
     DEFAULT_PORT,
     ENV_HOST,
     ENV_PASSWORD,
@@ -18,7 +19,6 @@ from flight_client.connection import (
     ENV_URL,
     ENV_USER,
     SESSION_USER,
-    Connection,
     parse_server,
     resolve_details,
 )

@@ -6,7 +6,7 @@ import pyarrow as pa
 import pytest
 
 import flight_client
-from flight_client import outputs, reading
+from flight_client import api, outputs
 
 pl = pytest.importorskip("polars")
 
@@ -40,13 +40,13 @@ def test_lazy_frame_projects_and_stops_early():
 
 def test_scan_polars_reads_only_the_used_columns(table, conn, monkeypatch):
     seen: list[tuple[str, ...]] = []
-    real = reading.read_arrow
+    real = api._reader
 
-    def recording(*args, **kwargs):
-        seen.append(tuple(args[2]))
-        return real(*args, **kwargs)
+    def recording(selection, *args, **kwargs):
+        seen.append(tuple(selection["column_names"]))
+        return real(selection, *args, **kwargs)
 
-    monkeypatch.setattr(reading, "read_arrow", recording)
+    monkeypatch.setattr(api, "_reader", recording)
     lazy = flight_client.scan_polars(file_id=table.file_id, omero_connector=conn)
     total = lazy.select(pl.col("area").sum()).collect().item()
     assert total == pytest.approx(table.frame["area"].sum())

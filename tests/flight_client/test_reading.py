@@ -9,7 +9,8 @@ import pyarrow.parquet as pq
 import pytest
 
 import flight_client
-from flight_client.reading import ordered_batches, table_ticket
+from flight_client.reading import ordered_batches
+from flight_client.selection import table_ticket
 from flight_protocol.messages import ROW_NUMBER_COLUMN, RowRange, TableTicket
 
 
@@ -163,7 +164,7 @@ def test_parquet_download_keeps_column_types_through_reupload(conn, tmp_path):
     ann = flight_client.upload_table(_typed_table(), "typed", parent_id=7001,
                                      omero_connector=conn)
     types = {c["name"]: c["type"] for c in
-             flight_client.reading.column_details(conn, annotation_id=ann)}
+             conn.column_details(annotation_id=ann)}
     assert types["file"].endswith("FileColumn") and types["image"].endswith("ImageColumn")
     whole, some = tmp_path / "whole.parquet", tmp_path / "some.parquet"
     flight_client.download_table(whole, annotation_id=ann, omero_connector=conn, progress=False)
@@ -181,7 +182,7 @@ def test_parquet_download_keeps_column_types_through_reupload(conn, tmp_path):
         again = flight_client.upload_table(str(path), "typed again", parent_id=7001,
                                            omero_connector=conn)
         back = {c["name"]: c["type"] for c in
-                flight_client.reading.column_details(conn, annotation_id=again)}
+                conn.column_details(annotation_id=again)}
         assert back == types
 
 

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 import flight_client
-from flight_client.connection import ENV_PASSWORD, ENV_TLS_ROOT_CERTS, ENV_URL, ENV_USER
+from flight_client.details import ENV_PASSWORD, ENV_TLS_ROOT_CERTS, ENV_URL, ENV_USER
 
 
 @pytest.fixture(scope="module")

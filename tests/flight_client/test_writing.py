@@ -18,12 +18,8 @@ from hypothesis import strategies as st
 
 import flight_client
 from flight_client import writing
-from flight_client.writing import (
-    csv_source,
-    dataframe_source,
-    optimal_chunk_size,
-    upload_links,
-)
+from flight_client.selection import upload_links
+from flight_client.writing import csv_source, dataframe_source, optimal_chunk_size
 from flight_protocol.messages import META_STRING_SIZE
 
 
@@ -55,7 +51,7 @@ def test_types_roundtrip(conn):
     assert list(back["label"]) == ["a", "", "ünïcødé"]  # missing strings become ""
     assert list(back["kind"]) == ["x", "y", "x"]
     types = {c["name"]: c["type"]
-             for c in flight_client.reading.column_details(conn, annotation_id=ann)}
+             for c in conn.column_details(annotation_id=ann)}
     assert types["image"].endswith("ImageColumn") and types["label"].endswith("StringColumn")
 
 

@@ -48,11 +48,10 @@ def ray_cluster():
 
 
 def test_one_read_task_per_endpoint_with_its_rows(replicas: Replicas, table: int) -> None:
-    from flight_client.partitions import plan_with
+    from flight_client.api import plan_read
     from flight_client.ray import FlightDatasource
-    from flight_client.reading import table_ticket
 
-    read = plan_with(table_ticket(file_id=table), server=replicas.urls[2], username="alice",
+    read = plan_read(file_id=table, server=replicas.urls[2], username="alice",
                      password=PASSWORDS["alice"])
     tasks = FlightDatasource(read).get_read_tasks(parallelism=1)
     assert len(tasks) == math.ceil(ROWS / SPLIT)

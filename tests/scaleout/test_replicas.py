@@ -24,7 +24,7 @@ import pytest
 import flight_client
 from flight_client import errors
 from flight_client.partitions import Access, plan, read_partition
-from flight_client.reading import table_ticket
+from flight_client.selection import table_ticket
 from flight_server.auth import TokenSigner
 from flight_server.streaming import MAX_ENDPOINTS
 from tests.conftest import PASSWORDS

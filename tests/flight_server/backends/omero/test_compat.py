@@ -57,7 +57,7 @@ def test_omero2pandas_upload_reads_identically_through_the_bridge(omero_bridge, 
     assert flight_client.get_table_columns(annotation_id=ann, omero_connector=conn) == \
         omero2pandas.get_table_columns(annotation_id=ann, omero_connector=o2p)
     types = {c["name"]: c["type"]
-             for c in flight_client.reading.column_details(conn, annotation_id=ann)}
+             for c in conn.column_details(annotation_id=ann)}
     assert types["Image"] == "ImageColumn"
     # Also readable by the other user of the read-only group, through the same bridge.
     assert len(flight_client.read_table(annotation_id=ann, omero_connector=sign_in("bob"))) == 3000

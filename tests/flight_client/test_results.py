@@ -1,0 +1,90 @@
+"""Connection does the work; a read is one ReadResult; the module functions are thin wrappers."""
+
+from __future__ import annotations
+
+import inspect
+
+import pandas as pd
+import pyarrow as pa
+import pytest
+
+import flight_client
+from flight_client.results import ReadResult
+from flight_protocol.messages import ROW_NUMBER_COLUMN
+
+
+def test_a_read_is_planned_once_and_read_once(table, conn):
+    result = conn.read(file_id=table.file_id, column_names=["id", "label"])
+    assert isinstance(result, ReadResult) and "not read yet" in repr(result)
+    assert result.schema.names == [ROW_NUMBER_COLUMN, "id", "label"]
+    assert result.num_rows == 300 and len(result.endpoints) >= 1
+    df = result.to_pandas()
+    pd.testing.assert_frame_equal(df, table.frame[["id", "label"]], check_index_type=False)
+    with pytest.raises(flight_client.InvalidRequest, match="already consumed by to_pandas"):
+        result.to_arrow()
+
+
+@pytest.mark.parametrize("output", ["to_arrow", "to_reader", "to_polars", "to_duckdb"])
+def test_every_output_of_one_read(table, conn, output):
+    result = conn.read(file_id=table.file_id, rows=[4, 1], row_numbers=False)
+    data = getattr(result, output)()
+    if output == "to_reader":
+        data = data.read_all()
+    elif output == "to_polars":
+        data = data.to_arrow()
+    elif output == "to_duckdb":
+        data = data.arrow()
+        data = data.read_all() if isinstance(data, pa.RecordBatchReader) else data
+    assert data.column("id").to_pylist() == [4, 1]
+    assert ROW_NUMBER_COLUMN not in data.column_names
+
+
+def test_to_file_and_the_plan(table, conn, tmp_path):
+    rows = conn.read(annotation_id=table.annotation_id, query="id<10").to_file(
+        tmp_path / "t.parquet")
+    assert rows == 10 and list(pd.read_parquet(tmp_path / "t.parquet")["id"]) == list(range(10))
+    plan = conn.read(file_id=table.file_id).plan
+    assert plan.total_rows == 300 and sum(p.rows for p in plan.partitions) == 300
+
+
+def test_table_calls_on_the_connection(table, conn):
+    assert conn.table_size(file_id=table.file_id) == (300, 5)
+    assert conn.table_columns(annotation_id=table.annotation_id) == list(table.frame.columns)
+    assert table.annotation_id in {t["annotation_id"] for t in conn.list_tables("Image", 7001)}
+    ann = conn.upload(table.frame.head(3), "from the connection", parent_id=7001,
+                      progress=False)
+    assert conn.read(annotation_id=ann).to_pandas()["id"].tolist() == [0, 1, 2]
+
+
+def test_a_bad_selection_is_refused_before_anything_is_sent(alice):
+    never = flight_client.Connection("127.0.0.1", 1, "alice", "x")  # nothing listens there
+    with pytest.raises(flight_client.InvalidRequest, match="file_id or an annotation_id"):
+        never.read(column_names=["id"])
+    with pytest.raises(flight_client.InvalidRequest, match="chunk_size"):
+        never.read(file_id=1, chunk_size=0)
+    with pytest.raises(flight_client.InvalidRequest, match="format"):
+        never.read(file_id=1).to_file("x.xlsx", format="xlsx")
+    assert not never.connected
+
+
+def test_omero2pandas_positional_order_still_works(table, alice):
+    df = flight_client.read_table(table.file_id, None, ["id"], range(0, 3), None, None,
+                                  alice["server"], alice["port"], alice["username"],
+                                  alice["password"])
+    assert list(df["id"]) == [0, 1, 2]
+    assert flight_client.get_table_size(table.file_id, None, None, alice["server"],
+                                        alice["port"], "alice", alice["password"]) == (300, 5)
+    with pytest.raises(TypeError, match="unexpected keyword argument 'colums'"):
+        flight_client.read_table(file_id=1, colums=["id"])
+    with pytest.raises(TypeError, match="multiple values for argument 'file_id'"):
+        flight_client.read_table(1, file_id=1)
+
+
+def test_the_read_signature_is_shown_as_omero2pandas_writes_it():
+    params = list(inspect.signature(flight_client.read_table).parameters)
+    assert params[:12] == ["file_id", "annotation_id", "column_names", "rows", "chunk_size",
+                           "omero_connector", "server", "port", "username", "password",
+                           "query", "variables"]
+    assert list(inspect.signature(flight_client.download_table).parameters)[:2] == [
+        "target_path", "file_id"]
+    assert "row_numbers" in inspect.signature(flight_client.read_arrow).parameters

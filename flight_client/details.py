@@ -152,7 +152,7 @@ def _read_certs(value: str | bytes | os.PathLike[str] | None) -> bytes | None:
 def _user_token() -> tuple[str, str, int] | None:
     """(session key, OMERO host, OMERO port) from omero-user-token, if installed and set."""
     try:
-        import omero_user_token  # type: ignore[import-not-found]
+        import omero_user_token
     except ImportError:
         return None
     try:

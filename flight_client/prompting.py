@@ -23,13 +23,13 @@ LOGGER = logging.getLogger(__name__)
 def in_jupyter() -> bool:
     """True in a Jupyter kernel that can draw a login form (ipywidgets installed)."""
     try:
-        from IPython import get_ipython  # type: ignore[import-not-found]
+        from IPython import get_ipython
     except ImportError:
         return False
     if type(get_ipython()).__name__ != "ZMQInteractiveShell":
         return False
     try:
-        import ipywidgets  # type: ignore[import-not-found] # noqa: F401
+        import ipywidgets  # noqa: F401
     except ImportError:
         LOGGER.warning("in Jupyter without ipywidgets: install omero-flight[jupyter] "
                        "for a login form; prompting on the console instead")
@@ -56,8 +56,8 @@ def prompt_terminal(details: Details) -> Details:
 
 def login_form(details: Details, submit: Callable[[Details], str]) -> None:
     """Show an ipywidgets login form; ``submit(details)`` connects and returns the URL."""
-    from IPython.display import display  # type: ignore[import-not-found]
-    from ipywidgets import widgets  # type: ignore[import-not-found]
+    from IPython.display import display
+    from ipywidgets import widgets
 
     server = widgets.Text(value=details.url if details.host else "", description="Bridge:")
     user = widgets.Text(value=details.username or "", description="Username:")

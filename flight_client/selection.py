@@ -262,7 +262,7 @@ def table_ticket(
 
 def selection_ticket(selection: Selection, row_numbers: bool = True) -> TableTicket:
     """:func:`table_ticket` for a :class:`Selection`."""
-    return table_ticket(row_numbers=row_numbers, **selection)  # type: ignore[misc]
+    return table_ticket(row_numbers=row_numbers, **selection)
 
 
 def file_ticket(file_id: Any, annotation_id: Any, chunk_size: Any,

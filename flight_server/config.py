@@ -102,10 +102,12 @@ class Settings:
             if not url.startswith(("grpc://", "grpc+tcp://", "grpc+tls://")):
                 raise ConfigError(f"replica location {url!r} (advertise/peers) must be a "
                                   "grpc:// or grpc+tls:// URL")
-        if self.uses_omero and self.peer_locations:
-            raise ConfigError("peers cannot be used with the OMERO backend yet: its tokens name "
-                              "an OMERO session held by one replica, which the others cannot "
-                              "use; replicas share reads over the embedded store only")
+        if self.uses_omero and self.peer_locations and (self.omero_data_dir is None
+                                                        or self.token_secret_file is None):
+            raise ConfigError("peers with the OMERO backend need omero_data_dir and "
+                              "token_secret_file: a replica without the caller's OMERO session "
+                              "serves the signed tickets another replica planned from OMERO's "
+                              "data directory, checked with the shared key")
         if (self.tls_cert is None) != (self.tls_key is None):
             raise ConfigError("TLS needs both tls_cert and tls_key")
         if self.insecure_no_auth and not is_loopback(self.host):

@@ -25,7 +25,6 @@ from flight_client.protocol import RowRange, TableTicket, decode  # noqa: E402
 from flight_server.streaming import MAX_ENDPOINTS  # noqa: E402
 from tests.processes import CLI, free_port, wait_signed_in  # noqa: E402
 from tests.scaleout.replicas import Replicas, write_key  # noqa: E402
-from tests.standin.fixtures import omero_standin, omero_world  # noqa: E402, F401
 
 pytestmark = pytest.mark.omero
 
@@ -132,11 +131,44 @@ def test_dask_distributed_read_equals_the_table(replicas: Replicas, table: int, 
     pd.testing.assert_frame_equal(df.compute(), frame(), check_index_type=False)
 
 
+def test_a_signed_ticket_for_a_crafted_file_is_refused_by_the_hdf5_check(
+        replicas: Replicas, omero_standin, omero_world, login, tmp_path) -> None:
+    """A replica serving a signed ticket without a session trusts the signature, not the
+    file: one that reaches outside itself is refused before PyTables reads it."""
+    import shutil
+
+    from flight_server.repository import original_file_path
+    from tests.flight_server import hostile_hdf5
+
+    outside = tmp_path / "outside-secret"
+    outside.write_bytes(b"SECRET-CANARY-" * 64)
+    image = omero_world.images[omero_world.private_group]
+    ann = flight_client.upload_table(pd.DataFrame({"n": [1, 2]}), "crafted", parent_id=image,
+                                     server=replicas.urls[0], progress=False, **login)
+    file_id = next(t["file_id"] for t in flight_client.list_tables(server=replicas.urls[0],
+                                                                   **login)
+                   if t["annotation_id"] == ann)
+    client, options = sign_in(replicas.urls[0], login)
+    info = client.get_flight_info(
+        flight.FlightDescriptor.for_command(TableTicket(file_id=file_id).encode()), options)
+    client.close()
+    # signed while the file was a real table; then its bytes on OMERO's disk change
+    shutil.copyfile(hostile_hdf5.external_storage(tmp_path / "ext.h5", outside),
+                    original_file_path(omero_standin.data_dir, file_id))
+    other = flight.FlightClient(replicas.urls[1])
+    with pytest.raises(flight.FlightServerError) as refused:
+        other.do_get(info.endpoints[0].ticket, options).read_all()
+    other.close()
+    assert json.loads(refused.value.extra_info)["code"] == "invalid_argument"
+    assert "SECRET-CANARY" not in str(refused.value)
+
+
 def test_a_dask_read_completes_when_the_planning_replica_is_killed_mid_read(
         replicas: Replicas, table: int, login, dask_client) -> None:
     """Runs last: replica 0, which planned the read and holds the OMERO session, goes away
     once the first partitions are in; replica 1 serves the rest from the data directory."""
     import distributed
+
     from flight_client.dask import read_dask
 
     df = read_dask(file_id=table, server=replicas.urls[0], **login)

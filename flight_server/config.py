@@ -91,10 +91,13 @@ class Settings:
         """Every replica's URL for endpoints, this one first (None: no replicas set).
 
         Without ``advertise``, this replica is Flight's "reuse this connection" location.
+        Peers may name this replica too (one list for all, as a StatefulSet's pods share):
+        its own address is left out of its peers.
         """
         if self.advertise is None and not self.peer_locations:
             return None
-        return [self.advertise or REUSE_CONNECTION, *self.peer_locations]
+        return [self.advertise or REUSE_CONNECTION,
+                *(p for p in self.peer_locations if p != self.advertise)]
 
     def check(self) -> None:
         """Refuse unsafe or incomplete combinations."""

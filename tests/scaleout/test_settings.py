@@ -28,6 +28,12 @@ def test_arguments_win_and_no_replicas_means_no_locations() -> None:
     assert settings.replica_locations == [REUSE_CONNECTION, "grpc://b:1"]
 
 
+def test_one_peer_list_for_every_replica_leaves_out_its_own_address() -> None:
+    peers = "grpc://r-0:1,grpc://r-1:1,grpc://r-2:1"
+    settings = load_settings({"advertise": "grpc://r-1:1", "peers": peers}, environ={})
+    assert settings.replica_locations == ["grpc://r-1:1", "grpc://r-0:1", "grpc://r-2:1"]
+
+
 def test_peers_as_a_toml_list(tmp_path) -> None:
     config = tmp_path / "bridge.toml"
     config.write_text('[server]\nadvertise = "grpc://a:1"\npeers = ["grpc://b:1", "grpc://c:1"]\n')

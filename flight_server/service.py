@@ -173,9 +173,9 @@ class FlightService(flight.FlightServerBase):
                 return self._table_info(caller, request, descriptor)
             info = self.backend.file_info(caller, streaming.ref_of(request))
             streaming.check_file(info, request)
-            # every replica, as for tables, where a sign-in works on all; else only this one
-            servers = self.replicas if self.backend.portable_sign_ins else self.replicas[:1] \
-                if self.replicas else None
+            servers = self.replicas  # every replica, as for tables, where sign-ins work on all
+            if servers and not self.backend.portable_sign_ins:
+                servers = servers[:1]  # OMERO: only this replica holds the caller's session
             endpoint = flight.FlightEndpoint(request.encode(), streaming.rotated(servers, 0))
             return flight.FlightInfo(streaming.FILE_SCHEMA, descriptor, [endpoint], -1, info.size)
 

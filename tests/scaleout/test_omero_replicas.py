@@ -163,6 +163,25 @@ def test_a_signed_ticket_for_a_crafted_file_is_refused_by_the_hdf5_check(
     assert "SECRET-CANARY" not in str(refused.value)
 
 
+def test_a_file_read_names_only_the_replica_holding_the_session(
+        replicas: Replicas, omero_world, login, tmp_path) -> None:
+    from flight_client.protocol import FileTicket
+
+    csv = tmp_path / "plain.csv"
+    csv.write_bytes(b"a,b\n1,2\n")
+    image = omero_world.images[omero_world.private_group]
+    ann = flight_client.upload_file(csv, parent_id=image, server=replicas.urls[1],
+                                    progress=False, **login)
+    client, options = sign_in(replicas.urls[1], login)
+    info = client.get_flight_info(flight.FlightDescriptor.for_command(
+        FileTicket(annotation_id=ann).encode()), options)
+    (endpoint,) = info.endpoints
+    assert [loc.uri.decode() for loc in endpoint.locations] == [replicas.urls[1]]
+    data = client.do_get(endpoint.ticket, options).read_all()
+    client.close()
+    assert b"".join(data.column("data").to_pylist()) == b"a,b\n1,2\n"
+
+
 def test_a_dask_read_completes_when_the_planning_replica_is_killed_mid_read(
         replicas: Replicas, table: int, login, dask_client) -> None:
     """Runs last: replica 0, which planned the read and holds the OMERO session, goes away

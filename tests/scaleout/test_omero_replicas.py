@@ -3,7 +3,8 @@
 The replica that plans a read authorizes it through the caller's OMERO session and
 signs every endpoint's ticket; the other replica holds no session for the caller and
 serves those tickets from the HDF5 files in OMERO's data directory. Real processes on
-loopback, real omero-py over Ice, Dask's distributed scheduler with worker processes.
+loopback, real omero-py over Ice, Dask's distributed scheduler with worker processes
+and Ray Data.
 """
 
 from __future__ import annotations
@@ -129,6 +130,21 @@ def test_dask_distributed_read_equals_the_table(replicas: Replicas, table: int, 
     df = read_dask(file_id=table, server=replicas.urls[0], **login)
     assert df.npartitions == MAX_ENDPOINTS and df.known_divisions
     pd.testing.assert_frame_equal(df.compute(), frame(), check_index_type=False)
+
+
+def test_a_ray_dataset_equals_the_table(replicas: Replicas, table: int, login) -> None:
+    ray = pytest.importorskip("ray")
+    from flight_client.ray import read_ray
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    try:
+        ds = read_ray(file_id=table, server=replicas.urls[1], **login)
+        got = ds.to_pandas().sort_values("__row__").set_index("__row__")
+    finally:
+        ray.shutdown()
+    got.index.name = None
+    got = got.astype({"idx": "int64", "val": "float64", "grp": "int64"})  # Arrow-backed
+    pd.testing.assert_frame_equal(got, frame(), check_index_type=False)
 
 
 def test_a_signed_ticket_for_a_crafted_file_is_refused_by_the_hdf5_check(

@@ -34,7 +34,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import pyarrow.flight as flight
 
@@ -247,7 +247,7 @@ class AuthMiddlewareFactory(flight.ServerMiddlewareFactory):
                     claims.user_id, claims.username or "")
                 if caller is None:
                     raise
-                return AuthMiddleware(caller)
+                return AuthMiddleware(replace(caller, session=GRANT_ONLY))
         raise Unauthenticated(f"unsupported authorization scheme {echo(scheme, 40)}: "
                               "use Basic or Bearer")
 
@@ -285,9 +285,31 @@ class NoOpAuthHandler(flight.ServerAuthHandler):
         return ""
 
 
-def caller_of(context: flight.ServerCallContext) -> Caller:
-    """The caller the middleware established for this call."""
+class _GrantOnly:
+    """The session of a caller whose sign-in another replica holds (see the middleware)."""
+
+    def __repr__(self) -> str:
+        return "GRANT_ONLY"
+
+
+#: ``Caller.session`` of a token whose sign-in this replica does not hold: it may only
+#: redeem signed tickets (``caller_of(context, signed_ticket=True)``).
+GRANT_ONLY = _GrantOnly()
+
+
+def caller_of(context: flight.ServerCallContext, *, signed_ticket: bool = False) -> Caller:
+    """The caller the middleware established for this call.
+
+    A caller whose sign-in another replica holds is refused unless the call redeems a
+    signed ticket (``signed_ticket``).
+    """
     middleware = context.get_middleware(MIDDLEWARE_KEY)
     if middleware is None:
         raise flight_error("unauthenticated", "no authentication middleware on this server")
-    return middleware.caller
+    caller = middleware.caller
+    if caller.session is GRANT_ONLY and not signed_ticket:
+        raise Unauthenticated("this token's sign-in is not held by this replica (another "
+                              "replica holds it, or it ended): this one serves only the signed "
+                              "tickets of reads planned there; sign in again here for anything "
+                              "else")
+    return caller

@@ -198,8 +198,8 @@ class FlightService(flight.FlightServerBase):
         if flight_sql.is_sql_command(ticket.ticket):  # Flight SQL: flight_server/sql
             return flight_sql.face(self).do_get(context, ticket)
         with flight_errors():
-            caller = caller_of(context)
             request = decode(ticket.ticket, "ticket")
+            caller = caller_of(context, signed_ticket=tickets.is_signed(request))
             if isinstance(request, TableTicket):
                 read = tickets.redeem(self.backend, caller, request, self.tickets)
                 return flight.GeneratorStream(read.schema, _guarded(streaming.batches(read),

@@ -194,6 +194,11 @@ def _within(ticket: TableTicket, claims: dict[str, Any]) -> None:
                                "was signed for")
 
 
+def is_signed(request: object) -> bool:
+    """A table ticket with a grant (which a caller from another replica may redeem)."""
+    return isinstance(request, TableTicket) and request.grant is not None
+
+
 def redeem(backend: Backend, caller: Caller, ticket: TableTicket,
            signer: TicketSigner) -> TableRead:
     """A ``do_get`` table ticket as a validated read: checked against its grant if it has

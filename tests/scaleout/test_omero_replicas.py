@@ -112,10 +112,14 @@ def test_endpoints_name_both_replicas_and_the_other_serves_them_without_a_sessio
     assert got.column("__row__").to_pylist() == list(range(start, ROWS))
     assert got.column("val").to_pylist() == [r * 0.25 for r in range(start, ROWS)]
     plain = TableTicket(file_id=table, rows=RowRange(0, 10))
-    with pytest.raises(flight.FlightUnauthenticatedError, match="sign in again"):
+    held = "sign-in is not held by this replica"
+    with pytest.raises(flight.FlightUnauthenticatedError, match=held):
         other.do_get(flight.Ticket(plain.encode()), options).read_all()
-    with pytest.raises(flight.FlightUnauthenticatedError, match="sign in again"):
+    with pytest.raises(flight.FlightUnauthenticatedError, match=held):
         other.get_flight_info(flight.FlightDescriptor.for_command(plain.encode()), options)
+    for action in ("whoami", "list_tables"):
+        with pytest.raises(flight.FlightUnauthenticatedError, match=held):
+            next(iter(other.do_action((action, b"{}"), options)))
     # signed in on replica 1 itself, a plain ticket is read through the caller's own session
     mine = sign_in(replicas.urls[1], login)[1]
     assert other.do_get(flight.Ticket(plain.encode()), mine).read_all().num_rows == 10

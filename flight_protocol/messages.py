@@ -339,6 +339,9 @@ class TableTicket(_Message):
     variables: Mapping[str, Any] = field(default_factory=dict)
     chunk_size: int | None = None
     row_numbers: bool = True
+    #: Set by the bridge on an endpoint's ticket: what it may read, for whom, until when,
+    #: signed with the replicas' shared key (flight_server/tickets.py). Clients leave it.
+    grant: Mapping[str, Any] | None = None
 
     kind = "table"
 
@@ -397,6 +400,8 @@ class TableTicket(_Message):
                                _check_int(self.chunk_size, "chunk_size", 1, MAX_CHUNK_ROWS))
         if not isinstance(self.row_numbers, bool):
             raise ProtocolError("row_numbers must be true or false")
+        if self.grant is not None and not isinstance(self.grant, Mapping):
+            raise ProtocolError("grant must be an object (as the bridge issued it)")
 
     def to_json(self) -> dict[str, Any]:
         rows: Any = None
@@ -415,12 +420,12 @@ class TableTicket(_Message):
             "variables": dict(self.variables),
             "chunk_size": self.chunk_size,
             "row_numbers": self.row_numbers,
-        }
+        } | ({} if self.grant is None else {"grant": dict(self.grant)})
 
     @classmethod
     def from_json(cls, obj: Mapping[str, Any]) -> TableTicket:
         allowed = {"v", "kind", "file_id", "annotation_id", "columns", "rows", "query",
-                   "variables", "chunk_size", "row_numbers"}
+                   "variables", "chunk_size", "row_numbers", "grant"}
         _reject_unknown(obj, allowed, "table ticket")
         rows = obj.get("rows")
         if isinstance(rows, Mapping):
@@ -444,6 +449,7 @@ class TableTicket(_Message):
             variables=obj.get("variables") or {},
             chunk_size=obj.get("chunk_size"),
             row_numbers=row_numbers,
+            grant=obj.get("grant"),
         )
 
 

@@ -34,6 +34,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
+from dataclasses import dataclass, replace
 
 import pyarrow.flight as flight
 
@@ -59,36 +60,69 @@ def _unb64(text: str) -> bytes:
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
+@dataclass(frozen=True)
+class TokenClaims:
+    """What a valid token says: its subject and, when issued at a sign-in, the user."""
+
+    subject: str
+    user_id: int | None = None
+    username: str | None = None
+
+
 class TokenSigner:
-    """Issues and checks bearer tokens naming a user, valid for ``lifetime`` seconds."""
+    """Issues and checks bearer tokens naming a user, valid for ``lifetime`` seconds.
+
+    A token also carries its signing key's id (``k``, a hash: replicas sharing a key
+    share it), so a token from a bridge with another key is refused as such, and the
+    user it was issued to (``id``, ``n``), which a replica that does not hold the
+    sign-in uses to serve signed range tickets (:meth:`Backend.grant_caller`).
+    """
 
     def __init__(self, secret: bytes, lifetime: float = DEFAULT_TOKEN_LIFETIME) -> None:
         if len(secret) < 16:
             raise ValueError("the token secret must be at least 16 bytes")
         self._secret = secret
         self.lifetime = lifetime
+        self.key_id = hashlib.sha256(b"token key id\0" + secret).hexdigest()[:16]
 
     def _sign(self, payload: str) -> str:
         return _b64(hmac.new(self._secret, payload.encode(), hashlib.sha256).digest())
 
-    def issue(self, username: str, now: float | None = None) -> str:
+    def issue(self, username: str, now: float | None = None, *, user_id: int | None = None,
+              name: str | None = None) -> str:
         expiry = int((time.time() if now is None else now) + self.lifetime)
-        payload = _b64(json.dumps({"u": username, "exp": expiry}).encode())
+        claims: dict[str, object] = {"u": username, "exp": expiry, "k": self.key_id}
+        if user_id is not None:
+            claims.update(id=user_id, n=name)
+        payload = _b64(json.dumps(claims).encode())
         return f"{payload}.{self._sign(payload)}"
 
-    def verify(self, token: str, now: float | None = None) -> str:
-        """The user a valid token names; raises :class:`Unauthenticated` otherwise."""
+    def claims(self, token: str, now: float | None = None) -> TokenClaims:
+        """What a valid token says; raises :class:`Unauthenticated` naming what is wrong."""
         payload, _, signature = token.partition(".")
-        if not hmac.compare_digest(self._sign(payload).encode(), signature.encode()):
-            raise Unauthenticated("invalid token: sign in again")
         try:
             claims = json.loads(_unb64(payload))
             username, expiry = claims["u"], float(claims["exp"])
         except (ValueError, KeyError, TypeError, binascii.Error):
-            raise Unauthenticated("invalid token: sign in again") from None
+            claims = None
+        if not hmac.compare_digest(self._sign(payload).encode(), signature.encode()):
+            if isinstance(claims, dict) and isinstance(claims.get("k"), str) \
+                    and claims["k"] != self.key_id:
+                raise Unauthenticated("invalid token: it was signed with another key (by a "
+                                      "bridge that is not a replica of this one; replicas "
+                                      "share token_secret_file): sign in again")
+            raise Unauthenticated("invalid token: sign in again")
+        if claims is None:
+            raise Unauthenticated("invalid token: sign in again")
         if (time.time() if now is None else now) >= expiry:
             raise Unauthenticated("token expired: sign in again")
-        return str(username)
+        user_id = claims.get("id")
+        return TokenClaims(str(username), user_id if type(user_id) is int else None,
+                           str(claims.get("n") or ""))
+
+    def verify(self, token: str, now: float | None = None) -> str:
+        """The subject a valid token names; raises :class:`Unauthenticated` otherwise."""
+        return self.claims(token, now).subject
 
 
 class SignInThrottle:
@@ -203,8 +237,17 @@ class AuthMiddlewareFactory(flight.ServerMiddlewareFactory):
                 raise Unauthenticated("malformed basic credentials")
             return self._sign_in(username, password)
         if scheme == "bearer":
-            subject = self.signer.verify(credentials.strip())
-            return AuthMiddleware(self.backend.caller_for_token(subject))
+            claims = self.signer.claims(credentials.strip())
+            try:
+                return AuthMiddleware(self.backend.caller_for_token(claims.subject))
+            except Unauthenticated:
+                # Another replica's sign-in (same key): only signed tickets, if the backend
+                # serves them without the sign-in (OMERO with its data directory).
+                caller = None if claims.user_id is None else self.backend.grant_caller(
+                    claims.user_id, claims.username or "")
+                if caller is None:
+                    raise
+                return AuthMiddleware(replace(caller, session=GRANT_ONLY))
         raise Unauthenticated(f"unsupported authorization scheme {echo(scheme, 40)}: "
                               "use Basic or Bearer")
 
@@ -221,7 +264,9 @@ class AuthMiddlewareFactory(flight.ServerMiddlewareFactory):
                 raise
         self.throttle.succeeded(key)
         log.info("user %s signed in", caller.username)
-        return AuthMiddleware(caller, self.signer.issue(token_subject(self.backend, caller)))
+        return AuthMiddleware(caller, self.signer.issue(token_subject(self.backend, caller),
+                                                        user_id=caller.user_id,
+                                                        name=caller.username))
 
 
 def token_subject(backend: Backend, caller: Caller) -> str:
@@ -240,9 +285,31 @@ class NoOpAuthHandler(flight.ServerAuthHandler):
         return ""
 
 
-def caller_of(context: flight.ServerCallContext) -> Caller:
-    """The caller the middleware established for this call."""
+class _GrantOnly:
+    """The session of a caller whose sign-in another replica holds (see the middleware)."""
+
+    def __repr__(self) -> str:
+        return "GRANT_ONLY"
+
+
+#: ``Caller.session`` of a token whose sign-in this replica does not hold: it may only
+#: redeem signed tickets (``caller_of(context, signed_ticket=True)``).
+GRANT_ONLY = _GrantOnly()
+
+
+def caller_of(context: flight.ServerCallContext, *, signed_ticket: bool = False) -> Caller:
+    """The caller the middleware established for this call.
+
+    A caller whose sign-in another replica holds is refused unless the call redeems a
+    signed ticket (``signed_ticket``).
+    """
     middleware = context.get_middleware(MIDDLEWARE_KEY)
     if middleware is None:
         raise flight_error("unauthenticated", "no authentication middleware on this server")
-    return middleware.caller
+    caller = middleware.caller
+    if caller.session is GRANT_ONLY and not signed_ticket:
+        raise Unauthenticated("this token's sign-in is not held by this replica (another "
+                              "replica holds it, or it ended): this one serves only the signed "
+                              "tickets of reads planned there; sign in again here for anything "
+                              "else")
+    return caller

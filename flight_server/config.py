@@ -91,10 +91,13 @@ class Settings:
         """Every replica's URL for endpoints, this one first (None: no replicas set).
 
         Without ``advertise``, this replica is Flight's "reuse this connection" location.
+        Peers may name this replica too (one list for all, as a StatefulSet's pods share):
+        its own address is left out of its peers.
         """
         if self.advertise is None and not self.peer_locations:
             return None
-        return [self.advertise or REUSE_CONNECTION, *self.peer_locations]
+        return [self.advertise or REUSE_CONNECTION,
+                *(p for p in self.peer_locations if p != self.advertise)]
 
     def check(self) -> None:
         """Refuse unsafe or incomplete combinations."""
@@ -102,10 +105,12 @@ class Settings:
             if not url.startswith(("grpc://", "grpc+tcp://", "grpc+tls://")):
                 raise ConfigError(f"replica location {url!r} (advertise/peers) must be a "
                                   "grpc:// or grpc+tls:// URL")
-        if self.uses_omero and self.peer_locations:
-            raise ConfigError("peers cannot be used with the OMERO backend yet: its tokens name "
-                              "an OMERO session held by one replica, which the others cannot "
-                              "use; replicas share reads over the embedded store only")
+        if self.uses_omero and self.peer_locations and (self.omero_data_dir is None
+                                                        or self.token_secret_file is None):
+            raise ConfigError("peers with the OMERO backend need omero_data_dir and "
+                              "token_secret_file: a replica without the caller's OMERO session "
+                              "serves the signed tickets another replica planned from OMERO's "
+                              "data directory, checked with the shared key")
         if (self.tls_cert is None) != (self.tls_key is None):
             raise ConfigError("TLS needs both tls_cert and tls_key")
         if self.insecure_no_auth and not is_loopback(self.host):

@@ -41,7 +41,7 @@ from flight_protocol.messages import (
     encode_body,
     normalize_links,
 )
-from flight_server import __version__, registration, streaming, uploads
+from flight_server import __version__, registration, streaming, tickets, uploads
 from flight_server import sql as flight_sql
 from flight_server.auth import (
     DEFAULT_TOKEN_LIFETIME,
@@ -124,6 +124,8 @@ class FlightService(flight.FlightServerBase):
         #: Set when a graceful shutdown's drain deadline passed: running calls end.
         self.stopping = threading.Event()
         self.signer = TokenSigner(token_secret, token_lifetime)
+        #: Signs every endpoint's ticket for the caller; any replica with the key serves it.
+        self.tickets = tickets.TicketSigner(token_secret)
         middleware = {MIDDLEWARE_KEY: AuthMiddlewareFactory(backend, self.signer, require_auth,
                                                             throttle=sign_in_throttle)}
         scheme, _, address = location.partition("://")
@@ -145,10 +147,12 @@ class FlightService(flight.FlightServerBase):
                     descriptor: flight.FlightDescriptor) -> flight.FlightInfo:
         read = streaming.plan_read(self.backend, caller, ticket)
         try:
-            expires = pa.scalar(int((time.time() + self.signer.lifetime) * 1e9),
-                                type=pa.timestamp("ns", tz="UTC"))
+            until = time.time() + self.signer.lifetime
+            expires = pa.scalar(int(until * 1e9), type=pa.timestamp("ns", tz="UTC"))
+            file_id = read.handle.info.file_id
             endpoints = [
-                flight.FlightEndpoint(t.encode(), streaming.rotated(self.replicas, i),
+                flight.FlightEndpoint(self.tickets.issue(t, caller, file_id, until).encode(),
+                                      streaming.rotated(self.replicas, i),
                                       expiration_time=expires,
                                       app_metadata=streaming.endpoint_metadata(t))
                 for i, t in enumerate(streaming.split_ticket(read, self.split_rows))
@@ -169,8 +173,11 @@ class FlightService(flight.FlightServerBase):
                 return self._table_info(caller, request, descriptor)
             info = self.backend.file_info(caller, streaming.ref_of(request))
             streaming.check_file(info, request)
-            return flight.FlightInfo(streaming.FILE_SCHEMA, descriptor,
-                                     [flight.FlightEndpoint(request.encode(), [])], -1, info.size)
+            servers = self.replicas  # every replica, as for tables, where sign-ins work on all
+            if servers and not self.backend.portable_sign_ins:
+                servers = servers[:1]  # OMERO: only this replica holds the caller's session
+            endpoint = flight.FlightEndpoint(request.encode(), streaming.rotated(servers, 0))
+            return flight.FlightInfo(streaming.FILE_SCHEMA, descriptor, [endpoint], -1, info.size)
 
     def get_schema(self, context: flight.ServerCallContext,
                    descriptor: flight.FlightDescriptor) -> flight.SchemaResult:
@@ -191,10 +198,10 @@ class FlightService(flight.FlightServerBase):
         if flight_sql.is_sql_command(ticket.ticket):  # Flight SQL: flight_server/sql
             return flight_sql.face(self).do_get(context, ticket)
         with flight_errors():
-            caller = caller_of(context)
             request = decode(ticket.ticket, "ticket")
+            caller = caller_of(context, signed_ticket=tickets.is_signed(request))
             if isinstance(request, TableTicket):
-                read = streaming.plan_read(self.backend, caller, request)
+                read = tickets.redeem(self.backend, caller, request, self.tickets)
                 return flight.GeneratorStream(read.schema, _guarded(streaming.batches(read),
                                                                     self.stopping))
             if isinstance(request, FileTicket):

@@ -110,9 +110,12 @@ def _select_columns(schema: pa.Schema, wanted: tuple[str, ...] | None) -> list[s
     return [n for n in schema.names if n in chosen]  # table order, as omero2pandas
 
 
-def plan_read(backend: Backend, caller: Caller, ticket: TableTicket) -> TableRead:
-    """Open the table and validate the ticket against it (closing it again on failure)."""
-    handle = backend.open_table(caller, ref_of(ticket))
+def plan_read(backend: Backend, caller: Caller, ticket: TableTicket,
+              handle: TableHandle | None = None) -> TableRead:
+    """Open the table (or take ``handle``, opened for a signed ticket) and validate the
+    ticket against it, closing it again on failure."""
+    if handle is None:
+        handle = backend.open_table(caller, ref_of(ticket))
     try:
         schema = handle.schema
         names = _select_columns(schema, ticket.columns)

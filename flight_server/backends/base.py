@@ -236,6 +236,20 @@ class Backend(abc.ABC):
         """The caller a valid token's subject (:meth:`token_subject`) names."""
         return self.lookup_caller(subject)
 
+    #: A token one replica issued serves every call on the others (False: the sign-in lives
+    #: in one process, and other replicas serve only signed table tickets, if any).
+    portable_sign_ins: bool = True
+
+    def grant_caller(self, user_id: int, username: str) -> Caller | None:
+        """The caller for a valid token whose sign-in this process does not know (another
+        replica's): one that may only redeem signed tickets. None: such a token is refused."""
+        return None
+
+    def open_for_grant(self, caller: Caller, file_id: int) -> TableHandle:
+        """Open the table a verified signed ticket grants to ``caller`` (flight_server/tickets).
+        By default the caller's permission is checked again, as for any read."""
+        return self.open_table(caller, TableRef(file_id=file_id))
+
     def logout(self, caller: Caller) -> None:  # noqa: B027 - stateless backends: nothing to end
         """End the caller's sign-in."""
 

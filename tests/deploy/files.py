@@ -137,7 +137,8 @@ def container_env(container: dict[str, Any],
     for source in container.get("envFrom", []):
         env.update(config_maps[source["configMapRef"]["name"]])
     for item in container.get("env", []):
-        env[item["name"]] = item["value"]
+        if "value" in item:  # not valueFrom (the pod's own name and namespace)
+            env[item["name"]] = item["value"]
     return env
 
 

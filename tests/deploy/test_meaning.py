@@ -79,7 +79,12 @@ def test_compose_runs_omero_example_services_and_the_bridge(compose):
 @pytest.mark.parametrize("replicas", [False, True], ids=["one", "two-replicas"])
 def test_compose_bridge_settings(compose, replicas):
     base, extra = compose
-    services = {**base["services"], **(extra["services"] if replicas else {})}
+    services = dict(base["services"])
+    for name, service in (extra["services"] if replicas else {}).items():
+        merged = {**services.get(name, {}), **service}  # as compose merges an override file
+        merged["environment"] = {**services.get(name, {}).get("environment", {}),
+                                 **service.get("environment", {})}
+        services[name] = merged
     bridges = files.bridge_services({"services": services})
     assert len(bridges) == (2 if replicas else 1)
     published = set()
@@ -104,7 +109,16 @@ def test_compose_bridge_settings(compose, replicas):
             assert PurePosixPath(path).parent == PurePosixPath("/run/secrets")
             assert secret in bridge["secrets"] and secret in base["secrets"]
         assert base["secrets"][PurePosixPath(settings.token_secret_file).name]["file"]
-        assert bridge["environment"] == base["services"]["omeroflight"]["environment"]
+        own = {k: v for k, v in bridge["environment"].items()
+               if k not in ("OMERO_FLIGHT_ADVERTISE", "OMERO_FLIGHT_PEERS")}
+        assert own == base["services"]["omeroflight"]["environment"]
+        if replicas:  # each advertises its own service name and names the other
+            assert settings.advertise == f"grpc+tls://{name}:{settings.port}"
+            assert len(settings.replica_locations) == 2
+    if replicas:
+        advertised = {settings_from(b["environment"]).advertise for b in bridges.values()}
+        assert all(set(settings_from(b["environment"]).replica_locations) == advertised
+                   for b in bridges.values())
     assert len(published) == len(bridges)  # each replica on its own host port
 
 
@@ -143,6 +157,13 @@ def test_statefulset_settings_ports_and_probes(cluster):
     mount, volume = files.mount_source(pod, container, str(settings.omero_data_dir))
     assert mount["mountPath"] == str(settings.omero_data_dir) and mount["readOnly"] is True
     assert volume["persistentVolumeClaim"] == {"claimName": "omero-data", "readOnly": True}
+    # Scale-out: each pod advertises its name under the headless Service; the peers are
+    # every pod of the StatefulSet.
+    pods = sts["spec"]["serviceName"]
+    assert settings.advertise == f"grpc+tls://$(POD_NAME).{pods}.$(POD_NAMESPACE).svc:8815"
+    assert settings.peer_locations == [
+        f"grpc+tls://omero-flight-{i}.{pods}.$(POD_NAMESPACE).svc:8815"
+        for i in range(sts["spec"]["replicas"])]
 
 
 def test_signing_key_and_tls_come_from_secrets(cluster):

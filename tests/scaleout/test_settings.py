@@ -28,6 +28,12 @@ def test_arguments_win_and_no_replicas_means_no_locations() -> None:
     assert settings.replica_locations == [REUSE_CONNECTION, "grpc://b:1"]
 
 
+def test_one_peer_list_for_every_replica_leaves_out_its_own_address() -> None:
+    peers = "grpc://r-0:1,grpc://r-1:1,grpc://r-2:1"
+    settings = load_settings({"advertise": "grpc://r-1:1", "peers": peers}, environ={})
+    assert settings.replica_locations == ["grpc://r-1:1", "grpc://r-0:1", "grpc://r-2:1"]
+
+
 def test_peers_as_a_toml_list(tmp_path) -> None:
     config = tmp_path / "bridge.toml"
     config.write_text('[server]\nadvertise = "grpc://a:1"\npeers = ["grpc://b:1", "grpc://c:1"]\n')
@@ -42,9 +48,14 @@ def test_a_replica_location_must_be_a_flight_url(given: dict[str, str]) -> None:
         load_settings(given, environ={})
 
 
-def test_peers_are_refused_with_the_omero_backend() -> None:
-    with pytest.raises(ConfigError, match="peers cannot be used with the OMERO backend"):
-        load_settings({"omero_host": "omero.example.org", "peers": "grpc://b:1"}, environ={})
+def test_omero_peers_need_the_data_directory_and_a_shared_key(tmp_path) -> None:
+    given = {"omero_host": "omero.example.org", "peers": "grpc://b:1"}
+    for more in ({}, {"omero_data_dir": str(tmp_path)}, {"token_secret_file": "k"}):
+        with pytest.raises(ConfigError, match="need omero_data_dir and token_secret_file"):
+            load_settings({**given, **more}, environ={})
+    settings = load_settings({**given, "omero_data_dir": str(tmp_path),
+                              "token_secret_file": "k", "advertise": "grpc://a:1"}, environ={})
+    assert settings.replica_locations == ["grpc://a:1", "grpc://b:1"]
 
 
 def test_locations_rotate_per_endpoint() -> None:

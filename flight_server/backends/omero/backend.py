@@ -137,6 +137,18 @@ class OmeroBackend(Backend):
             raise InvalidArgument(f"OMERO could not open {ref} as a table")
         return OmeroTable(self.gate, session, info, table)
 
+    # Scale-out: sessions live in one replica; one with the data directory serves the
+    # signed range tickets another replica planned through the caller's session.
+    portable_sign_ins = False
+
+    def grant_caller(self, user_id: int, username: str) -> Caller | None:
+        return Caller(user_id, username) if self.direct is not None else None
+
+    def open_for_grant(self, caller: Caller, file_id: int) -> TableHandle:
+        if isinstance(caller.session, OmeroSession) or self.direct is None:
+            return self.open_table(caller, TableRef(file_id=file_id))
+        return self.direct.open_granted(file_id)
+
     def read_file(self, caller: Caller, ref: TableRef, chunk_size: int) -> Iterator[bytes]:
         info = self.file_info(caller, ref)
         return file_chunks(self.gate, self._session(caller), info, chunk_size)

@@ -43,7 +43,7 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
-from flight_client.protocol import RowRange, TableTicket, echo
+from flight_protocol.messages import RowRange, TableTicket, echo
 from flight_server.backends.base import Backend, Caller
 from flight_server.errors import InvalidArgument, PermissionDenied, Unauthenticated
 from flight_server.streaming import TableRead, plan_read

@@ -22,7 +22,7 @@ import pytest
 pytest.importorskip("omero", reason="omero-py (with zeroc-ice 3.6) is not installed")
 
 import flight_client  # noqa: E402
-from flight_client.protocol import RowRange, TableTicket, decode  # noqa: E402
+from flight_protocol.messages import RowRange, TableTicket, decode  # noqa: E402
 from flight_server.streaming import MAX_ENDPOINTS  # noqa: E402
 from tests.processes import CLI, free_port, wait_signed_in  # noqa: E402
 from tests.scaleout.replicas import Replicas, write_key  # noqa: E402
@@ -185,7 +185,7 @@ def test_a_signed_ticket_for_a_crafted_file_is_refused_by_the_hdf5_check(
 
 def test_a_file_read_names_only_the_replica_holding_the_session(
         replicas: Replicas, omero_world, login, tmp_path) -> None:
-    from flight_client.protocol import FileTicket
+    from flight_protocol.messages import FileTicket
 
     csv = tmp_path / "plain.csv"
     csv.write_bytes(b"a,b\n1,2\n")

@@ -17,7 +17,7 @@ import pyarrow.flight as flight
 import pytest
 
 import flight_client
-from flight_client.protocol import RowRange, TableTicket, decode
+from flight_protocol.messages import RowRange, TableTicket, decode
 from flight_server.auth import TokenSigner
 from flight_server.backends.base import Caller
 from flight_server.tickets import TicketSigner
@@ -236,7 +236,7 @@ def test_a_malformed_grant_is_an_invalid_argument(alice: list[Session], tables: 
 
 def test_a_file_read_names_every_replica(replicas: Replicas, alice: list[Session],
                                          tmp_path: Path) -> None:
-    from flight_client.protocol import FileTicket
+    from flight_protocol.messages import FileTicket
 
     csv = tmp_path / "plain.csv"
     csv.write_bytes(b"a,b\n1,2\n")

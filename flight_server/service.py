@@ -303,7 +303,7 @@ class FlightService(flight.FlightServerBase):
         return encode_body(status="signed out")
 
     def _action_register_table(self, caller: Caller, raw: bytes) -> bytes:
-        return registration.register(caller, raw, self.omero_web_url)
+        return registration.register(self.backend, caller, raw, self.omero_web_url)
 
     def _action_table_size(self, caller: Caller, raw: bytes) -> bytes:
         request = self._ticket_body(raw)

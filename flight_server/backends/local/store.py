@@ -42,20 +42,21 @@ from typing import TYPE_CHECKING, BinaryIO
 
 import pyarrow as pa
 
-from flight_protocol import columns as cols
-from flight_protocol.messages import normalize_links
 from flight_server.backends.base import (
     TABLE_MIMETYPE,
     Backend,
     Caller,
     FileInfo,
     FileWriter,
+    Links,
+    OpenHandles,
     TableHandle,
     TableRef,
     TableSummary,
     TableWriter,
     UploadResult,
 )
+from flight_server.backends.formats.hdf5 import H5Reader, H5Writer
 from flight_server.backends.local.catalog import FILE_COLUMNS, FILE_JOINS, PERMISSIONS, Catalog
 from flight_server.backends.local.passwords import hash_password, verify_password, verify_unknown
 from flight_server.errors import (
@@ -65,12 +66,10 @@ from flight_server.errors import (
     PermissionDenied,
     Unauthenticated,
 )
-from flight_server.hdf5_layout import H5Reader, H5Writer
 from flight_server.repository import original_file_path
-from flight_server.streaming import guess_mimetype
 
 if TYPE_CHECKING:
-    from flight_server.tiledb_layout import TileDBWriter
+    from flight_server.backends.formats.tiledb import TileDBWriter
 
 log = logging.getLogger(__name__)
 
@@ -113,7 +112,7 @@ class LocalStore(Backend):
     """
 
     name = "local"
-    #: Table formats ``create_table`` accepts (``uploads.receive_table`` checks this).
+    #: Table formats ``create_table`` accepts (``Backend.check_format`` checks this).
     table_formats = ("hdf5", "tiledb")
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
@@ -128,10 +127,16 @@ class LocalStore(Backend):
         self.catalog = Catalog(catalog)
         make_private(self.path)
         self.tmp, self._tmp_lock = _own_tmp(self.path / "tmp")
+        self._handles = OpenHandles()
         verify_unknown("")  # computes the dummy hash now, so no sign-in pays for it
 
     def __repr__(self) -> str:
         return f"LocalStore({str(self.path)!r})"
+
+    def open_tables(self) -> list[FileInfo]:
+        """The tables whose handles are open now (opened by ``open_table``, not yet closed),
+        one entry per open handle: what a read that forgot to close leaves behind."""
+        return [handle.info for handle in self._handles.handles()]
 
     def close(self) -> None:
         """Remove this store's (empty, once uploads ended) temporary folder and unlock it."""
@@ -347,10 +352,10 @@ class LocalStore(Backend):
     def _disk_path(self, row: sqlite3.Row) -> Path:
         return self.path / row["path"]
 
-    def file_info(self, caller: Caller, ref: TableRef) -> FileInfo:
+    def _file_info(self, caller: Caller, ref: TableRef) -> FileInfo:
         return _file_info(self._row(caller, ref))
 
-    def open_table(self, caller: Caller, ref: TableRef) -> TableHandle:
+    def _open_table(self, caller: Caller, ref: TableRef) -> TableHandle:
         row = self._row(caller, ref)
         if row["mimetype"] != TABLE_MIMETYPE:
             raise InvalidArgument(
@@ -363,13 +368,16 @@ class LocalStore(Backend):
                 "bridge as a table: it is data, and is never opened as a table"
             )
         path = self._disk_path(row)
+        handle: TableHandle
         if path.is_dir():  # a TileDB array is a folder
-            from flight_server.tiledb_layout import TileDBReader
+            from flight_server.backends.formats.tiledb import TileDBReader
 
-            return TileDBReader(path, _file_info(row))
-        return H5Reader(path, _file_info(row))
+            handle = TileDBReader(path, _file_info(row), on_close=self._handles.discard)
+        else:
+            handle = H5Reader(path, _file_info(row), on_close=self._handles.discard)
+        return self._handles.add(handle)
 
-    def read_file(self, caller: Caller, ref: TableRef, chunk_size: int) -> Iterator[bytes]:
+    def _read_file(self, caller: Caller, ref: TableRef, chunk_size: int) -> Iterator[bytes]:
         path = self._disk_path(self._row(caller, ref))
         if path.is_dir():
             raise InvalidArgument(f"{ref} is a TileDB table (a folder), not a single file: "
@@ -383,8 +391,8 @@ class LocalStore(Backend):
 
         return chunks()
 
-    def list_tables(
-        self, caller: Caller, object_type: str | None = None, object_id: int | None = None
+    def _list_tables(
+        self, caller: Caller, object_type: str | None, object_id: int | None
     ) -> list[TableSummary]:
         sql = f"SELECT {FILE_COLUMNS} FROM {FILE_JOINS} WHERE f.mimetype = ? AND f.is_table = 1"
         args: list[object] = [TABLE_MIMETYPE]
@@ -409,36 +417,13 @@ class LocalStore(Backend):
 
     # -- writing ---------------------------------------------------------------------
 
-    def create_table(
-        self,
-        caller: Caller,
-        name: str,
-        schema: pa.Schema,
-        links: Sequence[tuple[str, int]],
-        description: str = "",
-        format: str = "hdf5",
-    ) -> TableWriter:
-        if format not in self.table_formats:
-            raise InvalidArgument(f"unknown table format {format!r}: use one of "
-                                  f"{', '.join(self.table_formats)}")
-        if format == "hdf5":
-            cols.check_hdf5_header(schema)
-        links = normalize_links(links)
-        for f in schema:
-            if cols.column_type_of(f) == cols.STRING and cols.string_size_of(f) is None:
-                raise InvalidArgument(f"string column {f.name!r} has no width")
+    def _create_table(self, caller: Caller, name: str, schema: pa.Schema, links: Links,
+                      description: str, format: str) -> TableWriter:
         return _LocalTableWriter(self, caller, name, schema, links, description, format)
 
-    def create_file(
-        self, caller: Caller, name: str, mimetype: str, links: Sequence[tuple[str, int]]
-    ) -> FileWriter:
-        if (mimetype or "").strip().lower() == TABLE_MIMETYPE.lower():
-            raise InvalidArgument(
-                f"a plain file cannot have the mimetype {TABLE_MIMETYPE!r}: only tables the "
-                "bridge writes are OMERO.tables (upload a table with upload_table, or give "
-                "the file another mimetype, e.g. application/x-hdf5)")
-        return _LocalFileWriter(self, caller, name, mimetype or guess_mimetype(name),
-                                normalize_links(links))
+    def _create_file(self, caller: Caller, name: str, mimetype: str,
+                     links: Links) -> FileWriter:
+        return _LocalFileWriter(self, caller, name, mimetype, links)
 
     def add_file(
         self,
@@ -654,7 +639,7 @@ class _LocalTableWriter(TableWriter):
         self._tmp = store.tmp / f"upload-{uuid.uuid4().hex}{suffix}"
         try:
             if format == "tiledb":
-                from flight_server.tiledb_layout import TileDBWriter
+                from flight_server.backends.formats.tiledb import TileDBWriter
 
                 self._writer = TileDBWriter(self._tmp, schema)
             else:
@@ -691,8 +676,6 @@ class _LocalFileWriter(FileWriter):
     def __init__(self, store: LocalStore, caller: Caller, name: str, mimetype: str,
                  links: Sequence[tuple[str, int]]) -> None:
         _check_caller(caller)
-        if not name or "/" in name:
-            raise InvalidArgument(f"invalid file name {name!r}")
         self._store, self._caller, self._name = store, caller, name
         self._mimetype, self._links = mimetype, links
         self._tmp = store.tmp / f"file-{uuid.uuid4().hex}"

@@ -16,6 +16,8 @@ result: ``{"annotation_id"}``.
 
 from __future__ import annotations
 
+from typing import Any
+
 from flight_protocol import omero_plus
 from flight_protocol.messages import (
     ACTION_REGISTER_TABLE,
@@ -66,7 +68,8 @@ def register(backend: Backend, caller: Caller, raw: bytes, web_url: str | None =
         raise InvalidArgument("token and prefix must be strings")
     try:
         name = check_name(body["table_name"], "table_name")
-        links = normalize_links(body["links"] if isinstance(body["links"], list) else [None])
+        given: list[Any] = body["links"] if isinstance(body["links"], list) else [None]
+        links = normalize_links(given)
     except ProtocolError as exc:
         raise InvalidArgument(str(exc)) from None
     if not links:

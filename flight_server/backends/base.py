@@ -24,7 +24,7 @@ returned here carry the OMERO column type in field metadata
 from __future__ import annotations
 
 import abc
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 
 import pyarrow as pa
 
@@ -73,8 +73,11 @@ def guess_mimetype(name: str) -> str:
 
 def checked_links(links: object) -> Links:
     """``links`` as ``(type, id)`` pairs spelled as OMERO does, or ``InvalidArgument``."""
+    if not isinstance(links, Iterable):
+        raise InvalidArgument(f"links must be a list of (type, id) pairs, not "
+                              f"{type(links).__name__}")
     try:
-        return normalize_links(links)  # type: ignore[arg-type]
+        return normalize_links(links)
     except ProtocolError as exc:
         raise InvalidArgument(str(exc)) from None
 

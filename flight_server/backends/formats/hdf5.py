@@ -42,6 +42,7 @@ import time
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -205,7 +206,9 @@ def _expected_dtype(kind: str, dtype: np.dtype) -> bool:
         shape = dtype.shape
         return dtype.subdtype is not None and dtype.base == base and len(shape) == 1 \
             and shape[0] >= 1
-    return dtype.names is not None and [(n, dtype.fields[n][0]) for n in dtype.names] == _MASK_DTYPE
+    fields = dtype.fields
+    return dtype.names is not None and fields is not None \
+        and [(n, fields[n][0]) for n in dtype.names] == _MASK_DTYPE
 
 
 class H5Reader(TableHandle):
@@ -253,7 +256,7 @@ class H5Reader(TableHandle):
                                       f"{kind.__name__}")
         types = [_text(t) for t in ome.ColumnTypes.read()]
         descriptions = [_text(d) for d in ome.ColumnDescriptions.read()]
-        self._masks = getattr(ome, "Measurements_masks", None)
+        self._masks: Any = getattr(ome, "Measurements_masks", None)
         names = list(self._table.description._v_names)
         if len(types) != len(names) or len(descriptions) != len(names):
             raise InvalidArgument(
@@ -270,7 +273,7 @@ class H5Reader(TableHandle):
                     f"{self._label}: column {name[:100]!r} is declared "
                     f"{cols.short_name(kind)} but stored as {self._table.dtype[name]}")
         if cols.MASK in kinds_of:
-            masks = self._masks
+            masks: Any = self._masks
             if (type(masks) is not tables.VLArray or type(masks.atom) is not tables.UInt8Atom
                     or masks.nrows < self._table.nrows):
                 raise InvalidArgument(f"{self._label}: /OME/Measurements_masks is not the "

@@ -82,7 +82,7 @@ def _bad_dtype(dt: np.dtype) -> str | None:
         return "an object or region reference"
     if h5py.check_dtype(vlen=dt) is not None or dt.kind == "O":
         return "a variable-length value"
-    if dt.names:
+    if dt.names and dt.fields is not None:
         for name in dt.names:
             why = _bad_dtype(dt.fields[name][0])
             if why:

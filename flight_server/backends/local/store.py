@@ -160,7 +160,7 @@ class LocalStore(Backend):
             with self.catalog.transaction() as db:
                 cur = db.execute("INSERT INTO groups (name, permissions) VALUES (?, ?)",
                                  (name, permissions))
-                return int(cur.lastrowid)
+                return _rowid(cur)
         except sqlite3.IntegrityError:
             raise AlreadyExists(f"group {name!r} already exists") from None
 
@@ -192,7 +192,7 @@ class LocalStore(Backend):
                 cur = db.execute(
                     "INSERT INTO users (username, password, admin, default_group) "
                     "VALUES (?, ?, ?, ?)", (username, hashed, int(admin), group_ids[0]))
-                user_id = int(cur.lastrowid)
+                user_id = _rowid(cur)
                 db.executemany("INSERT OR IGNORE INTO memberships VALUES (?, ?)",
                                [(user_id, g) for g in group_ids])
         except sqlite3.IntegrityError:
@@ -214,8 +214,8 @@ class LocalStore(Backend):
         row = self.catalog.one("SELECT id, admin FROM users WHERE username = ?", (username,))
         if row is None:
             raise NotFound(f"no user named {username!r}")
-        owned = self.catalog.one("SELECT COUNT(*) AS n FROM original_files WHERE owner_id = ?",
-                                 (row["id"],))["n"]
+        owned = self.catalog.query("SELECT COUNT(*) AS n FROM original_files WHERE owner_id = ?",
+                                   (row["id"],))[0]["n"]
         if owned:
             raise InvalidArgument(f"user {username!r} owns {owned} file(s); cannot remove")
         with self.catalog.transaction() as db:
@@ -332,6 +332,7 @@ class LocalStore(Backend):
     # -- reading ---------------------------------------------------------------------
 
     def _row(self, caller: Caller, ref: TableRef) -> sqlite3.Row:
+        arg: int | None
         if ref.file_id is not None:
             where, arg = "f.id = ?", ref.file_id
         else:
@@ -477,14 +478,14 @@ class LocalStore(Backend):
                     " rows, created, is_table) VALUES (?, ?, ?, ?, ?, '', ?, ?, ?)",
                     (name, mimetype, _disk_size(tmp), caller.user_id, caller.group_ids[0],
                      rows, time.time(), int(is_table)))
-                file_id = int(cur.lastrowid)
+                file_id = _rowid(cur)
                 final = original_file_path(self.path, file_id)
                 db.execute("UPDATE original_files SET path = ? WHERE id = ?",
                            (str(final.relative_to(self.path)), file_id))
                 cur = db.execute(
                     "INSERT INTO file_annotations (file_id, description) VALUES (?, ?)",
                     (file_id, description))
-                annotation_id = int(cur.lastrowid)
+                annotation_id = _rowid(cur)
                 db.executemany("INSERT INTO links VALUES (?, ?, ?)",
                                [(annotation_id, t, i) for t, i in links])
                 _private_parents(final.parent, self.path)
@@ -500,7 +501,16 @@ class LocalStore(Backend):
     def _info(self, file_id: int) -> FileInfo:
         row = self.catalog.one(f"SELECT {FILE_COLUMNS} FROM {FILE_JOINS} WHERE f.id = ?",
                                (file_id,))
+        if row is None:
+            raise NotFound(f"OriginalFile {file_id} does not exist")
         return _file_info(row)
+
+
+def _rowid(cur: sqlite3.Cursor) -> int:
+    """The id SQLite gave the row an INSERT just added."""
+    if cur.lastrowid is None:
+        raise RuntimeError("the catalog's INSERT gave no row id")
+    return cur.lastrowid
 
 
 def _private_mode(path: Path, st: os.stat_result) -> None:

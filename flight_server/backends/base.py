@@ -145,13 +145,21 @@ class Backend(abc.ABC):
     # -- writing: checks, then the hooks -----------------------------------------------
 
     def check_format(self, format: str, schema: pa.Schema | None = None) -> None:
-        """Refuse a table format this backend does not store and, for HDF5, a schema whose
-        header HDF5 cannot hold (before any data is received)."""
+        """Refuse a table format this backend does not store and a stored schema it cannot
+        hold: a column without an OMERO column type, an HDF5 header too large."""
         if format not in self.table_formats:
             raise InvalidArgument(
                 f"unknown table format {format!r} for this server: it stores tables as "
                 f"{' or '.join(self.table_formats)}")
-        if format == "hdf5" and schema is not None:
+        if schema is None:
+            return
+        for f in schema:
+            try:
+                cols.column_type_of(f)
+            except (KeyError, cols.UnsupportedColumn):
+                raise InvalidArgument(f"column {f.name[:100]!r} carries no OMERO column type: "
+                                      "map the schema with flight_protocol.columns") from None
+        if format == "hdf5":
             try:
                 cols.check_hdf5_header(schema)
             except cols.UnsupportedColumn as exc:
@@ -186,12 +194,7 @@ class Backend(abc.ABC):
         checked = checked_links(links)
         self.check_format(format, schema)
         for f in schema:
-            try:
-                kind = cols.column_type_of(f)
-            except (KeyError, cols.UnsupportedColumn):
-                raise InvalidArgument(f"column {f.name[:100]!r} carries no OMERO column type: "
-                                      "map the schema with flight_protocol.columns") from None
-            if kind == cols.STRING and cols.string_size_of(f) is None:
+            if cols.column_type_of(f) == cols.STRING and cols.string_size_of(f) is None:
                 raise InvalidArgument(f"string column {f.name[:100]!r} has no width")
         return self._create_table(caller, name, schema, checked, description, format)
 

@@ -54,7 +54,7 @@ from flight_server.errors import InvalidArgument
 __all__ = [
     "TABLE_MIMETYPE", "Backend", "Caller", "FileInfo", "FileWriter", "Links", "OnClose",
     "OpenHandles", "TableHandle", "TableRef", "TableSummary", "TableWriter", "UploadResult",
-    "guess_mimetype",
+    "check_table_file", "checked_links", "guess_mimetype",
 ]
 
 #: Checked links: ``(type, id)`` pairs, each type spelled as OMERO does, no repeats.
@@ -88,6 +88,15 @@ def _checked(check: Callable[..., str], *args: object) -> str:
         return check(*args)
     except ProtocolError as exc:
         raise InvalidArgument(str(exc)) from None
+
+
+def check_table_file(ref: TableRef, info: FileInfo) -> None:
+    """Refuse to open as a table a file that is not one (a backend's ``_open_table`` calls
+    this once it has found the file the caller may read)."""
+    if info.mimetype != TABLE_MIMETYPE:
+        raise InvalidArgument(
+            f"{ref} ({info.name[:100]!r}, {info.mimetype[:100] or 'no mimetype'}) is a plain "
+            "file, not an OMERO.table: read it as a file (read_csv / download_csv)")
 
 
 def _check_ref(ref: TableRef) -> None:

@@ -55,6 +55,7 @@ from flight_server.backends.base import (
     TableSummary,
     TableWriter,
     UploadResult,
+    check_table_file,
 )
 from flight_server.backends.formats.hdf5 import H5Reader, H5Writer
 from flight_server.backends.local.catalog import FILE_COLUMNS, FILE_JOINS, PERMISSIONS, Catalog
@@ -358,11 +359,8 @@ class LocalStore(Backend):
 
     def _open_table(self, caller: Caller, ref: TableRef) -> TableHandle:
         row = self._row(caller, ref)
-        if row["mimetype"] != TABLE_MIMETYPE:
-            raise InvalidArgument(
-                f"{ref} ({row['name']!r}, {row['mimetype']}) is a plain file, not an "
-                "OMERO.table: read it with a file ticket (read_csv / download_csv)"
-            )
+        info = _file_info(row)
+        check_table_file(ref, info)
         if not row["is_table"]:
             raise InvalidArgument(
                 f"{ref} ({row['name']!r}) was uploaded as a plain file, not written by the "
@@ -373,9 +371,9 @@ class LocalStore(Backend):
         if path.is_dir():  # a TileDB array is a folder
             from flight_server.backends.formats.tiledb import TileDBReader
 
-            handle = TileDBReader(path, _file_info(row), on_close=self._handles.discard)
+            handle = TileDBReader(path, info, on_close=self._handles.discard)
         else:
-            handle = H5Reader(path, _file_info(row), on_close=self._handles.discard)
+            handle = H5Reader(path, info, on_close=self._handles.discard)
         return self._handles.add(handle)
 
     def _read_file(self, caller: Caller, ref: TableRef, chunk_size: int) -> Iterator[bytes]:

@@ -18,7 +18,6 @@ import omero.model
 import pyarrow as pa
 
 from flight_server.backends.base import (
-    TABLE_MIMETYPE,
     Backend,
     Caller,
     FileInfo,
@@ -28,6 +27,7 @@ from flight_server.backends.base import (
     TableRef,
     TableSummary,
     TableWriter,
+    check_table_file,
 )
 from flight_server.backends.omero.calls import ALL_GROUPS, DEFAULT_MAX_CALLS, CallGate
 from flight_server.backends.omero.direct import DirectReads
@@ -128,10 +128,7 @@ class OmeroBackend(Backend):
     def _open_table(self, caller: Caller, ref: TableRef) -> TableHandle:
         session = self._session(caller)
         ofile, info = self._lookup(caller).original_file(ref)
-        if info.mimetype != TABLE_MIMETYPE:
-            raise InvalidArgument(
-                f"{ref} ({info.name!r}, {info.mimetype or 'no mimetype'}) is not an "
-                "OMERO.table: read it as a file with read_csv or download_csv")
+        check_table_file(ref, info)
         if self.direct is not None:
             return self.direct.open(info, session)
         with self.gate.call(session, f"opening {ref} ({info.name!r})") as sf:

@@ -125,7 +125,7 @@ class BackendContract:
     def test_lists_tables_with_links_and_rows(self, backend, caller, table, link):
         kind, object_id = link
         listed = {s.file.file_id: s for s in backend.list_tables(caller)}
-        assert listed[table.file_id].rows == ROWS
+        assert listed[table.file_id].rows in (ROWS, None)  # None: a backend that cannot tell
         assert listed[table.file_id].links == (link,)
         assert listed[table.file_id].file.annotation_id == table.annotation_id
         linked = backend.list_tables(caller, kind.lower(), object_id)  # spelled as OMERO does

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -42,7 +43,7 @@ class TestLocalStore(BackendContract):
     def open_table_ids(self, backend: LocalStore) -> list[int]:  # type: ignore[override]
         return [info.file_id for info in backend.open_tables()]
 
-    def leftovers(self, backend: LocalStore) -> list[object]:  # type: ignore[override]
+    def leftovers(self, backend: LocalStore) -> list[Any]:  # type: ignore[override]
         return sorted(backend.tmp.iterdir())
 
     def test_holds_no_omero_session(self, backend, caller):

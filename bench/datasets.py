@@ -16,7 +16,7 @@ import pandas as pd
 import pyarrow as pa
 
 # PyTables as the bridge loads it (HDF5 file locking off: OMERO.tables holds its files open).
-from flight_server.hdf5_layout import tables
+from flight_server.backends.formats.hdf5 import tables
 
 NARROW_SUBSET = ["object", "area"]
 WIDE_SUBSET = ["object", "m1", "m2", "m3", "m4"]

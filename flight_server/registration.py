@@ -3,11 +3,12 @@
 A client that logged in to an OMERO-backed bridge with a user name and
 password does not know its OMERO session key; the bridge does. This action
 sends OMERO Plus the same HTTPS registration the client would
-(:mod:`flight_protocol.omero_plus`), authenticated by the caller's
-own OMERO session. The OMERO.web address is the bridge's ``omero_web_url``
-setting (``--omero-web-url``; without it, the bridge's ``OMERO_FLIGHT_WEB_URL``);
-a private CA through ``SSL_CERT_FILE``. The
-embedded store has no OMERO sessions, so it refuses the action.
+(:mod:`flight_protocol.omero_plus`), authenticated by the caller's own OMERO
+session, whose key the backend gives (``Backend.omero_session_key``). The
+OMERO.web address is the bridge's ``omero_web_url`` setting
+(``--omero-web-url``; without it, the bridge's ``OMERO_FLIGHT_WEB_URL``); a
+private CA through ``SSL_CERT_FILE``. The embedded store has no OMERO sessions,
+so it refuses the action.
 
 Body: ``{"uri", "table_name", "links": [[type, id], ...], "token", "prefix"?}``;
 result: ``{"annotation_id"}``.
@@ -26,7 +27,7 @@ from flight_protocol.messages import (
     encode_body,
     normalize_links,
 )
-from flight_server.backends.base import Caller
+from flight_server.backends.base import Backend, Caller
 from flight_server.errors import (
     AlreadyExists,
     BridgeError,
@@ -37,7 +38,7 @@ from flight_server.errors import (
     Unavailable,
 )
 
-__all__ = ["ACTION_REGISTER_TABLE", "DESCRIPTION", "register", "session_key"]
+__all__ = ["ACTION_REGISTER_TABLE", "DESCRIPTION", "register"]
 
 DESCRIPTION = ("Body: {uri, table_name, links, token, prefix?} -> {annotation_id}: register "
                "a TileDB array with OMERO Plus in place, with the caller's OMERO session")
@@ -53,19 +54,8 @@ _ERRORS: dict[str, type[BridgeError]] = {
 }
 
 
-def session_key(caller: Caller) -> str:
-    """The caller's OMERO session key (the OMERO backend's session holds an omero-py client)."""
-    client: Any = getattr(caller.session, "client", None)
-    get_session_id = getattr(client, "getSessionId", None)
-    if get_session_id is None:
-        raise InvalidArgument(
-            "this bridge holds no OMERO session for you (it serves the embedded store), so it "
-            "cannot register tables with OMERO Plus: register from the client with session_key=")
-    return str(get_session_id())
-
-
-def register(caller: Caller, raw: bytes, web_url: str | None = None) -> bytes:
-    """Run the action for ``caller``; see the module docstring."""
+def register(backend: Backend, caller: Caller, raw: bytes, web_url: str | None = None) -> bytes:
+    """Run the action for ``caller`` of ``backend``; see the module docstring."""
     body = decode_body(raw)
     missing = [k for k in ("uri", "table_name", "links", "token") if k not in body]
     if missing:
@@ -86,7 +76,7 @@ def register(caller: Caller, raw: bytes, web_url: str | None = None) -> bytes:
         raise InvalidArgument(str(exc)) from None
     if not links:
         raise InvalidArgument("no OMERO objects to link the table to: give links")
-    key = session_key(caller)
+    key = backend.omero_session_key(caller)
     try:
         annotation_id = omero_plus.register(uri, name, links, token, key, prefix=prefix,
                                             web_url=web_url)

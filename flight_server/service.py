@@ -34,12 +34,10 @@ from flight_protocol.messages import (
     FileUploadDescriptor,
     TableTicket,
     UploadDescriptor,
-    check_text,
     decode,
     decode_body,
     echo,
     encode_body,
-    normalize_links,
 )
 from flight_server import __version__, registration, streaming, tickets, uploads
 from flight_server import sql as flight_sql
@@ -310,7 +308,7 @@ class FlightService(flight.FlightServerBase):
         return encode_body(status="signed out")
 
     def _action_register_table(self, caller: Caller, raw: bytes) -> bytes:
-        return registration.register(caller, raw, self.omero_web_url)
+        return registration.register(self.backend, caller, raw, self.omero_web_url)
 
     def _action_table_size(self, caller: Caller, raw: bytes) -> bytes:
         request = self._ticket_body(raw)
@@ -346,17 +344,9 @@ class FlightService(flight.FlightServerBase):
     LIST_FIELDS = ("object_type", "object_id")
 
     def _list(self, caller: Caller, body: dict[str, object]) -> list[TableSummary]:
-        object_type = body.get("object_type")
-        object_id = body.get("object_id")
-        if object_type is not None:
-            check_text(object_type, "object_type", 100)
-        if object_id is not None and object_type is None:
-            raise InvalidArgument("object_id needs an object_type")
-        if object_type is not None:
-            object_type, checked_id = normalize_links(
-                [(object_type, 1 if object_id is None else object_id)])[0]
-            object_id = None if object_id is None else checked_id
-        return self.backend.list_tables(caller, object_type, object_id)
+        # The backend contract checks both (Backend.list_tables).
+        return self.backend.list_tables(caller, body.get("object_type"),  # type: ignore[arg-type]
+                                        body.get("object_id"))  # type: ignore[arg-type]
 
     @staticmethod
     def _decode_command(descriptor: flight.FlightDescriptor, what: str = "descriptor"):

@@ -214,16 +214,6 @@ def is_table_file(info: FileInfo) -> bool:
     return info.mimetype == TABLE_MIMETYPE
 
 
-def guess_mimetype(name: str) -> str:
-    """The mimetype a plain file gets from its name when the uploader gives none."""
-    lower = name.lower()
-    if lower.endswith(".csv"):
-        return "text/csv"
-    if lower.endswith(".gz"):
-        return "application/gzip"
-    return "application/octet-stream"
-
-
 def is_csv_file(info: FileInfo) -> bool:
     """CSV or CSV.gz, by mimetype or by name."""
     name = info.name.lower()

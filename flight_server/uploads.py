@@ -6,8 +6,9 @@ the conformed batches are spooled to a temporary Arrow IPC file on disk while
 the widths are measured, then copied into the table: memory stays bounded
 either way. Anything that goes wrong (a bad value, a client that disconnects
 or ends without the commit marker it promised, a server that stops) aborts the
-backend writer, so nothing is left behind. Link targets are checked before
-anything is received.
+backend writer, so nothing is left behind. The table format, the HDF5 header and
+the link targets are checked before anything is received, by the backend contract
+(``Backend.create_table``, or ``Backend.check_upload`` before spooling).
 """
 
 from __future__ import annotations
@@ -100,13 +101,8 @@ def receive_table(backend: Backend, caller: Caller, desc: UploadDescriptor,
                   spool_dir: str | Path | None = None,
                   cancelled: Callable[[], bool] = _never) -> UploadResult:
     """Create a table from a ``do_put`` stream; see the module docstring."""
-    formats = backend.table_formats
-    if desc.format not in formats:
-        raise InvalidArgument(
-            f"this server stores tables as {' or '.join(formats)}, not {desc.format!r}")
+    backend.check_format(desc.format)  # before the schema is mapped
     stored = cols.omero_schema(reader.schema)
-    if desc.format == "hdf5":
-        cols.check_hdf5_header(stored)  # before any data is received
     unsized = [f.name for f in stored
                if cols.column_type_of(f) == cols.STRING and cols.string_size_of(f) is None]
     chunks = _chunks(reader, desc.explicit_commit, cancelled)
@@ -114,7 +110,7 @@ def receive_table(backend: Backend, caller: Caller, desc: UploadDescriptor,
         return _write(backend, caller, desc, stored, (cols.conform_batch(b, stored)
                                                       for b in chunks))
     # Refuse before receiving anything: the spool may hold a whole table.
-    backend.check_upload(caller, desc.links)
+    backend.check_upload(caller, desc.links, desc.format, stored)
     with _spool_file(spool_dir) as spool:
         widths = dict.fromkeys(unsized, 0)
         with pa.OSFile(str(spool), "wb") as sink, pa.ipc.new_file(sink, stored) as ipc:
@@ -132,10 +128,8 @@ def receive_table(backend: Backend, caller: Caller, desc: UploadDescriptor,
 
 def _write(backend: Backend, caller: Caller, desc: UploadDescriptor, schema: pa.Schema,
            batches: Iterator[pa.RecordBatch]) -> UploadResult:
-    # Only a backend that offers other formats takes the keyword (hdf5 is everyone's default).
-    extra = {"format": desc.format} if desc.format != "hdf5" else {}
     writer = backend.create_table(caller, desc.name, schema, desc.links, desc.description,
-                                  **extra)
+                                  desc.format)
     try:
         for batch in batches:
             writer.append(batch)

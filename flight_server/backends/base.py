@@ -7,6 +7,14 @@ against a real OMERO server). Every method runs as ``caller``: a backend must
 refuse what that user may not see or change, raising the errors in
 ``flight_server.errors``.
 
+The public methods (``open_table``, ``create_table``, ``create_file``, ...) are
+concrete and make the checks every backend shares, once: names, links (each
+spelled as OMERO does), descriptions, table formats, the HDF5 header, string
+widths, mimetypes, chunk sizes. Then they call the backend's hook of the same
+name with a leading underscore (``_open_table``, ``_create_table``, ...), as
+fsspec's ``open`` calls ``_open``: a hook receives only checked arguments and
+never repeats these checks.
+
 Row numbers are always the table's own (0-based) row numbers. Arrow schemas
 returned here carry the OMERO column type in field metadata
 (``flight_protocol.messages.META_COLUMN_TYPE``); build them with
@@ -16,143 +24,88 @@ returned here carry the OMERO column type in field metadata
 from __future__ import annotations
 
 import abc
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Iterator, Sequence
 
-import numpy as np
 import pyarrow as pa
 
-from flight_server.query import CheckedQuery
+from flight_protocol import columns as cols
+from flight_protocol.messages import (
+    MAX_NAME_CHARS,
+    ProtocolError,
+    check_name,
+    check_text,
+    normalize_links,
+)
+from flight_server.backends.handles import (
+    TABLE_MIMETYPE,
+    Caller,
+    FileInfo,
+    FileWriter,
+    OnClose,
+    OpenHandles,
+    TableHandle,
+    TableRef,
+    TableSummary,
+    TableWriter,
+    UploadResult,
+)
+from flight_server.errors import InvalidArgument
 
-#: The OriginalFile mimetype of an OMERO.tables HDF5 file.
-TABLE_MIMETYPE = "OMERO.tables"
+__all__ = [
+    "TABLE_MIMETYPE", "Backend", "Caller", "FileInfo", "FileWriter", "Links", "OnClose",
+    "OpenHandles", "TableHandle", "TableRef", "TableSummary", "TableWriter", "UploadResult",
+    "check_table_file", "checked_links", "guess_mimetype",
+]
 
-
-@dataclass(frozen=True)
-class Caller:
-    """The authenticated user a call runs as.
-
-    ``session`` is backend-specific: nothing for the embedded store, the
-    user's own OMERO session for the OMERO backend.
-    """
-
-    user_id: int
-    username: str
-    group_ids: tuple[int, ...] = ()
-    is_admin: bool = False
-    session: object | None = field(default=None, compare=False, repr=False)
-
-
-@dataclass(frozen=True)
-class TableRef:
-    """A table or file named by OriginalFile id or FileAnnotation id (exactly one)."""
-
-    file_id: int | None = None
-    annotation_id: int | None = None
-
-    def __str__(self) -> str:
-        if self.file_id is not None:
-            return f"OriginalFile {self.file_id}"
-        return f"FileAnnotation {self.annotation_id}"
-
-
-@dataclass(frozen=True)
-class FileInfo:
-    """An OriginalFile as the catalog knows it."""
-
-    file_id: int
-    name: str
-    mimetype: str
-    size: int
-    owner_id: int
-    group_id: int
-    annotation_id: int | None = None
-    owner: str = ""  # owner's user name
-    group: str = ""  # group name
+#: Checked links: ``(type, id)`` pairs, each type spelled as OMERO does, no repeats.
+Links = tuple[tuple[str, int], ...]
 
 
-@dataclass(frozen=True)
-class TableSummary:
-    """One row of a table listing."""
-
-    file: FileInfo
-    links: tuple[tuple[str, int], ...] = ()
-    rows: int | None = None
-
-
-@dataclass(frozen=True)
-class UploadResult:
-    annotation_id: int
-    file_id: int
-    rows: int
+def guess_mimetype(name: str) -> str:
+    """The mimetype a plain file gets from its name when the uploader gives none."""
+    lower = name.lower()
+    if lower.endswith(".csv"):
+        return "text/csv"
+    if lower.endswith(".gz"):
+        return "application/gzip"
+    return "application/octet-stream"
 
 
-class TableHandle(abc.ABC):
-    """An open table. Use as a context manager; ``close`` must always run."""
-
-    info: FileInfo
-
-    @property
-    @abc.abstractmethod
-    def schema(self) -> pa.Schema:
-        """All columns, in table order, with OMERO column metadata."""
-
-    @property
-    @abc.abstractmethod
-    def num_rows(self) -> int: ...
-
-    @abc.abstractmethod
-    def read_range(self, columns: Sequence[str], start: int, stop: int) -> pa.RecordBatch:
-        """Rows ``[start, stop)`` of the named columns, as one batch."""
-
-    @abc.abstractmethod
-    def read_rows(self, columns: Sequence[str], rows: np.ndarray) -> pa.RecordBatch:
-        """The given rows (int64 array, any order, each < num_rows) of the named columns."""
-
-    @abc.abstractmethod
-    def where(self, query: CheckedQuery, start: int, stop: int) -> np.ndarray:
-        """Row numbers in ``[start, stop)`` where the checked condition holds (int64, sorted)."""
-
-    @abc.abstractmethod
-    def close(self) -> None: ...
-
-    def __enter__(self) -> TableHandle:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+def checked_links(links: object) -> Links:
+    """``links`` as ``(type, id)`` pairs spelled as OMERO does, or ``InvalidArgument``."""
+    if not isinstance(links, Iterable):
+        raise InvalidArgument(f"links must be a list of (type, id) pairs, not "
+                              f"{type(links).__name__}")
+    try:
+        return normalize_links(links)
+    except ProtocolError as exc:
+        raise InvalidArgument(str(exc)) from None
 
 
-class TableWriter(abc.ABC):
-    """A table being created. Nothing is visible to anyone until ``commit``."""
-
-    @abc.abstractmethod
-    def append(self, batch: pa.RecordBatch) -> None:
-        """Append one batch; its schema is the one the writer was created with."""
-
-    @abc.abstractmethod
-    def commit(self) -> UploadResult:
-        """Finish the table, create its FileAnnotation and links, make it visible."""
-
-    @abc.abstractmethod
-    def abort(self) -> None:
-        """Remove everything written so far. Safe to call more than once."""
+def _checked(check: Callable[..., str], *args: object) -> str:
+    """A ``flight_protocol.messages`` check, its ``ProtocolError`` as ``InvalidArgument``."""
+    try:
+        return check(*args)
+    except ProtocolError as exc:
+        raise InvalidArgument(str(exc)) from None
 
 
-class FileWriter(abc.ABC):
-    """A plain file being stored. Nothing is visible to anyone until ``commit``."""
+def check_table_file(ref: TableRef, info: FileInfo) -> None:
+    """Refuse to open as a table a file that is not one (a backend's ``_open_table`` calls
+    this once it has found the file the caller may read)."""
+    if info.mimetype != TABLE_MIMETYPE:
+        raise InvalidArgument(
+            f"{ref} ({info.name[:100]!r}, {info.mimetype[:100] or 'no mimetype'}) is a plain "
+            "file, not an OMERO.table: read it as a file (read_csv / download_csv)")
 
-    @abc.abstractmethod
-    def write(self, data: bytes) -> None:
-        """Append bytes to the file."""
 
-    @abc.abstractmethod
-    def commit(self) -> FileInfo:
-        """Finish the file, create its FileAnnotation and links, make it visible."""
-
-    @abc.abstractmethod
-    def abort(self) -> None:
-        """Remove everything written so far. Safe to call more than once."""
+def _check_ref(ref: TableRef) -> None:
+    ids = [i for i in (ref.file_id, ref.annotation_id) if i is not None]
+    if len(ids) != 1:
+        raise InvalidArgument("name a table or file by exactly one of file_id or "
+                              "annotation_id")
+    if not isinstance(ids[0], int) or isinstance(ids[0], bool) or ids[0] < 0:
+        raise InvalidArgument(f"{ref}: an id is a non-negative integer")
 
 
 class Backend(abc.ABC):
@@ -160,19 +113,77 @@ class Backend(abc.ABC):
 
     name: str = "backend"
 
-    @abc.abstractmethod
-    def open_table(self, caller: Caller, ref: TableRef) -> TableHandle:
-        """Open an OMERO.tables file the caller may read, or raise not-found/permission errors."""
+    #: Table formats ``create_table`` accepts (``UploadDescriptor.format``).
+    table_formats: tuple[str, ...] = ("hdf5",)
 
-    @abc.abstractmethod
+    # -- reading: checks, then the hooks -----------------------------------------------
+
+    def open_table(self, caller: Caller, ref: TableRef) -> TableHandle:
+        """Open an OMERO.tables file the caller may read, or raise not-found/permission
+        errors. The handle must be closed (use it in a ``with``)."""
+        _check_ref(ref)
+        return self._open_table(caller, ref)
+
     def file_info(self, caller: Caller, ref: TableRef) -> FileInfo:
         """Describe any OriginalFile (table or plain file) the caller may read."""
+        _check_ref(ref)
+        return self._file_info(caller, ref)
 
-    @abc.abstractmethod
     def read_file(self, caller: Caller, ref: TableRef, chunk_size: int) -> Iterator[bytes]:
         """Stream a plain file's bytes in chunks of at most ``chunk_size``."""
+        _check_ref(ref)
+        if not isinstance(chunk_size, int) or isinstance(chunk_size, bool) or chunk_size < 1:
+            raise InvalidArgument(f"chunk_size must be a positive integer, got {chunk_size!r}")
+        return self._read_file(caller, ref, chunk_size)
 
-    @abc.abstractmethod
+    def list_tables(
+        self, caller: Caller, object_type: str | None = None, object_id: int | None = None
+    ) -> list[TableSummary]:
+        """Tables the caller can see; only those linked to the object (or to any object
+        of the type, without ``object_id``) when one is given."""
+        if object_type is None:
+            if object_id is not None:
+                raise InvalidArgument("object_id needs an object_type")
+        else:
+            _checked(check_text, object_type, "object_type", 100)
+            object_type, checked_id = checked_links(
+                [(object_type, 1 if object_id is None else object_id)])[0]
+            object_id = None if object_id is None else checked_id
+        return self._list_tables(caller, object_type, object_id)
+
+    # -- writing: checks, then the hooks -----------------------------------------------
+
+    def check_format(self, format: str, schema: pa.Schema | None = None) -> None:
+        """Refuse a table format this backend does not store and a stored schema it cannot
+        hold: a column without an OMERO column type, an HDF5 header too large."""
+        if format not in self.table_formats:
+            raise InvalidArgument(
+                f"unknown table format {format!r} for this server: it stores tables as "
+                f"{' or '.join(self.table_formats)}")
+        if schema is None:
+            return
+        for f in schema:
+            try:
+                cols.column_type_of(f)
+            except (KeyError, cols.UnsupportedColumn):
+                raise InvalidArgument(f"column {f.name[:100]!r} carries no OMERO column type: "
+                                      "map the schema with flight_protocol.columns") from None
+        if format == "hdf5":
+            try:
+                cols.check_hdf5_header(schema)
+            except cols.UnsupportedColumn as exc:
+                raise InvalidArgument(f"cannot store this table: {exc}") from None
+
+    def check_upload(self, caller: Caller, links: Sequence[tuple[str, int]],
+                     format: str = "hdf5", schema: pa.Schema | None = None) -> Links:
+        """Refuse an upload before its data is received: an unknown format, an HDF5 header
+        too large, links that are malformed or whose targets the caller may not annotate.
+        Returns the checked links. ``create_table`` makes the same checks itself."""
+        self.check_format(format, schema)
+        checked = checked_links(links)
+        self._check_links(caller, checked)
+        return checked
+
     def create_table(
         self,
         caller: Caller,
@@ -180,25 +191,22 @@ class Backend(abc.ABC):
         schema: pa.Schema,
         links: Sequence[tuple[str, int]],
         description: str = "",
+        format: str = "hdf5",
     ) -> TableWriter:
         """Start a new table with the given (already mapped) schema, to be linked on commit.
 
-        Checks that every link target exists and that the caller may annotate it
-        before anything is written.
+        Every string column must declare its width. The backend checks that every link
+        target exists and that the caller may annotate it before anything is written.
         """
+        name = _checked(check_name, name, "the table name")
+        description = _checked(check_text, description, "description")
+        checked = checked_links(links)
+        self.check_format(format, schema)
+        for f in schema:
+            if cols.column_type_of(f) == cols.STRING and cols.string_size_of(f) is None:
+                raise InvalidArgument(f"string column {f.name[:100]!r} has no width")
+        return self._create_table(caller, name, schema, checked, description, format)
 
-    def check_upload(self, caller: Caller,  # noqa: B027 - default: nothing to check early
-                     links: Sequence[tuple[str, int]]) -> None:
-        """Refuse an upload before its data is received (link targets the caller may not
-        annotate, ...); ``create_table`` and ``create_file`` check the same again."""
-
-    @abc.abstractmethod
-    def list_tables(
-        self, caller: Caller, object_type: str | None = None, object_id: int | None = None
-    ) -> list[TableSummary]:
-        """Tables the caller can see; only those linked to the object when one is given."""
-
-    @abc.abstractmethod
     def create_file(
         self,
         caller: Caller,
@@ -206,7 +214,73 @@ class Backend(abc.ABC):
         mimetype: str,
         links: Sequence[tuple[str, int]],
     ) -> FileWriter:
-        """Start a new plain OriginalFile (CSV, CSV.gz, ...), to be linked on commit."""
+        """Start a new plain OriginalFile (CSV, CSV.gz, ...), to be linked on commit.
+
+        Without a mimetype, one is guessed from the name. A plain file never has the
+        ``OMERO.tables`` mimetype: only tables the bridge writes are opened as tables.
+        """
+        name = _checked(check_name, name, "the file name")
+        if "/" in name:
+            raise InvalidArgument(f"invalid file name {name[:100]!r}: it contains '/'")
+        mimetype = _checked(check_text, mimetype or "", "mimetype", MAX_NAME_CHARS)
+        if mimetype.strip().lower() == TABLE_MIMETYPE.lower():
+            # A plain upload with that mimetype would be opened as a table (HDF5 the user
+            # wrote, issue 10).
+            raise InvalidArgument(
+                f"a plain file cannot have the mimetype {TABLE_MIMETYPE!r}: only tables the "
+                "bridge writes are OMERO.tables (upload a table with upload_table, or give "
+                "the file another mimetype, e.g. application/x-hdf5)")
+        return self._create_file(caller, name, mimetype or guess_mimetype(name),
+                                 checked_links(links))
+
+    # -- OMERO sessions ----------------------------------------------------------------
+
+    def omero_session_key(self, caller: Caller) -> str:
+        """The caller's OMERO session key, for calls the bridge makes to OMERO services
+        beside OMERO.tables (OMERO Plus registration). Only a backend holding OMERO
+        sessions has one."""
+        raise InvalidArgument(
+            f"this bridge holds no OMERO session for you (its backend, {self.name!r}, is not "
+            "OMERO: the embedded store has no OMERO sessions), so it cannot register tables "
+            "with OMERO Plus: register from the client with session_key=")
+
+    # -- the hooks a backend implements -------------------------------------------------
+
+    @abc.abstractmethod
+    def _open_table(self, caller: Caller, ref: TableRef) -> TableHandle:
+        """``open_table`` after the shared checks."""
+
+    @abc.abstractmethod
+    def _file_info(self, caller: Caller, ref: TableRef) -> FileInfo:
+        """``file_info`` after the shared checks."""
+
+    @abc.abstractmethod
+    def _read_file(self, caller: Caller, ref: TableRef, chunk_size: int) -> Iterator[bytes]:
+        """``read_file`` after the shared checks."""
+
+    @abc.abstractmethod
+    def _list_tables(self, caller: Caller, object_type: str | None,
+                     object_id: int | None) -> list[TableSummary]:
+        """``list_tables`` with a checked, OMERO-spelled object type."""
+
+    @abc.abstractmethod
+    def _create_table(self, caller: Caller, name: str, schema: pa.Schema, links: Links,
+                      description: str, format: str) -> TableWriter:
+        """``create_table`` with checked arguments: a name, links spelled as OMERO does, a
+        format this backend stores, every string column sized. Checks the link targets."""
+
+    @abc.abstractmethod
+    def _create_file(self, caller: Caller, name: str, mimetype: str,
+                     links: Links) -> FileWriter:
+        """``create_file`` with checked arguments (a name without '/', a mimetype that is
+        not ``OMERO.tables``, checked links). Checks the link targets."""
+
+    def _check_links(self, caller: Caller,  # noqa: B027 - default: nothing to check early
+                     links: Links) -> None:
+        """Refuse link targets the caller may not annotate, before an upload's data is
+        received (``_create_table`` and ``_create_file`` check them again)."""
+
+    # -- users and sign-ins ------------------------------------------------------------
 
     @abc.abstractmethod
     def authenticate(self, username: str, password: str) -> Caller:
@@ -223,9 +297,6 @@ class Backend(abc.ABC):
     @abc.abstractmethod
     def token_secret(self) -> bytes:
         """The key that signs this server's bearer tokens (kept by the backend)."""
-
-    #: Table formats ``create_table`` accepts (``UploadDescriptor.format``).
-    table_formats: tuple[str, ...] = ("hdf5",)
 
     def token_subject(self, caller: Caller) -> str:
         """What a bearer token names: the user, or one sign-in for backends with

@@ -36,7 +36,9 @@ class Site:
     targets: dict[str, int]
     outsider_image: int  # an Image of the outsider's, in their private group
     add_file: Callable[[str, bytes, str, str, list[tuple[str, int]]], tuple[int, int]]
-    open_tables: Callable[[], list[Any]] = field(default=lambda: [])
+    #: The table handles open now, as the backend's side sees them (the embedded store's
+    #: registry, the stand-in's OMERO.tables).
+    open_tables: Callable[[], list[Any]]
     server: Any = None
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -60,7 +62,7 @@ def _embedded(tmp: Path) -> Iterator[Site]:
              for role, name in (("owner", "alice"), ("peer", "bob"), ("outsider", "carol"))}
     targets = {kind: 10 + i for i, kind in enumerate(LINK_KINDS)}
     yield Site("embedded", bridge.host, bridge.port, users, targets, 99, add_file,
-               server=bridge.server)
+               open_tables=store.open_tables, server=bridge.server)
     bridge.server.shutdown()
 
 

@@ -18,7 +18,7 @@ from tests.omero_plus.fixtures import SERVER_ROOT, omero_plus  # noqa: F401 - a 
 
 tiledb = pytest.importorskip("tiledb")
 from flight_protocol import columns as cols  # noqa: E402
-from flight_server.tiledb_layout import TileDBReader, secret_token  # noqa: E402
+from flight_server.backends.formats.tiledb import TileDBReader, secret_token  # noqa: E402
 
 KEY = "alice-session-key"
 

@@ -27,7 +27,7 @@ import numpy as np
 import pyarrow as pa
 
 from flight_protocol import columns as cols
-from flight_server.hdf5_layout import H5Writer
+from flight_server.backends.formats.hdf5 import H5Writer
 
 WIDTH = 16
 

@@ -15,7 +15,7 @@ import omero.columns as oc  # noqa: E402
 from omero.hdfstorageV2 import HdfStorage  # noqa: E402
 
 from flight_protocol import columns as cols  # noqa: E402
-from flight_server.hdf5_layout import HDF5_LOCK, H5Reader, H5Writer  # noqa: E402
+from flight_server.backends.formats.hdf5 import HDF5_LOCK, H5Reader, H5Writer  # noqa: E402
 
 N = 4
 MASK_BYTES = [bytes([i] * (i + 1)) for i in range(N)]

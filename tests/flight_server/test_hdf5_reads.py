@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from flight_protocol import columns as cols
-from flight_server.hdf5_layout import READ_BYTES, H5Reader, H5Writer
+from flight_server.backends.formats.hdf5 import READ_BYTES, H5Reader, H5Writer
 
 ROWS = 3_500
 WIDTH = 4_000

@@ -23,7 +23,7 @@ import pytest
 from bench.servers import STORE_PASSWORD, STORE_USER, running_store_bridge
 from flight_protocol import columns as cols
 from flight_protocol.messages import TableTicket
-from flight_server import hdf5_layout
+from flight_server.backends.formats import hdf5 as hdf5_layout
 from flight_server.query import MAX_QUERY_LENGTH, check_query
 from tests.flight_server.backends.omero.conftest import (  # noqa: F401 - fixtures
     omero_bridge,

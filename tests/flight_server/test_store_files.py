@@ -183,7 +183,7 @@ def test_refused_upload_leaves_nothing(bridge, connect, case):
 
 
 def test_table_writer_refused_while_creating_its_file_leaves_nothing(tmp_path):
-    from flight_server.hdf5_layout import H5Writer
+    from flight_server.backends.formats.hdf5 import H5Writer
 
     schema = cols.omero_schema(pa.schema([(f"{'c' * 60}{i:05d}", pa.float64())
                                           for i in range(900)]))

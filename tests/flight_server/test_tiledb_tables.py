@@ -20,7 +20,7 @@ from tests.flight_server.test_roundtrip import EXPECTED_TYPES, all_types_table
 from tests.flight_server.wire import action, error_code, read
 
 tiledb = pytest.importorskip("tiledb")
-from flight_server import tiledb_layout  # noqa: E402
+from flight_server.backends.formats import tiledb as tiledb_layout  # noqa: E402
 
 FORMATS = ["hdf5", "tiledb"]
 

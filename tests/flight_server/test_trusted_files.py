@@ -25,9 +25,9 @@ import pyarrow.flight as flight
 import pytest
 
 from flight_protocol.messages import FileTicket, FileUploadDescriptor, TableTicket
+from flight_server.backends.formats.hdf5 import H5Reader
 from flight_server.backends.local import LocalStore
 from flight_server.errors import InvalidArgument
-from flight_server.hdf5_layout import H5Reader
 from flight_server.repository import original_file_path
 from tests.conftest import Bridge, connect_to, start_bridge
 from tests.flight_server import hostile_hdf5 as hostile

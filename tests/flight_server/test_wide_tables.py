@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 
 from flight_protocol import columns as cols
 from flight_protocol.messages import UploadDescriptor
-from flight_server.hdf5_layout import _descriptor
+from flight_server.backends.formats.hdf5 import _descriptor
 from tests.conftest import connect_to
 from tests.flight_server.wire import error_code, read
 

@@ -42,20 +42,22 @@ from typing import TYPE_CHECKING, BinaryIO
 
 import pyarrow as pa
 
-from flight_protocol import columns as cols
-from flight_protocol.messages import normalize_links
 from flight_server.backends.base import (
     TABLE_MIMETYPE,
     Backend,
     Caller,
     FileInfo,
     FileWriter,
+    Links,
+    OpenHandles,
     TableHandle,
     TableRef,
     TableSummary,
     TableWriter,
     UploadResult,
+    check_table_file,
 )
+from flight_server.backends.formats.hdf5 import H5Reader, H5Writer
 from flight_server.backends.local.catalog import FILE_COLUMNS, FILE_JOINS, PERMISSIONS, Catalog
 from flight_server.backends.local.passwords import hash_password, verify_password, verify_unknown
 from flight_server.errors import (
@@ -65,12 +67,10 @@ from flight_server.errors import (
     PermissionDenied,
     Unauthenticated,
 )
-from flight_server.hdf5_layout import H5Reader, H5Writer
 from flight_server.repository import original_file_path
-from flight_server.streaming import guess_mimetype
 
 if TYPE_CHECKING:
-    from flight_server.tiledb_layout import TileDBWriter
+    from flight_server.backends.formats.tiledb import TileDBWriter
 
 log = logging.getLogger(__name__)
 
@@ -113,7 +113,7 @@ class LocalStore(Backend):
     """
 
     name = "local"
-    #: Table formats ``create_table`` accepts (``uploads.receive_table`` checks this).
+    #: Table formats ``create_table`` accepts (``Backend.check_format`` checks this).
     table_formats = ("hdf5", "tiledb")
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
@@ -128,10 +128,16 @@ class LocalStore(Backend):
         self.catalog = Catalog(catalog)
         make_private(self.path)
         self.tmp, self._tmp_lock = _own_tmp(self.path / "tmp")
+        self._handles = OpenHandles()
         verify_unknown("")  # computes the dummy hash now, so no sign-in pays for it
 
     def __repr__(self) -> str:
         return f"LocalStore({str(self.path)!r})"
+
+    def open_tables(self) -> list[FileInfo]:
+        """The tables whose handles are open now (opened by ``open_table``, not yet closed),
+        one entry per open handle: what a read that forgot to close leaves behind."""
+        return [handle.info for handle in self._handles.handles()]
 
     def close(self) -> None:
         """Remove this store's (empty, once uploads ended) temporary folder and unlock it."""
@@ -155,7 +161,7 @@ class LocalStore(Backend):
             with self.catalog.transaction() as db:
                 cur = db.execute("INSERT INTO groups (name, permissions) VALUES (?, ?)",
                                  (name, permissions))
-                return int(cur.lastrowid)
+                return _rowid(cur)
         except sqlite3.IntegrityError:
             raise AlreadyExists(f"group {name!r} already exists") from None
 
@@ -187,7 +193,7 @@ class LocalStore(Backend):
                 cur = db.execute(
                     "INSERT INTO users (username, password, admin, default_group) "
                     "VALUES (?, ?, ?, ?)", (username, hashed, int(admin), group_ids[0]))
-                user_id = int(cur.lastrowid)
+                user_id = _rowid(cur)
                 db.executemany("INSERT OR IGNORE INTO memberships VALUES (?, ?)",
                                [(user_id, g) for g in group_ids])
         except sqlite3.IntegrityError:
@@ -209,8 +215,8 @@ class LocalStore(Backend):
         row = self.catalog.one("SELECT id, admin FROM users WHERE username = ?", (username,))
         if row is None:
             raise NotFound(f"no user named {username!r}")
-        owned = self.catalog.one("SELECT COUNT(*) AS n FROM original_files WHERE owner_id = ?",
-                                 (row["id"],))["n"]
+        owned = self.catalog.query("SELECT COUNT(*) AS n FROM original_files WHERE owner_id = ?",
+                                   (row["id"],))[0]["n"]
         if owned:
             raise InvalidArgument(f"user {username!r} owns {owned} file(s); cannot remove")
         with self.catalog.transaction() as db:
@@ -327,6 +333,7 @@ class LocalStore(Backend):
     # -- reading ---------------------------------------------------------------------
 
     def _row(self, caller: Caller, ref: TableRef) -> sqlite3.Row:
+        arg: int | None
         if ref.file_id is not None:
             where, arg = "f.id = ?", ref.file_id
         else:
@@ -347,29 +354,29 @@ class LocalStore(Backend):
     def _disk_path(self, row: sqlite3.Row) -> Path:
         return self.path / row["path"]
 
-    def file_info(self, caller: Caller, ref: TableRef) -> FileInfo:
+    def _file_info(self, caller: Caller, ref: TableRef) -> FileInfo:
         return _file_info(self._row(caller, ref))
 
-    def open_table(self, caller: Caller, ref: TableRef) -> TableHandle:
+    def _open_table(self, caller: Caller, ref: TableRef) -> TableHandle:
         row = self._row(caller, ref)
-        if row["mimetype"] != TABLE_MIMETYPE:
-            raise InvalidArgument(
-                f"{ref} ({row['name']!r}, {row['mimetype']}) is a plain file, not an "
-                "OMERO.table: read it with a file ticket (read_csv / download_csv)"
-            )
+        info = _file_info(row)
+        check_table_file(ref, info)
         if not row["is_table"]:
             raise InvalidArgument(
                 f"{ref} ({row['name']!r}) was uploaded as a plain file, not written by the "
                 "bridge as a table: it is data, and is never opened as a table"
             )
         path = self._disk_path(row)
+        handle: TableHandle
         if path.is_dir():  # a TileDB array is a folder
-            from flight_server.tiledb_layout import TileDBReader
+            from flight_server.backends.formats.tiledb import TileDBReader
 
-            return TileDBReader(path, _file_info(row))
-        return H5Reader(path, _file_info(row))
+            handle = TileDBReader(path, info, on_close=self._handles.discard)
+        else:
+            handle = H5Reader(path, info, on_close=self._handles.discard)
+        return self._handles.add(handle)
 
-    def read_file(self, caller: Caller, ref: TableRef, chunk_size: int) -> Iterator[bytes]:
+    def _read_file(self, caller: Caller, ref: TableRef, chunk_size: int) -> Iterator[bytes]:
         path = self._disk_path(self._row(caller, ref))
         if path.is_dir():
             raise InvalidArgument(f"{ref} is a TileDB table (a folder), not a single file: "
@@ -383,8 +390,8 @@ class LocalStore(Backend):
 
         return chunks()
 
-    def list_tables(
-        self, caller: Caller, object_type: str | None = None, object_id: int | None = None
+    def _list_tables(
+        self, caller: Caller, object_type: str | None, object_id: int | None
     ) -> list[TableSummary]:
         sql = f"SELECT {FILE_COLUMNS} FROM {FILE_JOINS} WHERE f.mimetype = ? AND f.is_table = 1"
         args: list[object] = [TABLE_MIMETYPE]
@@ -409,36 +416,13 @@ class LocalStore(Backend):
 
     # -- writing ---------------------------------------------------------------------
 
-    def create_table(
-        self,
-        caller: Caller,
-        name: str,
-        schema: pa.Schema,
-        links: Sequence[tuple[str, int]],
-        description: str = "",
-        format: str = "hdf5",
-    ) -> TableWriter:
-        if format not in self.table_formats:
-            raise InvalidArgument(f"unknown table format {format!r}: use one of "
-                                  f"{', '.join(self.table_formats)}")
-        if format == "hdf5":
-            cols.check_hdf5_header(schema)
-        links = normalize_links(links)
-        for f in schema:
-            if cols.column_type_of(f) == cols.STRING and cols.string_size_of(f) is None:
-                raise InvalidArgument(f"string column {f.name!r} has no width")
+    def _create_table(self, caller: Caller, name: str, schema: pa.Schema, links: Links,
+                      description: str, format: str) -> TableWriter:
         return _LocalTableWriter(self, caller, name, schema, links, description, format)
 
-    def create_file(
-        self, caller: Caller, name: str, mimetype: str, links: Sequence[tuple[str, int]]
-    ) -> FileWriter:
-        if (mimetype or "").strip().lower() == TABLE_MIMETYPE.lower():
-            raise InvalidArgument(
-                f"a plain file cannot have the mimetype {TABLE_MIMETYPE!r}: only tables the "
-                "bridge writes are OMERO.tables (upload a table with upload_table, or give "
-                "the file another mimetype, e.g. application/x-hdf5)")
-        return _LocalFileWriter(self, caller, name, mimetype or guess_mimetype(name),
-                                normalize_links(links))
+    def _create_file(self, caller: Caller, name: str, mimetype: str,
+                     links: Links) -> FileWriter:
+        return _LocalFileWriter(self, caller, name, mimetype, links)
 
     def add_file(
         self,
@@ -492,14 +476,14 @@ class LocalStore(Backend):
                     " rows, created, is_table) VALUES (?, ?, ?, ?, ?, '', ?, ?, ?)",
                     (name, mimetype, _disk_size(tmp), caller.user_id, caller.group_ids[0],
                      rows, time.time(), int(is_table)))
-                file_id = int(cur.lastrowid)
+                file_id = _rowid(cur)
                 final = original_file_path(self.path, file_id)
                 db.execute("UPDATE original_files SET path = ? WHERE id = ?",
                            (str(final.relative_to(self.path)), file_id))
                 cur = db.execute(
                     "INSERT INTO file_annotations (file_id, description) VALUES (?, ?)",
                     (file_id, description))
-                annotation_id = int(cur.lastrowid)
+                annotation_id = _rowid(cur)
                 db.executemany("INSERT INTO links VALUES (?, ?, ?)",
                                [(annotation_id, t, i) for t, i in links])
                 _private_parents(final.parent, self.path)
@@ -515,7 +499,16 @@ class LocalStore(Backend):
     def _info(self, file_id: int) -> FileInfo:
         row = self.catalog.one(f"SELECT {FILE_COLUMNS} FROM {FILE_JOINS} WHERE f.id = ?",
                                (file_id,))
+        if row is None:
+            raise NotFound(f"OriginalFile {file_id} does not exist")
         return _file_info(row)
+
+
+def _rowid(cur: sqlite3.Cursor) -> int:
+    """The id SQLite gave the row an INSERT just added."""
+    if cur.lastrowid is None:
+        raise RuntimeError("the catalog's INSERT gave no row id")
+    return cur.lastrowid
 
 
 def _private_mode(path: Path, st: os.stat_result) -> None:
@@ -654,7 +647,7 @@ class _LocalTableWriter(TableWriter):
         self._tmp = store.tmp / f"upload-{uuid.uuid4().hex}{suffix}"
         try:
             if format == "tiledb":
-                from flight_server.tiledb_layout import TileDBWriter
+                from flight_server.backends.formats.tiledb import TileDBWriter
 
                 self._writer = TileDBWriter(self._tmp, schema)
             else:
@@ -691,8 +684,6 @@ class _LocalFileWriter(FileWriter):
     def __init__(self, store: LocalStore, caller: Caller, name: str, mimetype: str,
                  links: Sequence[tuple[str, int]]) -> None:
         _check_caller(caller)
-        if not name or "/" in name:
-            raise InvalidArgument(f"invalid file name {name!r}")
         self._store, self._caller, self._name = store, caller, name
         self._mimetype, self._links = mimetype, links
         self._tmp = store.tmp / f"file-{uuid.uuid4().hex}"

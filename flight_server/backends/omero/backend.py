@@ -11,24 +11,23 @@ from __future__ import annotations
 
 import logging
 import secrets
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from pathlib import Path
 
 import omero.model
 import pyarrow as pa
 
-from flight_protocol import columns as cols
-from flight_protocol.messages import normalize_links
 from flight_server.backends.base import (
-    TABLE_MIMETYPE,
     Backend,
     Caller,
     FileInfo,
     FileWriter,
+    Links,
     TableHandle,
     TableRef,
     TableSummary,
     TableWriter,
+    check_table_file,
 )
 from flight_server.backends.omero.calls import ALL_GROUPS, DEFAULT_MAX_CALLS, CallGate
 from flight_server.backends.omero.direct import DirectReads
@@ -47,7 +46,6 @@ from flight_server.backends.omero.sessions import (
 from flight_server.backends.omero.tables import OmeroTable
 from flight_server.backends.omero.writer import OmeroTableWriter
 from flight_server.errors import InvalidArgument, Unauthenticated
-from flight_server.streaming import guess_mimetype
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +59,8 @@ class OmeroBackend(Backend):
     """
 
     name = "omero"
+    #: OMERO.tables stores HDF5 only (``Backend.check_format`` refuses the rest, by name).
+    table_formats = ("hdf5",)
 
     def __init__(self, host: str, port: int = 4064, *,
                  idle_timeout: float = DEFAULT_IDLE_TIMEOUT,
@@ -107,6 +107,10 @@ class OmeroBackend(Backend):
         """Readiness: OMERO's router answers, with no user session (``ping``)."""
         self.pinger.ping()
 
+    def omero_session_key(self, caller: Caller) -> str:
+        """The key of the caller's own OMERO session (OMERO Plus registration uses it)."""
+        return str(self._session(caller).client.getSessionId())
+
     @staticmethod
     def _session(caller: Caller) -> OmeroSession:
         if not isinstance(caller.session, OmeroSession):
@@ -118,16 +122,13 @@ class OmeroBackend(Backend):
 
     # -- reading ---------------------------------------------------------------------
 
-    def file_info(self, caller: Caller, ref: TableRef) -> FileInfo:
+    def _file_info(self, caller: Caller, ref: TableRef) -> FileInfo:
         return self._lookup(caller).original_file(ref)[1]
 
-    def open_table(self, caller: Caller, ref: TableRef) -> TableHandle:
+    def _open_table(self, caller: Caller, ref: TableRef) -> TableHandle:
         session = self._session(caller)
         ofile, info = self._lookup(caller).original_file(ref)
-        if info.mimetype != TABLE_MIMETYPE:
-            raise InvalidArgument(
-                f"{ref} ({info.name!r}, {info.mimetype or 'no mimetype'}) is not an "
-                "OMERO.table: read it as a file with read_csv or download_csv")
+        check_table_file(ref, info)
         if self.direct is not None:
             return self.direct.open(info, session)
         with self.gate.call(session, f"opening {ref} ({info.name!r})") as sf:
@@ -149,41 +150,28 @@ class OmeroBackend(Backend):
             return self.open_table(caller, TableRef(file_id=file_id))
         return self.direct.open_granted(file_id)
 
-    def read_file(self, caller: Caller, ref: TableRef, chunk_size: int) -> Iterator[bytes]:
-        info = self.file_info(caller, ref)
+    def _read_file(self, caller: Caller, ref: TableRef, chunk_size: int) -> Iterator[bytes]:
+        info = self._file_info(caller, ref)
         return file_chunks(self.gate, self._session(caller), info, chunk_size)
 
-    def list_tables(self, caller: Caller, object_type: str | None = None,
-                    object_id: int | None = None) -> list[TableSummary]:
+    def _list_tables(self, caller: Caller, object_type: str | None,
+                     object_id: int | None) -> list[TableSummary]:
         return self._lookup(caller).tables(object_type, object_id)
 
     # -- writing ---------------------------------------------------------------------
 
-    def check_upload(self, caller: Caller, links: Sequence[tuple[str, int]]) -> None:
-        self._lookup(caller).link_group(normalize_links(links))
+    def _check_links(self, caller: Caller, links: Links) -> None:
+        self._lookup(caller).link_group(links)
 
-    def create_table(self, caller: Caller, name: str, schema: pa.Schema,
-                     links: Sequence[tuple[str, int]], description: str = "") -> TableWriter:
-        links = normalize_links(links)
-        if not name or not name.strip():
-            raise InvalidArgument("a table needs a name")
-        for f in schema:
-            if cols.column_type_of(f) == cols.STRING and cols.string_size_of(f) is None:
-                raise InvalidArgument(f"string column {f.name!r} has no width")
+    def _create_table(self, caller: Caller, name: str, schema: pa.Schema, links: Links,
+                      description: str, format: str) -> TableWriter:
         group = self._lookup(caller).link_group(links)
         return OmeroTableWriter(self.gate, self._session(caller), name, schema, links,
                                 description, group)
 
-    def create_file(self, caller: Caller, name: str, mimetype: str,
-                    links: Sequence[tuple[str, int]]) -> FileWriter:
-        links = normalize_links(links)
-        if mimetype.strip().lower() == TABLE_MIMETYPE.lower():
-            # Only the bridge's own table writer makes OMERO.tables files: a plain upload
-            # with that mimetype would be opened as a table (HDF5 the user wrote, issue 10).
-            raise InvalidArgument(f"a plain file cannot have the mimetype {TABLE_MIMETYPE!r}: "
-                                  "upload tables with upload_table")
+    def _create_file(self, caller: Caller, name: str, mimetype: str,
+                     links: Links) -> FileWriter:
         lookup = self._lookup(caller)
         group = lookup.link_group(links)
-        return OmeroFileWriter(self.gate, self._session(caller), name,
-                               mimetype or guess_mimetype(name), links, group,
+        return OmeroFileWriter(self.gate, self._session(caller), name, mimetype, links, group,
                                lambda file_id: lookup.original_file(TableRef(file_id=file_id))[1])

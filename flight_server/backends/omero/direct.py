@@ -4,7 +4,7 @@ When the bridge runs beside OMERO with read access to its data directory, a
 table the caller may read (``Lookup.original_file`` found it through the
 caller's own session, and it is an OMERO.tables file) is read by PyTables
 straight from ``<data dir>/Files/...`` (``repository.original_file_path``)
-through the embedded store's reader, :class:`hdf5_layout.H5Reader`, opened
+through the embedded store's reader, :class:`formats.hdf5.H5Reader`, opened
 read-only. Authorization stays OMERO's; only the bytes skip OMERO.tables.
 
 The caller's session stays in use (``OmeroSession.hold``) while the file is
@@ -16,7 +16,7 @@ replica planned (``open_granted``, see ``flight_server/tickets``): it trusts the
 signature and expiry; the file still passes the HDF5 trust check.
 
 OMERO.tables may hold the same file open, locked for writing, so HDF5's file
-locking is off in the bridge process (see ``hdf5_layout``): the bridge never
+locking is off in the bridge process (see ``backends.formats.hdf5``): the bridge never
 writes these files, and a table being written through OMERO is read as far
 as OMERO.tables has flushed it.
 """
@@ -50,7 +50,7 @@ class DirectReads:
 
     def open(self, info: FileInfo, session: OmeroSession | None = None) -> TableHandle:
         """The table's HDF5 file, read-only; ``info`` must come from the caller's lookup."""
-        from flight_server.hdf5_layout import H5Reader
+        from flight_server.backends.formats.hdf5 import H5Reader
 
         if info.mimetype != TABLE_MIMETYPE:
             raise InvalidArgument(f"OriginalFile {info.file_id} ({info.name!r}) is not an "

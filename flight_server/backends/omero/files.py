@@ -71,8 +71,6 @@ class OmeroFileWriter(HeldUpload, FileWriter):
     def __init__(self, gate: CallGate, session: OmeroSession, name: str, mimetype: str,
                  links: Sequence[tuple[str, int]], group_id: int,
                  describe: Any) -> None:
-        if not name or "/" in name:
-            raise InvalidArgument(f"invalid file name {name!r}")
         self._gate, self._session, self._name = gate, session, name
         self._links, self._ctx, self._describe = tuple(links), in_group(group_id), describe
         self._offset = 0

@@ -1,8 +1,8 @@
 """A new OMERO.table written as batches arrive, annotated and linked on commit.
 
-The schema is checked first (``columns.check_hdf5_header``: HDF5's 64 KiB
-limit on the compound type), so a table OMERO.tables could not create is
-refused before anything exists in OMERO. The table is then created
+The schema was checked by ``Backend.create_table`` (``columns.check_hdf5_header``:
+HDF5's 64 KiB limit on the compound type), so a table OMERO.tables could not create
+is refused before anything exists in OMERO. The table is created
 (``SharedResources.newTable``) in the group of its link targets, initialized
 from the stored Arrow schema, and each batch is sent with ``addData`` in
 pieces of at most ``MAX_ROWS_PER_CALL`` rows, about ``MAX_CELLS_PER_CALL``
@@ -35,7 +35,6 @@ import pyarrow.compute as pc
 from omero.rtypes import rstring, unwrap
 
 from flight_protocol import columns as cols
-from flight_protocol.columns import check_hdf5_header
 from flight_server.backends.base import TableWriter, UploadResult
 from flight_server.backends.omero.calls import CallGate, in_group
 from flight_server.backends.omero.cleanup import HeldUpload, SpareSession
@@ -119,7 +118,6 @@ class OmeroTableWriter(HeldUpload, TableWriter):
 
     def __init__(self, gate: CallGate, session: OmeroSession, name: str, schema: pa.Schema,
                  links: Sequence[tuple[str, int]], description: str, group_id: int) -> None:
-        check_hdf5_header(schema)  # before anything exists in OMERO
         self._gate, self._session = gate, session
         self._name, self._schema, self._links = name, schema, tuple(links)
         self._description = description

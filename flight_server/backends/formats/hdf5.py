@@ -14,7 +14,7 @@ The layout is what ``omero.hdfstorageV2.HdfStorage.initialize`` writes:
   Measurements table.
 
 Every file is checked before PyTables opens it
-(:func:`flight_server.hdf5_check.check_file`: plain, self-contained storage in
+(:func:`flight_server.backends.formats.hdf5_check.check_file`: plain, self-contained storage in
 this layout, nothing PyTables would unpickle), then its column types are
 checked against the stored dtypes. Writing refuses a table whose compound type
 cannot fit HDF5's object header (:func:`flight_protocol.columns.check_hdf5_header`).
@@ -25,29 +25,39 @@ libhdf5 is usually built without thread safety, so every PyTables call in this
 process goes through :data:`HDF5_LOCK` (as OMERO.tables does with its global
 lock). Callers hold it for one chunk at a time, never for a whole stream.
 
-HDF5's own file locks are switched off for the bridge process (see
-``flight_server/__init__.py``); the bridge's own files are guarded by
-:data:`HDF5_LOCK`.
+HDF5's own file locks (flock) are off in the bridge unless HDF5_USE_FILE_LOCKING
+says otherwise: OMERO.tables keeps the tables it has open locked for writing,
+which would stop direct reads beside OMERO, and libhdf5 reads this setting when
+PyTables (or h5py) first loads it, so this module sets it before importing them;
+every server module reaches libhdf5 through this module. The bridge writes each
+HDF5 file once, to a private temporary path, under its own :data:`HDF5_LOCK`.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import tables
 
 from flight_protocol import columns as cols
-from flight_server.backends.base import FileInfo, TableHandle
+from flight_server.backends.handles import FileInfo, OnClose, TableHandle
 from flight_server.errors import InvalidArgument, NotFound
-from flight_server.hdf5_check import check_file
 from flight_server.query import CheckedQuery
+
+# Before PyTables and h5py load libhdf5 (see the module docstring).
+os.environ.setdefault("HDF5_USE_FILE_LOCKING", "FALSE")
+
+import tables  # noqa: E402 - after the setting above
+
+from flight_server.backends.formats.hdf5_check import check_file  # noqa: E402 - loads h5py
 
 log = logging.getLogger(__name__)
 
@@ -196,21 +206,26 @@ def _expected_dtype(kind: str, dtype: np.dtype) -> bool:
         shape = dtype.shape
         return dtype.subdtype is not None and dtype.base == base and len(shape) == 1 \
             and shape[0] >= 1
-    return dtype.names is not None and [(n, dtype.fields[n][0]) for n in dtype.names] == _MASK_DTYPE
+    fields = dtype.fields
+    return dtype.names is not None and fields is not None \
+        and [(n, fields[n][0]) for n in dtype.names] == _MASK_DTYPE
 
 
 class H5Reader(TableHandle):
     """An open OMERO.tables file: its stored schema and chunked reads.
 
-    The file is checked first (:func:`flight_server.hdf5_check.check_file`): only plain,
-    self-contained OMERO.tables files are opened. Reads fetch whole HDF5 rows (the storage
-    keeps rows together) at most :data:`READ_BYTES` at a time and keep only the requested
-    columns, so memory follows the requested columns, not the table's width.
+    The file is checked first (:func:`.hdf5_check.check_file`): only plain, self-contained
+    OMERO.tables files are opened. Reads fetch whole HDF5 rows (the storage keeps rows
+    together) at most :data:`READ_BYTES` at a time and keep only the requested columns, so
+    memory follows the requested columns, not the table's width. ``on_close`` is called
+    once, by :meth:`close` (a backend's registry of open handles).
     """
 
-    def __init__(self, path: str | Path, info: FileInfo | None = None) -> None:
+    def __init__(self, path: str | Path, info: FileInfo | None = None,
+                 on_close: OnClose | None = None) -> None:
         self.path = Path(path)
         self._label = self.path.name
+        self._on_close = on_close
         if info is not None:
             self.info = info
             self._label = f"OriginalFile {info.file_id} ({info.name[:100]!r})"
@@ -241,7 +256,7 @@ class H5Reader(TableHandle):
                                       f"{kind.__name__}")
         types = [_text(t) for t in ome.ColumnTypes.read()]
         descriptions = [_text(d) for d in ome.ColumnDescriptions.read()]
-        self._masks = getattr(ome, "Measurements_masks", None)
+        self._masks: Any = getattr(ome, "Measurements_masks", None)
         names = list(self._table.description._v_names)
         if len(types) != len(names) or len(descriptions) != len(names):
             raise InvalidArgument(
@@ -258,7 +273,7 @@ class H5Reader(TableHandle):
                     f"{self._label}: column {name[:100]!r} is declared "
                     f"{cols.short_name(kind)} but stored as {self._table.dtype[name]}")
         if cols.MASK in kinds_of:
-            masks = self._masks
+            masks: Any = self._masks
             if (type(masks) is not tables.VLArray or type(masks.atom) is not tables.UInt8Atom
                     or masks.nrows < self._table.nrows):
                 raise InvalidArgument(f"{self._label}: /OME/Measurements_masks is not the "
@@ -357,3 +372,6 @@ class H5Reader(TableHandle):
         with HDF5_LOCK:
             if self._h5.isopen:
                 self._h5.close()
+        on_close, self._on_close = self._on_close, None
+        if on_close is not None:
+            on_close(self)

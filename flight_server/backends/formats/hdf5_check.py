@@ -15,14 +15,14 @@ can be made to run code while opening one:
 
 :func:`check_file` opens the file with h5py (its own libhdf5, no PyTables, no
 attribute unpickling) and refuses with :class:`InvalidArgument` anything but
-the OMERO.tables layout (see :mod:`flight_server.hdf5_layout`): a group
+the OMERO.tables layout (see :mod:`flight_server.backends.formats.hdf5`): a group
 ``/OME`` holding the datasets ``Measurements`` (a one-dimensional compound of
 numbers, fixed-width strings and fixed-size arrays), ``ColumnTypes`` and
 ``ColumnDescriptions`` (fixed-width strings) and, optionally,
 ``Measurements_masks`` (variable-length ``uint8``), every one reached by a
 hard link, stored in the file itself (contiguous, chunked or compact), with
 known filters only, and with attributes that are neither object references
-nor pickles. :class:`flight_server.hdf5_layout.H5Reader` calls it before
+nor pickles. :class:`flight_server.backends.formats.hdf5.H5Reader` calls it before
 PyTables opens the file, so every HDF5 read in the bridge (the embedded store
 and the OMERO backend's direct reads) goes through it.
 """
@@ -82,7 +82,7 @@ def _bad_dtype(dt: np.dtype) -> str | None:
         return "an object or region reference"
     if h5py.check_dtype(vlen=dt) is not None or dt.kind == "O":
         return "a variable-length value"
-    if dt.names:
+    if dt.names and dt.fields is not None:
         for name in dt.names:
             why = _bad_dtype(dt.fields[name][0])
             if why:

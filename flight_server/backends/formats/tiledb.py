@@ -28,7 +28,7 @@ from flight_protocol.tiledb import (
     secret_token,
     tiledb_module,
 )
-from flight_server.backends.base import FileInfo, TableHandle
+from flight_server.backends.handles import FileInfo, OnClose, TableHandle
 from flight_server.errors import InvalidArgument, NotFound
 from flight_server.query import CheckedQuery
 
@@ -56,9 +56,11 @@ def _inferred_field(attr: Any) -> pa.Field:
 class TileDBReader(TableHandle):
     """An open TileDB table: its stored schema and chunked reads straight into Arrow."""
 
-    def __init__(self, path: str | os.PathLike[str], info: FileInfo | None = None) -> None:
+    def __init__(self, path: str | os.PathLike[str], info: FileInfo | None = None,
+                 on_close: OnClose | None = None) -> None:
         tiledb = tiledb_module()
         self.path = Path(path)
+        self._on_close = on_close
         if info is not None:
             self.info = info
         self._lock = threading.Lock()
@@ -197,6 +199,9 @@ class TileDBReader(TableHandle):
     def close(self) -> None:
         with self._lock:
             self._array.close()
+        on_close, self._on_close = self._on_close, None
+        if on_close is not None:
+            on_close(self)
 
 
 def _runs(sorted_rows: np.ndarray) -> Iterator[slice]:

@@ -16,8 +16,6 @@ result: ``{"annotation_id"}``.
 
 from __future__ import annotations
 
-from typing import Any
-
 from flight_protocol import omero_plus
 from flight_protocol.messages import (
     ACTION_REGISTER_TABLE,

@@ -29,7 +29,7 @@ read as the caller, as before. With a valid grant the backend opens the table
 through :meth:`Backend.open_for_grant`: the embedded store checks the caller's
 permission again; an OMERO replica without the caller's session reads the HDF5
 file from OMERO's data directory, trusting the signature and expiry (the file
-still passes :mod:`flight_server.hdf5_check`).
+still passes :mod:`flight_server.backends.formats.hdf5_check`).
 """
 
 from __future__ import annotations

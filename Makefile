@@ -38,10 +38,12 @@ demo: $(VENV)/.base
 
 test: $(VENV)/.omero deploy-check
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
 	$(PY) -m pytest
 
 lint: $(VENV)/.base
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
 
 serve: $(VENV)/.base
 	$(VENV)/bin/omero-flight serve

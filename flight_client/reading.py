@@ -612,6 +612,10 @@ def get_table_size(
     return int(result["rows"]), int(result["columns"])
 
 
+#: Tables per ``list_tables`` request (the server's limit is 5,000).
+LIST_PAGE_SIZE = 1_000
+
+
 def list_tables(
     object_type: str | None = None,
     object_id: int | None = None,
@@ -631,6 +635,14 @@ def list_tables(
     body: dict[str, Any] = {}
     if object_type is not None:
         body = {"object_type": object_type, "object_id": _object_id(object_id, "object_id")}
+    tables: list[dict[str, Any]] = []
     with use_connection(omero_connector, server, port, username, password) as conn:
-        result = conn.transport.action(ACTION_LIST_TABLES, **body)
-    return list(result.get("tables", []))
+        token = None
+        while True:  # page by page: the server queries OMERO one bounded page at a time
+            page = {"page_size": LIST_PAGE_SIZE} if token is None else {
+                "page_size": LIST_PAGE_SIZE, "page_token": token}
+            result = conn.transport.action(ACTION_LIST_TABLES, **body, **page)
+            tables.extend(result.get("tables", []))
+            token = result.get("next_page_token")
+            if not token:
+                return tables

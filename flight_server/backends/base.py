@@ -81,6 +81,14 @@ class TableSummary:
 
 
 @dataclass(frozen=True)
+class TablePage:
+    """One page of a table listing; ``next_page_token`` is None on the last page."""
+
+    tables: list[TableSummary]
+    next_page_token: str | None = None
+
+
+@dataclass(frozen=True)
 class UploadResult:
     annotation_id: int
     file_id: int
@@ -197,6 +205,29 @@ class Backend(abc.ABC):
         self, caller: Caller, object_type: str | None = None, object_id: int | None = None
     ) -> list[TableSummary]:
         """Tables the caller can see; only those linked to the object when one is given."""
+
+    def list_tables_page(
+        self, caller: Caller, object_type: str | None = None, object_id: int | None = None,
+        page_size: int | None = None, page_token: str | None = None,
+    ) -> TablePage:
+        """One page of ``list_tables`` (see ``backends.paging``), after ``page_token``.
+
+        Backends that can page in their own store override this; this default pages
+        the whole listing by position.
+        """
+        from flight_server.backends.paging import page_size_of, position_of, token_after
+
+        size, after = page_size_of(page_size), position_of(page_token)
+        tables = self.list_tables(caller, object_type, object_id)
+        page = tables[after + 1:after + 1 + size]
+        more = after + 1 + size < len(tables)
+        return TablePage(page, token_after(after + size) if more else None)
+
+    def release_planned(self, caller: Caller, ref: TableRef, handle: TableHandle) -> None:
+        """A read was planned on ``handle`` (``get_flight_info``) and its ``do_get`` comes
+        next. Backends where opening a table is costly may keep it briefly for that read
+        (the next ``open_table`` of ``ref`` by the same sign-in); by default it is closed."""
+        handle.close()
 
     @abc.abstractmethod
     def create_file(

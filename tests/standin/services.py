@@ -76,14 +76,18 @@ class QueryI(omero.api.IQuery):
         parsed = hql.parse(query)
         group = self.sf.read_group(current)
         catalog = self.sf.catalog
-        roots = [r for r in catalog.of_kind(parsed.kind)
-                 if catalog.can_read(self.sf.user, r, group)]
-        rows = hql.run(parsed, roots, lambda rec, path: self._resolve(rec, path, group),
-                       _params(params))
+        values = _params(params)
         flt = getattr(params, "theFilter", None)
-        if flt is not None:
-            offset = unwrap(flt.offset) or 0
-            limit = unwrap(flt.limit)
+        offset = (unwrap(flt.offset) or 0) if flt is not None else 0
+        limit = unwrap(flt.limit) if flt is not None else None
+        self.sf.server.record_query(self.sf.user.name, query, values, offset, limit)
+
+        def roots_of(kind: str) -> list[Record]:
+            return [r for r in catalog.of_kind(kind) if catalog.can_read(self.sf.user, r, group)]
+
+        rows = hql.run(parsed, roots_of(parsed.kind),
+                       lambda rec, path: self._resolve(rec, path, group), values, roots_of)
+        if offset or limit is not None:
             rows = rows[offset:None if limit is None else offset + limit]
         return rows
 

@@ -26,6 +26,7 @@ from flight_server.backends.base import (
     FileInfo,
     FileWriter,
     TableHandle,
+    TablePage,
     TableRef,
     TableSummary,
     TableWriter,
@@ -33,7 +34,9 @@ from flight_server.backends.base import (
 from flight_server.backends.omero.calls import ALL_GROUPS, DEFAULT_MAX_CALLS, CallGate
 from flight_server.backends.omero.direct import DirectReads
 from flight_server.backends.omero.files import OmeroFileWriter, file_chunks
+from flight_server.backends.omero.listing import table_page
 from flight_server.backends.omero.lookup import Lookup
+from flight_server.backends.omero.parked import DEFAULT_LIFETIME, ParkedTables
 from flight_server.backends.omero.ping import RouterPing
 from flight_server.backends.omero.sessions import (
     DEFAULT_CALL_TIMEOUT,
@@ -46,6 +49,7 @@ from flight_server.backends.omero.sessions import (
 )
 from flight_server.backends.omero.tables import OmeroTable
 from flight_server.backends.omero.writer import OmeroTableWriter
+from flight_server.backends.paging import MAX_PAGE_SIZE
 from flight_server.errors import InvalidArgument, Unauthenticated
 from flight_server.streaming import guess_mimetype
 
@@ -58,6 +62,8 @@ class OmeroBackend(Backend):
     With ``data_dir`` (OMERO's data directory, readable here) tables are read
     directly from their HDF5 files once the caller's session has found them.
     ``call_timeout`` bounds every single OMERO call (seconds, Ice invocation timeout).
+    ``planned_lifetime``: seconds a table opened to plan a read stays open for that
+    read's ``do_get`` (``parked``; 0 opens it again).
     """
 
     name = "omero"
@@ -67,12 +73,15 @@ class OmeroBackend(Backend):
                  max_calls: int = DEFAULT_MAX_CALLS,
                  client_factory: ClientFactory = _client,
                  data_dir: str | Path | None = None,
-                 call_timeout: float = DEFAULT_CALL_TIMEOUT) -> None:
+                 call_timeout: float = DEFAULT_CALL_TIMEOUT,
+                 planned_lifetime: float = DEFAULT_LIFETIME) -> None:
         self.host, self.port = host, int(port)
         self.direct = DirectReads(data_dir) if data_dir is not None else None
         self.sessions = SessionManager(host, self.port, idle_timeout,
                                        with_call_timeout(client_factory, call_timeout))
         self.gate = CallGate(self.sessions, max_calls)
+        self.parked = ParkedTables(planned_lifetime)
+        self.sessions.on_close.append(self.parked.drop)
         self._secret = secrets.token_bytes(32)
         self.pinger = RouterPing(host, self.port, client_factory)
 
@@ -100,6 +109,7 @@ class OmeroBackend(Backend):
         return self._secret
 
     def close(self) -> None:
+        self.parked.close()
         self.sessions.close()
         self.pinger.close()
 
@@ -123,6 +133,9 @@ class OmeroBackend(Backend):
 
     def open_table(self, caller: Caller, ref: TableRef) -> TableHandle:
         session = self._session(caller)
+        planned = self.parked.take(session, ref)
+        if planned is not None:
+            return planned  # opened for this read's get_flight_info, moments ago
         ofile, info = self._lookup(caller).original_file(ref)
         if info.mimetype != TABLE_MIMETYPE:
             raise InvalidArgument(
@@ -141,9 +154,27 @@ class OmeroBackend(Backend):
         info = self.file_info(caller, ref)
         return file_chunks(self.gate, self._session(caller), info, chunk_size)
 
+    def release_planned(self, caller: Caller, ref: TableRef, handle: TableHandle) -> None:
+        self.parked.park(self._session(caller), ref, handle)
+
     def list_tables(self, caller: Caller, object_type: str | None = None,
                     object_id: int | None = None) -> list[TableSummary]:
-        return self._lookup(caller).tables(object_type, object_id)
+        """Every page of the listing, each one bounded query (``listing``)."""
+        tables: list[TableSummary] = []
+        token = None
+        while True:
+            page = self.list_tables_page(caller, object_type, object_id, MAX_PAGE_SIZE, token)
+            tables.extend(page.tables)
+            if page.next_page_token is None:
+                return tables
+            token = page.next_page_token
+
+    def list_tables_page(self, caller: Caller, object_type: str | None = None,
+                         object_id: int | None = None, page_size: int | None = None,
+                         page_token: str | None = None) -> TablePage:
+        with self.gate.call(self._session(caller), "listing tables") as sf:
+            return table_page(sf.getQueryService(), object_type, object_id, page_size,
+                              page_token)
 
     # -- writing ---------------------------------------------------------------------
 

@@ -162,8 +162,8 @@ class FlightService(flight.FlightServerBase):
             info = flight.FlightInfo(read.schema, descriptor, endpoints, read.total_records, -1,
                                      ordered=True, app_metadata=app_metadata)
             if planned:
-                kept = True
                 self.backend.release_planned(caller, streaming.ref_of(ticket), read.handle)
+                kept = True
             return info
         finally:
             if not kept:

@@ -144,36 +144,80 @@ def run(
     resolve: Callable[[Record, list[str]], Any],
     params: dict[str, Any],
     roots_of: Callable[[str], Iterable[Record]] | None = None,
+    visible: Callable[[Record], bool] | None = None,
+    *,
+    keyed_select: bool = False,
 ) -> list[list[Any]]:
     """Rows of selected values for the ``roots`` that meet every condition.
 
     ``resolve(record, fields)`` follows a field path from a record and returns a
     Record, a scalar, or None; ``roots_of(kind)`` gives the records a subquery
-    starts from (the caller's visible records of that kind).
+    starts from and ``visible(record)`` whether the caller may see a root.
+
+    Like a database's indexes and foreign keys, conditions on a root's own id or
+    on a reference's id (``l.child.id``: the link's column, not a join) are
+    checked first from the record itself, before visibility and joins, so a
+    query costs little per root it rejects; ``keyed_select`` answers such paths
+    in the select the same way (a subquery's ids).
     """
-    conditions = [_bound(cond, roots_of, resolve, params) for cond in query.conditions]
+    conditions = [_bound(cond, roots_of, resolve, params, visible)
+                  for cond in query.conditions]
+    keyed = [c for c in conditions if _is_keyed(_fields(c[0]))]
+    joined = [c for c in conditions if not _is_keyed(_fields(c[0]))]
     rows = []
     for root in roots:
-        if all(_holds(cond, root, resolve) for cond in conditions):
-            rows.append((root, [resolve(root, _fields(p)) for p in query.select]))
+        if not all(_holds(c, root, resolve) for c in keyed):
+            continue
+        if visible is not None and not visible(root):
+            continue
+        if all(_holds(c, root, resolve) for c in joined):
+            rows.append((root, [_value(root, _fields(p), resolve, keyed_select)
+                                for p in query.select]))
     if query.order:
-        rows.sort(key=lambda r: _sort_key(resolve(r[0], _fields(query.order))),
+        rows.sort(key=lambda r: _sort_key(_value(r[0], _fields(query.order), resolve, True)),
                   reverse=query.descending)
     return [values for _, values in rows]
+
+
+def _is_keyed(fields: list[str]) -> bool:
+    return fields == ["id"] or (len(fields) == 2 and fields[1] == "id")
+
+
+_UNKEYED = object()
+
+
+def _key(root: Record, fields: list[str]) -> Any:
+    """A root's own id or a reference's id, read from the record (``_UNKEYED`` if not so)."""
+    if fields == ["id"]:
+        return root.id
+    if len(fields) == 2 and fields[1] == "id":
+        ref = root.fields.get(fields[0])
+        if isinstance(ref, Ref):
+            return ref.id
+    return _UNKEYED
+
+
+def _value(root: Record, fields: list[str], resolve, keyed: bool) -> Any:
+    if keyed:
+        key = _key(root, fields)
+        if key is not _UNKEYED:
+            return key
+    return resolve(root, fields)
 
 
 def _fields(path: str) -> list[str]:
     return path.split(".")[1:]
 
 
-def _bound(cond, roots_of, resolve, params) -> tuple[str, str, Any]:
+def _bound(cond, roots_of, resolve, params, visible) -> tuple[str, str, Any]:
     """A condition with its parameter, or its subquery's answer (a set), filled in."""
     path, op, value = cond
     if isinstance(value, Query):
         if roots_of is None:
             raise UnsupportedQuery(f"no records to answer the subquery on {path}")
         return path, op, {_plain(v[0]) for v in run(value, roots_of(value.kind), resolve,
-                                                     params, roots_of)}
+                                                     params, roots_of, visible,
+                                                     keyed_select=True)}
     if isinstance(value, str) and value.startswith(":"):
         name = value[1:]
         if name not in params:
@@ -192,7 +236,7 @@ def _plain(value: Any) -> Any:
 
 def _holds(cond, root, resolve) -> bool:
     path, op, value = cond
-    actual = _plain(resolve(root, _fields(path)))
+    actual = _plain(_value(root, _fields(path), resolve, True))
     if op == "in":
         return actual in value
     if op == "eq":

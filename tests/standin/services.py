@@ -82,11 +82,12 @@ class QueryI(omero.api.IQuery):
         limit = unwrap(flt.limit) if flt is not None else None
         self.sf.server.record_query(self.sf.user.name, query, values, offset, limit)
 
-        def roots_of(kind: str) -> list[Record]:
-            return [r for r in catalog.of_kind(kind) if catalog.can_read(self.sf.user, r, group)]
+        def visible(record: Record) -> bool:
+            return catalog.can_read(self.sf.user, record, group)
 
-        rows = hql.run(parsed, roots_of(parsed.kind),
-                       lambda rec, path: self._resolve(rec, path, group), values, roots_of)
+        rows = hql.run(parsed, catalog.of_kind(parsed.kind),
+                       lambda rec, path: self._resolve(rec, path, group), values,
+                       catalog.of_kind, visible)
         if offset or limit is not None:
             rows = rows[offset:None if limit is None else offset + limit]
         return rows

@@ -160,10 +160,12 @@ def run(
     query costs little per root it rejects; ``keyed_select`` answers such paths
     in the select the same way (a subquery's ids).
     """
-    conditions = [_bound(cond, roots_of, resolve, params, visible)
-                  for cond in query.conditions]
-    keyed = [c for c in conditions if _is_keyed(_fields(c[0]))]
-    joined = [c for c in conditions if not _is_keyed(_fields(c[0]))]
+    conditions = [(_fields(path), op, value) for path, op, value in
+                  (_bound(cond, roots_of, resolve, params, visible)
+                   for cond in query.conditions)]
+    keyed = [c for c in conditions if _is_keyed(c[0])]
+    joined = [c for c in conditions if not _is_keyed(c[0])]
+    selects = [_fields(p) for p in query.select]
     rows = []
     for root in roots:
         if not all(_holds(c, root, resolve) for c in keyed):
@@ -171,8 +173,7 @@ def run(
         if visible is not None and not visible(root):
             continue
         if all(_holds(c, root, resolve) for c in joined):
-            rows.append((root, [_value(root, _fields(p), resolve, keyed_select)
-                                for p in query.select]))
+            rows.append((root, [_value(root, f, resolve, keyed_select) for f in selects]))
     if query.order:
         rows.sort(key=lambda r: _sort_key(_value(r[0], _fields(query.order), resolve, True)),
                   reverse=query.descending)
@@ -235,8 +236,8 @@ def _plain(value: Any) -> Any:
 
 
 def _holds(cond, root, resolve) -> bool:
-    path, op, value = cond
-    actual = _plain(_value(root, _fields(path), resolve, True))
+    fields, op, value = cond
+    actual = _plain(_value(root, fields, resolve, True))
     if op == "in":
         return actual in value
     if op == "eq":

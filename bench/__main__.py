@@ -26,7 +26,7 @@ def main() -> None:
                         help="small tables (CI); figures go to bench/results/smoke/")
     parser.add_argument("--rows", type=int, nargs="+",
                         help="table sizes for the memory benchmark (default 1M, 5M and 10M rows)")
-    parser.add_argument("--only", choices=["memory", "outputs", "perf", "soak", "sql"],
+    parser.add_argument("--only", choices=["memory", "outputs", "perf", "soak", "sql", "listings"],
                         help="run only one benchmark (default: all of them)")
     args = parser.parse_args()
     sizes = args.rows or ([100_000, 400_000] if args.smoke else [1_000_000, 5_000_000, 10_000_000])
@@ -48,6 +48,12 @@ def main() -> None:
 
         sql.run(200_000 if args.smoke else 5_000_000, 1 if args.smoke else 3,
                 out_dir / "sql.json")
+    if args.only in (None, "listings"):
+        from bench import listings
+
+        listings.run(listings.SMOKE if args.smoke else listings.FULL,
+                     out_dir / "listings.json",
+                     ("python -m bench " + shlex.join(sys.argv[1:])).strip())
     if args.only in (None, "perf"):
         from bench import perf
 

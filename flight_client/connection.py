@@ -48,6 +48,9 @@ from flight_protocol.messages import (
 
 LOGGER = logging.getLogger(__name__)
 
+#: Tables per ``list_tables`` request (the server's limit is 5,000).
+LIST_PAGE_SIZE = 1_000
+
 KEEP_ALIVE_SECONDS = 60.0
 #: Seconds the unauthenticated call that asks whether a bridge wants a sign-in may take.
 PROBE_TIMEOUT = 10.0
@@ -296,8 +299,17 @@ class Connection:
         if object_type is not None:
             body = {"object_type": object_type,
                     "object_id": _selection.object_id(object_id, "object_id")}
-        result = self.transport.action(ACTION_LIST_TABLES, **body)
-        return list(result.get("tables", []))
+        tables: list[dict[str, Any]] = []
+        token = None
+        while True:  # page by page: the server queries OMERO one bounded page at a time
+            page: dict[str, Any] = {"page_size": LIST_PAGE_SIZE}
+            if token is not None:
+                page["page_token"] = token
+            result = self.transport.action(ACTION_LIST_TABLES, **body, **page)
+            tables.extend(result.get("tables", []))
+            token = result.get("next_page_token")
+            if not token:
+                return tables
 
     def upload(
         self,

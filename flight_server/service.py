@@ -50,7 +50,7 @@ from flight_server.auth import (
     TokenSigner,
     caller_of,
 )
-from flight_server.backends.base import Backend, Caller, FileInfo, TableSummary
+from flight_server.backends.base import Backend, Caller, FileInfo, TablePage
 from flight_server.errors import InvalidArgument, Unavailable, flight_errors, schema_errors
 
 log = logging.getLogger(__name__)
@@ -63,7 +63,8 @@ ACTIONS = {
     ACTION_TABLE_SIZE: "Body: a table ticket -> {rows, columns}",
     ACTION_TABLE_COLUMNS: "Body: a table ticket -> {columns: [{name, type, description}]}",
     ACTION_FILE_INFO: "Body: a table or file ticket -> the OriginalFile's details",
-    ACTION_LIST_TABLES: "Body: {object_type?, object_id?} -> {tables: [...]}",
+    ACTION_LIST_TABLES: "Body: {object_type?, object_id?, page_size?, page_token?} -> "
+                        "{tables: [...], next_page_token}",
     ACTION_WHOAMI: "The authenticated user",
     ACTION_LOGOUT: "End this sign-in (the OMERO backend closes the user's OMERO session)",
     registration.ACTION_REGISTER_TABLE: registration.DESCRIPTION,
@@ -142,8 +143,12 @@ class FlightService(flight.FlightServerBase):
     # -- reads -----------------------------------------------------------------------
 
     def _table_info(self, caller: Caller, ticket: TableTicket,
-                    descriptor: flight.FlightDescriptor) -> flight.FlightInfo:
+                    descriptor: flight.FlightDescriptor, *, planned: bool = True,
+                    app_metadata: bytes = b"") -> flight.FlightInfo:
+        """The read's FlightInfo; ``planned``: its do_get follows, so the backend may keep
+        the table open for it (``Backend.release_planned``), not so for a listing."""
         read = streaming.plan_read(self.backend, caller, ticket)
+        kept = False
         try:
             until = time.time() + self.signer.lifetime
             expires = pa.scalar(int(until * 1e9), type=pa.timestamp("ns", tz="UTC"))
@@ -155,10 +160,15 @@ class FlightService(flight.FlightServerBase):
                                       app_metadata=streaming.endpoint_metadata(t))
                 for i, t in enumerate(streaming.split_ticket(read, self.split_rows))
             ]
-            return flight.FlightInfo(read.schema, descriptor, endpoints, read.total_records, -1,
-                                     ordered=True)
+            info = flight.FlightInfo(read.schema, descriptor, endpoints, read.total_records, -1,
+                                     ordered=True, app_metadata=app_metadata)
+            if planned:
+                self.backend.release_planned(caller, streaming.ref_of(ticket), read.handle)
+                kept = True
+            return info
         finally:
-            read.close()
+            if not kept:
+                read.close()
 
     def get_flight_info(self, context: flight.ServerCallContext,
                         descriptor: flight.FlightDescriptor) -> flight.FlightInfo:
@@ -218,12 +228,15 @@ class FlightService(flight.FlightServerBase):
         with flight_errors():
             caller = caller_of(context)
             body = decode_body(criteria, "list_flights criteria", allowed=self.LIST_FIELDS)
-            tables = self._list(caller, body)
+            page = self._list(caller, body)
             infos = []
-            for summary in tables:
+            for i, summary in enumerate(page.tables):
                 ticket = TableTicket(file_id=summary.file.file_id)
                 descriptor = flight.FlightDescriptor.for_command(ticket.encode())
-                infos.append(self._table_info(caller, ticket, descriptor))
+                last = i == len(page.tables) - 1 and page.next_page_token is not None
+                metadata = encode_body(next_page_token=page.next_page_token) if last else b""
+                infos.append(self._table_info(caller, ticket, descriptor, planned=False,
+                                              app_metadata=metadata))
         yield from infos
 
     # -- writes ----------------------------------------------------------------------
@@ -332,21 +345,27 @@ class FlightService(flight.FlightServerBase):
                                                                streaming.ref_of(request))))
 
     def _action_list_tables(self, caller: Caller, raw: bytes) -> bytes:
+        page = self._list(caller, decode_body(raw, "list_tables body", allowed=self.LIST_FIELDS))
         tables = [
             {**_file_json(s.file), "links": [list(link) for link in s.links], "rows": s.rows}
-            for s in self._list(caller, decode_body(raw, "list_tables body",
-                                                    allowed=self.LIST_FIELDS))
+            for s in page.tables
         ]
-        return encode_body(tables=tables)
+        return encode_body(tables=tables, next_page_token=page.next_page_token)
 
     # -- helpers ---------------------------------------------------------------------
 
-    LIST_FIELDS = ("object_type", "object_id")
+    LIST_FIELDS = ("object_type", "object_id", "page_size", "page_token")
 
-    def _list(self, caller: Caller, body: dict[str, object]) -> list[TableSummary]:
-        # The backend contract checks both (Backend.list_tables).
-        return self.backend.list_tables(caller, body.get("object_type"),  # type: ignore[arg-type]
-                                        body.get("object_id"))  # type: ignore[arg-type]
+    def _list(self, caller: Caller, body: dict[str, object]) -> TablePage:
+        """A listing: one page when the body names a page size or token, else every table.
+        The backend contract checks every field (Backend.list_tables_page)."""
+        object_type, object_id = body.get("object_type"), body.get("object_id")
+        page_size, page_token = body.get("page_size"), body.get("page_token")
+        if page_size is None and page_token is None:
+            return TablePage(self.backend.list_tables(
+                caller, object_type, object_id))  # type: ignore[arg-type]
+        return self.backend.list_tables_page(
+            caller, object_type, object_id, page_size, page_token)  # type: ignore[arg-type]
 
     @staticmethod
     def _decode_command(descriptor: flight.FlightDescriptor, what: str = "descriptor"):

@@ -44,16 +44,19 @@ from flight_server.backends.handles import (
     OnClose,
     OpenHandles,
     TableHandle,
+    TablePage,
     TableRef,
     TableSummary,
     TableWriter,
     UploadResult,
 )
+from flight_server.backends.paging import page_size_of, position_of
 from flight_server.errors import InvalidArgument
 
 __all__ = [
     "TABLE_MIMETYPE", "Backend", "Caller", "FileInfo", "FileWriter", "Links", "OnClose",
-    "OpenHandles", "TableHandle", "TableRef", "TableSummary", "TableWriter", "UploadResult",
+    "OpenHandles", "TableHandle", "TablePage", "TableRef", "TableSummary", "TableWriter",
+    "UploadResult",
     "check_table_file", "checked_links", "guess_mimetype",
 ]
 
@@ -136,20 +139,51 @@ class Backend(abc.ABC):
             raise InvalidArgument(f"chunk_size must be a positive integer, got {chunk_size!r}")
         return self._read_file(caller, ref, chunk_size)
 
+    @staticmethod
+    def _listing_object(object_type: str | None,
+                        object_id: int | None) -> tuple[str | None, int | None]:
+        """A listing's object, checked and spelled as OMERO does."""
+        if object_type is None:
+            if object_id is not None:
+                raise InvalidArgument("object_id needs an object_type")
+            return None, None
+        _checked(check_text, object_type, "object_type", 100)
+        kind, checked_id = checked_links(
+            [(object_type, 1 if object_id is None else object_id)])[0]
+        return kind, None if object_id is None else checked_id
+
     def list_tables(
         self, caller: Caller, object_type: str | None = None, object_id: int | None = None
     ) -> list[TableSummary]:
         """Tables the caller can see; only those linked to the object (or to any object
         of the type, without ``object_id``) when one is given."""
-        if object_type is None:
-            if object_id is not None:
-                raise InvalidArgument("object_id needs an object_type")
-        else:
-            _checked(check_text, object_type, "object_type", 100)
-            object_type, checked_id = checked_links(
-                [(object_type, 1 if object_id is None else object_id)])[0]
-            object_id = None if object_id is None else checked_id
-        return self._list_tables(caller, object_type, object_id)
+        from flight_server.backends.paging import MAX_PAGE_SIZE
+
+        kind, oid = self._listing_object(object_type, object_id)
+        tables: list[TableSummary] = []
+        after = -1
+        while True:  # page by page: each page is one bounded query in the backend's store
+            page = self._list_tables_page(caller, kind, oid, MAX_PAGE_SIZE, after)
+            tables.extend(page.tables)
+            if page.next_page_token is None:
+                return tables
+            after = position_of(page.next_page_token)
+
+    def list_tables_page(
+        self, caller: Caller, object_type: str | None = None, object_id: int | None = None,
+        page_size: int | None = None, page_token: str | None = None,
+    ) -> TablePage:
+        """One page of ``list_tables`` after ``page_token`` (see ``backends.paging``): at
+        most ``page_size`` tables, and the token of the next page (None on the last)."""
+        size, after = page_size_of(page_size), position_of(page_token)
+        return self._list_tables_page(caller, *self._listing_object(object_type, object_id),
+                                      size, after)
+
+    def release_planned(self, caller: Caller, ref: TableRef, handle: TableHandle) -> None:
+        """A read was planned on ``handle`` (``get_flight_info``) and its ``do_get`` comes
+        next. Backends where opening a table is costly may keep it briefly for that read
+        (the next ``open_table`` of ``ref`` by the same sign-in); by default it is closed."""
+        handle.close()
 
     # -- writing: checks, then the hooks -----------------------------------------------
 
@@ -259,9 +293,11 @@ class Backend(abc.ABC):
         """``read_file`` after the shared checks."""
 
     @abc.abstractmethod
-    def _list_tables(self, caller: Caller, object_type: str | None,
-                     object_id: int | None) -> list[TableSummary]:
-        """``list_tables`` with a checked, OMERO-spelled object type."""
+    def _list_tables_page(self, caller: Caller, object_type: str | None,
+                          object_id: int | None, size: int, after: int) -> TablePage:
+        """``list_tables_page`` with checked arguments (an OMERO-spelled object type): at
+        most ``size`` tables, in a stable order, after the position ``after`` (-1: from the
+        start), and the token naming the last one when more follow."""
 
     @abc.abstractmethod
     def _create_table(self, caller: Caller, name: str, schema: pa.Schema, links: Links,

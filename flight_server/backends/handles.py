@@ -78,6 +78,14 @@ class TableSummary:
 
 
 @dataclass(frozen=True)
+class TablePage:
+    """One page of a table listing; ``next_page_token`` is None on the last page."""
+
+    tables: list[TableSummary]
+    next_page_token: str | None = None
+
+
+@dataclass(frozen=True)
 class UploadResult:
     annotation_id: int
     file_id: int

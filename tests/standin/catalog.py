@@ -83,6 +83,7 @@ class Catalog:
         self.groups: dict[int, Group] = {}
         self.users: dict[int, User] = {}
         self.records: dict[tuple[str, int], Record] = {}
+        self._by_kind: dict[str, dict[int, Record]] = {}  # the same records, per kind
         self._sequences: dict[str, int] = {}
         self._group_seq = 2
         self._user_seq = 1
@@ -137,6 +138,7 @@ class Catalog:
             self._sequences[kind] = next_id
             record = Record(kind, next_id, owner_id, group_id, dict(fields))
             self.records[(kind, next_id)] = record
+            self._by_kind.setdefault(kind, {})[next_id] = record
             return record
 
     def get(self, kind: str, record_id: int) -> Record | None:
@@ -146,10 +148,11 @@ class Catalog:
     def delete(self, kind: str, record_id: int) -> None:
         with self.lock:
             self.records.pop((kind, record_id), None)
+            self._by_kind.get(kind, {}).pop(record_id, None)
 
     def of_kind(self, kind: str) -> list[Record]:
         with self.lock:
-            return [r for (k, _), r in self.records.items() if k == kind]
+            return list(self._by_kind.get(kind, {}).values())
 
     # Permissions --------------------------------------------------------
 

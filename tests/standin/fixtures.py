@@ -3,7 +3,8 @@
 - ``omero_standin`` (session): a running stand-in in its own process, with
   ``.host``, ``.port`` (SSL, for ``omero.client(host, port)``), ``.tcp_port``,
   ``.data_dir``, ``.root_password``, ``.seed`` (a ``Seeder``), ``.passwords``,
-  ``.open_tables()`` and ``.login(user)``.
+  ``.open_tables()``, ``.table_opens(file_id)``, ``.queries()`` (the HQL sent)
+  and ``.login(user)``.
 - ``omero_world`` (session): two users, ``alice`` and ``bob``, both in a
   private group ``private-lab`` (rw----) and a read-only group ``shared-lab``
   (rwr---), plus an Image in each group owned by alice.
@@ -52,6 +53,18 @@ class Standin:
     def open_tables(self) -> list[dict[str, Any]]:
         """Tables currently open on the stand-in (OMERO.tables' view)."""
         return self.status()["open_tables"]
+
+    def table_opens(self, file_id: int) -> int:
+        """How many times OriginalFile ``file_id`` has been opened as a table so far."""
+        return int(self.status().get("table_opens", {}).get(str(file_id), 0))
+
+    def queries(self) -> list[dict[str, Any]]:
+        """Every HQL query sent so far: ``{user, hql, params, offset, limit, time}``, in order
+        (list parameters appear as ``{"list": length}``)."""
+        log = self.data_dir / "standin-hql.jsonl"
+        if not log.exists():
+            return []
+        return [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
 
     def wait_for_open_tables(self, condition: Callable[[list[dict[str, Any]]], bool],
                              timeout: float = 10.0) -> list[dict[str, Any]]:

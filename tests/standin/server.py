@@ -9,8 +9,10 @@ Listens on loopback with an SSL endpoint (``--port``, what
 (``--tcp-port``, for ``omero.client("tcp://127.0.0.1:PORT")``, like 4063).
 Port 0 picks a free port. When ready it prints one line ``OMERO stand-in
 ready {json}`` and writes the same JSON (host, port, tcp_port, pid,
-status_file) to ``--ready-file``. The status file (JSON: open tables and
-sessions) is rewritten whenever a table opens or closes.
+status_file) to ``--ready-file``. The status file (JSON: open tables, how many
+times each table was opened, and sessions) is rewritten whenever a table opens
+or closes. Every HQL query is appended to ``<data dir>/standin-hql.jsonl`` (one
+JSON object a line: user, hql, params with lists as their lengths, offset, limit).
 """
 
 from __future__ import annotations
@@ -89,6 +91,10 @@ class StandinServer:
         self.repository_id = repo.id
         self._tables_lock = threading.RLock()
         self._tables: dict[str, Any] = {}
+        self._opens: dict[int, int] = {}  # OriginalFile id -> times opened as a table
+        self.hql_log = self.data_dir / "standin-hql.jsonl"
+        self.hql_log.unlink(missing_ok=True)
+        self._hql_lock = threading.Lock()
         self.faults = TableFaults(self.data_dir)  # test hook: see tests.standin.faults
         self._stop = threading.Event()
         self.router = RouterI(self)
@@ -153,9 +159,20 @@ class StandinServer:
 
     # Tables --------------------------------------------------------------
 
+    def record_query(self, user: str, hql: str, params: dict[str, Any], offset: int,
+                     limit: int | None) -> None:
+        """Log one HQL query (lists as their lengths: what tests check is their size)."""
+        shown = {k: {"list": len(v)} if isinstance(v, list | tuple | set) else v
+                 for k, v in params.items()}
+        line = json.dumps({"user": user, "hql": hql, "params": shown, "offset": offset,
+                           "limit": limit, "time": time.time()}, default=str)
+        with self._hql_lock, self.hql_log.open("a") as log:
+            log.write(line + "\n")
+
     def table_opened(self, table: Any) -> None:
         with self._tables_lock:
             self._tables[table.uuid] = table
+            self._opens[table.record.id] = self._opens.get(table.record.id, 0) + 1
             table.sf.tables[table.uuid] = table
         self.write_status()
 
@@ -198,7 +215,8 @@ class StandinServer:
                  "session": t.sf.session.uuid, "opened": t.opened}
                 for t in self._tables.values()
             ]
-        return {"pid": os.getpid(), "open_tables": tables,
+            opens = {str(k): v for k, v in self._opens.items()}
+        return {"pid": os.getpid(), "open_tables": tables, "table_opens": opens,
                 "table_calls": self.faults.counts(),
                 "open_sessions": self.sessions.open_count(), "time": time.time()}
 

@@ -76,16 +76,32 @@ class QueryI(omero.api.IQuery):
         parsed = hql.parse(query)
         group = self.sf.read_group(current)
         catalog = self.sf.catalog
-        roots = [r for r in catalog.of_kind(parsed.kind)
-                 if catalog.can_read(self.sf.user, r, group)]
-        rows = hql.run(parsed, roots, lambda rec, path: self._resolve(rec, path, group),
-                       _params(params))
+        values = _params(params)
         flt = getattr(params, "theFilter", None)
-        if flt is not None:
-            offset = unwrap(flt.offset) or 0
-            limit = unwrap(flt.limit)
+        offset = (unwrap(flt.offset) or 0) if flt is not None else 0
+        limit = unwrap(flt.limit) if flt is not None else None
+        self.sf.server.record_query(self.sf.user.name, query, values, offset, limit)
+
+        def visible(record: Record) -> bool:
+            return catalog.can_read(self.sf.user, record, group)
+
+        rows = hql.run(parsed, self._roots(parsed, values),
+                       lambda rec, path: self._resolve(rec, path, group), values,
+                       catalog.of_kind, visible)
+        if offset or limit is not None:
             rows = rows[offset:None if limit is None else offset + limit]
         return rows
+
+    def _roots(self, parsed: hql.Query, values: dict[str, Any]) -> list[Record]:
+        """The records a query starts from: one, by primary key, for ``x.id = ...``."""
+        for path, op, value in parsed.conditions:
+            if path == f"{parsed.alias}.id" and op == "eq":
+                if isinstance(value, str) and value.startswith(":"):
+                    value = values.get(value[1:])
+                record = self.sf.catalog.get(parsed.kind, value) \
+                    if isinstance(value, int) else None
+                return [record] if record is not None else []
+        return self.sf.catalog.of_kind(parsed.kind)
 
     def _resolve(self, record: Record | None, path: list[str], group: int) -> Any:
         """Follow ``path`` from ``record``; hidden or missing objects resolve to None."""
@@ -107,9 +123,9 @@ class QueryI(omero.api.IQuery):
                     return {"id": grp.id, "name": grp.name}.get(rest[1] if len(rest) > 1
                                                                 else "id")
                 raise hql.UnsupportedQuery(f"unsupported details path {'.'.join(path)}")
-            known = set(REFERENCES.get(value.kind, {})) | set(value.fields)
-            if name not in known and name not in ("name", "description", "ns", "mimetype",
-                                                  "size", "hash", "path"):
+            if name not in value.fields and name not in REFERENCES.get(value.kind, ()) \
+                    and name not in ("name", "description", "ns", "mimetype", "size", "hash",
+                                     "path"):
                 raise hql.UnsupportedQuery(f"{value.kind} has no field {name!r}")
             field = value.fields.get(name)
             if isinstance(field, Ref):

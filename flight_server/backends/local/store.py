@@ -51,6 +51,7 @@ from flight_server.backends.base import (
     Links,
     OpenHandles,
     TableHandle,
+    TablePage,
     TableRef,
     TableSummary,
     TableWriter,
@@ -60,6 +61,7 @@ from flight_server.backends.base import (
 from flight_server.backends.formats.hdf5 import H5Reader, H5Writer
 from flight_server.backends.local.catalog import FILE_COLUMNS, FILE_JOINS, PERMISSIONS, Catalog
 from flight_server.backends.local.passwords import hash_password, verify_password, verify_unknown
+from flight_server.backends.paging import token_after
 from flight_server.errors import (
     AlreadyExists,
     InvalidArgument,
@@ -390,29 +392,39 @@ class LocalStore(Backend):
 
         return chunks()
 
-    def _list_tables(
-        self, caller: Caller, object_type: str | None, object_id: int | None
-    ) -> list[TableSummary]:
-        sql = f"SELECT {FILE_COLUMNS} FROM {FILE_JOINS} WHERE f.mimetype = ? AND f.is_table = 1"
+    def _list_tables_page(self, caller: Caller, object_type: str | None,
+                          object_id: int | None, size: int, after: int) -> TablePage:
+        """Up to ``size`` tables by file id, after the file id ``after``."""
+        sql = (f"SELECT {FILE_COLUMNS} FROM {FILE_JOINS} WHERE f.mimetype = ? "
+               "AND f.is_table = 1 AND f.id > ?")
         args: list[object] = [TABLE_MIMETYPE]
         if object_type is not None:
             sql += (" AND EXISTS (SELECT 1 FROM links l WHERE l.annotation_id = a.id "
                     "AND l.object_type = ?" + (" AND l.object_id = ?)" if object_id is not None
                                               else ")"))
-            args.append(object_type)
-            if object_id is not None:
-                args.append(object_id)
-        out = []
-        for row in self.catalog.query(sql + " ORDER BY f.id", args):
-            if not self._can_read(caller, row):
-                continue
-            links = self.catalog.query(
-                "SELECT object_type, object_id FROM links WHERE annotation_id = ? "
-                "ORDER BY object_type, object_id", (row["annotation_id"],))
-            out.append(TableSummary(_file_info(row),
-                                    tuple((r["object_type"], r["object_id"]) for r in links),
-                                    row["rows"]))
-        return out
+        out: list[TableSummary] = []
+        while len(out) < size:
+            wanted = size - len(out)
+            values = [*args, after]
+            if object_type is not None:
+                values.append(object_type)
+                if object_id is not None:
+                    values.append(object_id)
+            rows = self.catalog.query(sql + " ORDER BY f.id LIMIT ?", [*values, wanted])
+            for row in rows:
+                if not self._can_read(caller, row):
+                    continue
+                links = self.catalog.query(
+                    "SELECT object_type, object_id FROM links WHERE annotation_id = ? "
+                    "ORDER BY object_type, object_id", (row["annotation_id"],))
+                out.append(TableSummary(_file_info(row),
+                                        tuple((r["object_type"], r["object_id"])
+                                              for r in links),
+                                        row["rows"]))
+            if len(rows) < wanted:
+                return TablePage(out, None)
+            after = rows[-1]["file_id"]
+        return TablePage(out, token_after(after))
 
     # -- writing ---------------------------------------------------------------------
 

@@ -24,15 +24,17 @@ from flight_server.backends.base import (
     FileWriter,
     Links,
     TableHandle,
+    TablePage,
     TableRef,
-    TableSummary,
     TableWriter,
     check_table_file,
 )
 from flight_server.backends.omero.calls import ALL_GROUPS, DEFAULT_MAX_CALLS, CallGate
 from flight_server.backends.omero.direct import DirectReads
 from flight_server.backends.omero.files import OmeroFileWriter, file_chunks
+from flight_server.backends.omero.listing import table_page
 from flight_server.backends.omero.lookup import Lookup
+from flight_server.backends.omero.parked import DEFAULT_LIFETIME, ParkedTables
 from flight_server.backends.omero.ping import RouterPing
 from flight_server.backends.omero.sessions import (
     DEFAULT_CALL_TIMEOUT,
@@ -56,6 +58,8 @@ class OmeroBackend(Backend):
     With ``data_dir`` (OMERO's data directory, readable here) tables are read
     directly from their HDF5 files once the caller's session has found them.
     ``call_timeout`` bounds every single OMERO call (seconds, Ice invocation timeout).
+    ``planned_lifetime``: seconds a table opened to plan a read stays open for that
+    read's ``do_get`` (``parked``; 0 opens it again).
     """
 
     name = "omero"
@@ -67,12 +71,15 @@ class OmeroBackend(Backend):
                  max_calls: int = DEFAULT_MAX_CALLS,
                  client_factory: ClientFactory = _client,
                  data_dir: str | Path | None = None,
-                 call_timeout: float = DEFAULT_CALL_TIMEOUT) -> None:
+                 call_timeout: float = DEFAULT_CALL_TIMEOUT,
+                 planned_lifetime: float = DEFAULT_LIFETIME) -> None:
         self.host, self.port = host, int(port)
         self.direct = DirectReads(data_dir) if data_dir is not None else None
         self.sessions = SessionManager(host, self.port, idle_timeout,
                                        with_call_timeout(client_factory, call_timeout))
         self.gate = CallGate(self.sessions, max_calls)
+        self.parked = ParkedTables(planned_lifetime)
+        self.sessions.on_close.append(self.parked.drop)
         self._secret = secrets.token_bytes(32)
         self.pinger = RouterPing(host, self.port, client_factory)
 
@@ -100,6 +107,7 @@ class OmeroBackend(Backend):
         return self._secret
 
     def close(self) -> None:
+        self.parked.close()
         self.sessions.close()
         self.pinger.close()
 
@@ -127,6 +135,9 @@ class OmeroBackend(Backend):
 
     def _open_table(self, caller: Caller, ref: TableRef) -> TableHandle:
         session = self._session(caller)
+        planned = self.parked.take(session, ref)
+        if planned is not None:
+            return planned  # opened for this read's get_flight_info, moments ago
         ofile, info = self._lookup(caller).original_file(ref)
         check_table_file(ref, info)
         if self.direct is not None:
@@ -154,9 +165,13 @@ class OmeroBackend(Backend):
         info = self._file_info(caller, ref)
         return file_chunks(self.gate, self._session(caller), info, chunk_size)
 
-    def _list_tables(self, caller: Caller, object_type: str | None,
-                     object_id: int | None) -> list[TableSummary]:
-        return self._lookup(caller).tables(object_type, object_id)
+    def release_planned(self, caller: Caller, ref: TableRef, handle: TableHandle) -> None:
+        self.parked.park(self._session(caller), ref, handle)
+
+    def _list_tables_page(self, caller: Caller, object_type: str | None,
+                          object_id: int | None, size: int, after: int) -> TablePage:
+        with self.gate.call(self._session(caller), "listing tables") as sf:
+            return table_page(sf.getQueryService(), object_type, object_id, size, after)
 
     # -- writing ---------------------------------------------------------------------
 

@@ -1,4 +1,4 @@
-"""Finding OMERO objects as the caller: OriginalFiles, FileAnnotations, link targets, listings.
+"""Finding OMERO objects as the caller: OriginalFiles, FileAnnotations, link targets.
 
 All queries run across the caller's groups (``omero.group: -1``), so OMERO
 decides what the caller sees: something they may not read looks exactly like
@@ -6,7 +6,7 @@ something that does not exist. A FileAnnotation the caller may read can point
 at an OriginalFile they may not (an annotation in a shared group on a file in
 someone's private group): the file itself is always looked up again as the
 caller, and a file the caller cannot see is "not found", whatever led to it,
-in listings too. Nothing about a hidden file (name, owner, group) is told.
+in listings too (``listing``). Nothing about a hidden file (name, owner, group) is told.
 
 Object kinds in HQL come only from the link allowlist
 (``flight_protocol.messages.normalize_links``); ids always travel as query
@@ -23,7 +23,7 @@ import omero
 import omero.sys
 from omero.rtypes import rlist, rlong, rstring, unwrap
 
-from flight_server.backends.base import TABLE_MIMETYPE, FileInfo, TableRef, TableSummary
+from flight_server.backends.base import FileInfo, TableRef
 from flight_server.backends.omero.calls import ALL_GROUPS, CallGate
 from flight_server.backends.omero.sessions import OmeroSession
 from flight_server.errors import InvalidArgument, NotFound, PermissionDenied
@@ -35,11 +35,6 @@ _FILE_BY_ID = f"select f from OriginalFile f {_DETAILS} where f.id = :id"
 _ANNOTATION_BY_ID = (f"select fa from FileAnnotation fa join fetch fa.file f {_DETAILS} "
                      "where fa.id = :id")
 _ANNOTATIONS_OF_FILE = "select fa from FileAnnotation fa where fa.file.id = :id order by fa.id"
-_ALL_TABLES = (f"select fa from FileAnnotation fa join fetch fa.file f {_DETAILS} "
-               "where f.mimetype = :mimetype order by fa.id")
-_VISIBLE_FILES = "select f.id from OriginalFile f where f.id in (:ids)"
-_SOME_TABLES = (f"select fa from FileAnnotation fa join fetch fa.file f {_DETAILS} "
-                "where fa.id in (:ids) and f.mimetype = :mimetype order by fa.id")
 
 
 def query_params(**values: Any) -> Any:
@@ -132,51 +127,3 @@ class Lookup:
                 f"all link targets must be in one OMERO group: {first[1][0]} {first[1][1]} is "
                 f"in group {first[0]}, but {odd}")
         return next(iter(groups))
-
-    def tables(self, object_type: str | None, object_id: int | None) -> list[TableSummary]:
-        """Tables the caller can see, optionally only those linked to an object (or a kind)."""
-        with self._query("listing tables") as sf:
-            query = sf.getQueryService()
-            if object_type is None:
-                annotations = query.findAllByQuery(
-                    _ALL_TABLES, query_params(mimetype=TABLE_MIMETYPE), ALL_GROUPS)
-            else:
-                if object_type not in LINK_KINDS:
-                    raise InvalidArgument(f"tables cannot be linked to a {object_type}")
-                hql = f"select l.child.id from {object_type}AnnotationLink l"
-                params = query_params()
-                if object_id is not None:
-                    hql += " where l.parent.id = :id"
-                    params = query_params(id=object_id)
-                rows = query.projection(hql, params, ALL_GROUPS)
-                candidates = sorted({unwrap(r[0]) for r in rows if r and r[0] is not None})
-                annotations = query.findAllByQuery(
-                    _SOME_TABLES, query_params(ids=candidates, mimetype=TABLE_MIMETYPE),
-                    ALL_GROUPS) if candidates else []
-            annotations = _readable_files(query, annotations)
-            ids = [unwrap(a.id) for a in annotations]
-            links: dict[int, list[tuple[str, int]]] = {i: [] for i in ids}
-            if ids:
-                for kind in LINK_KINDS:
-                    rows = query.projection(
-                        f"select l.parent.id, l.child.id from {kind}AnnotationLink l "
-                        "where l.child.id in (:ids)", query_params(ids=ids), ALL_GROUPS)
-                    for row in rows:
-                        parent, child = unwrap(row[0]), unwrap(row[1])
-                        if parent is not None and child in links:
-                            links[child].append((kind, parent))
-        out = [TableSummary(file_info(a.getFile(), unwrap(a.id)),
-                            tuple(sorted(links[unwrap(a.id)])), None) for a in annotations]
-        out.sort(key=lambda s: s.file.file_id)
-        return out
-
-
-def _readable_files(query: Any, annotations: list[Any]) -> list[Any]:
-    """The annotations whose OriginalFile the caller may read too (one query as the caller)."""
-    file_ids = sorted({unwrap(a.getFile().id) for a in annotations if a.getFile() is not None})
-    if not file_ids:
-        return []
-    rows = query.projection(_VISIBLE_FILES, query_params(ids=file_ids), ALL_GROUPS)
-    visible = {unwrap(r[0]) for r in rows if r}
-    return [a for a in annotations
-            if a.getFile() is not None and unwrap(a.getFile().id) in visible]

@@ -143,6 +143,8 @@ class SessionManager:
         self._factory = client_factory
         self._lock = threading.Lock()
         self._sessions: dict[str, OmeroSession] = {}
+        #: Called with each session as it closes, before its OMERO session ends.
+        self.on_close: list[Callable[[OmeroSession], None]] = []
         self._stop = threading.Event()
         self._reaper = threading.Thread(target=self._reap, name="omero-session-reaper",
                                         daemon=True)
@@ -244,6 +246,11 @@ class SessionManager:
                 self.forget(session, f"keep-alive failed ({type(exc).__name__})")
 
     def _close(self, session: OmeroSession, reason: str) -> None:
+        for hook in self.on_close:
+            try:
+                hook(session)
+            except Exception:  # noqa: BLE001 - the session closes regardless
+                log.warning("a session close hook failed", exc_info=True)
         session.closed = True
         log.info("closing the OMERO session of %s: %s", session.username, reason)
         if session.joined:

@@ -1,0 +1,123 @@
+"""Tables opened to plan a read, kept a few seconds for the read itself: one open per read.
+
+A Flight read is two calls: ``get_flight_info`` opens the table to check the
+ticket and count its rows, then ``do_get`` streams it. Through OMERO.tables an
+open costs a lookup (two queries), ``openTable``, the column headers and the
+row count, and a close: about 20 ms. The service hands the planned read's
+handle back (``Backend.release_planned``) and it is parked here, for that
+sign-in only (the bridge's session handle, never the user: two sign-ins of
+one user share nothing), under the ref the ticket named. The next
+``open_table`` of that ref by the same sign-in takes it instead of opening
+the table again; the stream then closes it as usual.
+
+A parked table is closed when ``lifetime`` seconds pass unused, when the
+sign-in ends (logout, idle timeout, OMERO ending the session: see
+``SessionManager.on_close``), when more than ``per_session`` are parked for
+one sign-in (the oldest goes), and when the backend closes. It was opened as
+the caller, with OMERO's permission checks, at most ``lifetime`` seconds
+before it is read.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass, field
+
+from flight_server.backends.base import TableHandle, TableRef
+from flight_server.backends.omero.sessions import OmeroSession
+
+log = logging.getLogger(__name__)
+
+#: Seconds a planned read's table stays open waiting for its do_get.
+DEFAULT_LIFETIME = 5.0
+#: Parked tables per sign-in, at most (a client planning many reads before reading any).
+PER_SESSION = 4
+
+
+@dataclass(eq=False)
+class _Parked:
+    handle: TableHandle
+    timer: threading.Timer | None = field(default=None, repr=False)
+
+
+class ParkedTables:
+    """Open table handles per sign-in and ref, each closed after ``lifetime`` seconds."""
+
+    def __init__(self, lifetime: float = DEFAULT_LIFETIME, per_session: int = PER_SESSION) -> None:
+        self.lifetime = float(lifetime)
+        self.per_session = max(1, int(per_session))
+        self._lock = threading.Lock()
+        self._parked: dict[str, OrderedDict[TableRef, _Parked]] = {}
+
+    def park(self, session: OmeroSession, ref: TableRef, handle: TableHandle) -> None:
+        """Keep ``handle`` for the next :meth:`take` of ``ref`` by this sign-in."""
+        if self.lifetime <= 0 or session.closed:
+            handle.close()
+            return
+        entry = _Parked(handle)
+        with self._lock:
+            mine = self._parked.setdefault(session.handle, OrderedDict())
+            replaced = [mine.pop(ref)] if ref in mine else []
+            mine[ref] = entry
+            while len(mine) > self.per_session:
+                replaced.append(mine.popitem(last=False)[1])
+            entry.timer = threading.Timer(self.lifetime, self._expire,
+                                          (session.handle, ref, entry))
+            entry.timer.daemon = True
+            entry.timer.start()
+        for old in replaced:
+            _close(old)
+
+    def take(self, session: OmeroSession, ref: TableRef) -> TableHandle | None:
+        """The parked handle of ``ref`` for this sign-in (now the caller's to close), or None."""
+        with self._lock:
+            mine = self._parked.get(session.handle)
+            entry = mine.pop(ref, None) if mine else None
+            if mine is not None and not mine:
+                del self._parked[session.handle]
+        if entry is None:
+            return None
+        if entry.timer is not None:
+            entry.timer.cancel()
+        return entry.handle
+
+    def parked(self, session: OmeroSession) -> int:
+        """How many tables are parked for this sign-in."""
+        with self._lock:
+            return len(self._parked.get(session.handle, ()))
+
+    def drop(self, session: OmeroSession) -> None:
+        """Close every table parked for this sign-in (it is ending)."""
+        with self._lock:
+            mine = self._parked.pop(session.handle, None)
+        for entry in (mine or {}).values():
+            _close(entry)
+
+    def close(self) -> None:
+        """Close every parked table."""
+        with self._lock:
+            everything, self._parked = self._parked, {}
+        for mine in everything.values():
+            for entry in mine.values():
+                _close(entry)
+
+    def _expire(self, key: str, ref: TableRef, entry: _Parked) -> None:
+        with self._lock:
+            mine = self._parked.get(key)
+            if mine is None or mine.get(ref) is not entry:
+                return  # taken, replaced or dropped meanwhile
+            del mine[ref]
+            if not mine:
+                del self._parked[key]
+        _close(entry)
+
+
+def _close(entry: _Parked) -> None:
+    if entry.timer is not None:
+        entry.timer.cancel()
+    try:
+        entry.handle.close()
+    except Exception:  # noqa: BLE001 - closing a parked table must not fail its caller
+        log.warning("closing a parked table failed", exc_info=True)

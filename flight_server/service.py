@@ -50,7 +50,7 @@ from flight_server.auth import (
     TokenSigner,
     caller_of,
 )
-from flight_server.backends.base import Backend, Caller, FileInfo, TablePage
+from flight_server.backends.base import Backend, Caller, FileInfo, TablePage, TableRef
 from flight_server.errors import InvalidArgument, Unavailable, flight_errors, schema_errors
 
 log = logging.getLogger(__name__)
@@ -162,8 +162,8 @@ class FlightService(flight.FlightServerBase):
             ]
             info = flight.FlightInfo(read.schema, descriptor, endpoints, read.total_records, -1,
                                      ordered=True, app_metadata=app_metadata)
-            if planned:
-                self.backend.release_planned(caller, streaming.ref_of(ticket), read.handle)
+            if planned:  # the endpoints' signed tickets name the table by its file id
+                self.backend.release_planned(caller, TableRef(file_id=file_id), read.handle)
                 kept = True
             return info
         finally:

@@ -74,13 +74,14 @@ def failover_batches(transport: Transport, ticket: bytes, locations: list[str | 
     remaining: bytes = ticket
     received = 0
     for i, location in enumerate(ordered):
-        try:
-            for batch in transport.stream(remaining, location):
+        last = i == len(ordered) - 1
+        try:  # while other replicas remain, an unavailable one hands over at once
+            for batch in transport.stream(remaining, location, None if last else 0):
                 received += batch.num_rows
                 yield batch
             return
         except errors.OmeroFlightError as err:
-            if not _unavailable(err) or i == len(ordered) - 1:
+            if not _unavailable(err) or last:
                 raise
             resumed = resume_ticket(ticket, received)
             if resumed is None:

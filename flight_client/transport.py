@@ -373,9 +373,11 @@ class Transport:
         headers = [self._header] if self._header else []
         return flight.FlightCallOptions(headers=headers, timeout=self.timeout)
 
-    def call(self, fn: Callable[[], T], kind: str = READ) -> T:
+    def call(self, fn: Callable[[], T], kind: str = READ, retries: int | None = None) -> T:
         """Run one Flight call with translation, one re-login on expiry, and the retries
-        :func:`retryable` allows for its ``kind`` (with exponential backoff)."""
+        :func:`retryable` allows for its ``kind`` (with exponential backoff), at most
+        ``retries`` of them (default: the transport's)."""
+        retries = self.retries if retries is None else retries
         delay = self.backoff
         relogged = False
         attempt = 0
@@ -395,9 +397,9 @@ class Transport:
                 final = _unmendable(exc, self.location)
                 if final is not None:
                     raise final from exc
-                if retryable(exc, kind) and attempt < self.retries:
+                if retryable(exc, kind) and attempt < retries:
                     attempt += 1
-                    LOGGER.warning("%s; retry %d/%d in %.1fs", err, attempt, self.retries, delay)
+                    LOGGER.warning("%s; retry %d/%d in %.1fs", err, attempt, retries, delay)
                     time.sleep(delay)
                     delay *= 2
                     continue
@@ -452,9 +454,10 @@ class Transport:
         descriptor = flight.FlightDescriptor.for_command(command)
         return self.call(lambda: client.get_flight_info(descriptor, self.options()))
 
-    def open_stream(self, ticket: bytes, location: str | None = None
-                    ) -> tuple[pa.Schema, Iterator[pa.RecordBatch]]:
-        """Start one ``do_get``: its schema now (retried until it arrives), its batches lazily."""
+    def open_stream(self, ticket: bytes, location: str | None = None,
+                    retries: int | None = None) -> tuple[pa.Schema, Iterator[pa.RecordBatch]]:
+        """Start one ``do_get``: its schema now (retried until it arrives, at most ``retries``
+        times), its batches lazily."""
         client = self._client(location)
 
         def open_reader() -> flight.FlightStreamReader:
@@ -462,7 +465,7 @@ class Transport:
             reader.schema  # noqa: B018 - forces the first message, so errors surface here
             return reader
 
-        reader = self.call(open_reader)
+        reader = self.call(open_reader, retries=retries)
         return reader.schema, self._batches(reader, location)
 
     def _batches(self, reader: flight.FlightStreamReader,
@@ -481,9 +484,10 @@ class Transport:
             if not finished:
                 reader.cancel()
 
-    def stream(self, ticket: bytes, location: str | None = None) -> Iterator[pa.RecordBatch]:
+    def stream(self, ticket: bytes, location: str | None = None,
+               retries: int | None = None) -> Iterator[pa.RecordBatch]:
         """Record batches of one ``do_get``; the call is retried until the schema arrived."""
-        return self.open_stream(ticket, location)[1]
+        return self.open_stream(ticket, location, retries)[1]
 
     def upload(self, command: bytes, schema: pa.Schema, batches: Iterable[pa.RecordBatch],
                on_batch: Callable[[pa.RecordBatch], None] | None = None) -> bytes | None:

@@ -71,3 +71,17 @@ def test_the_last_location_failing_is_the_error(serve, transport):
         values(failover_batches(transport(first.url), TICKET.encode(),
                                 [first.url, second.url]))
     assert first.calls["do_get"] == 1 and second.calls["do_get"] == 1
+
+
+def test_an_unavailable_replica_hands_over_without_retrying_it(serve, transport):
+    """With another location left, an unavailable one is not retried (3 retries with
+    backoff would cost seconds per dead replica); the last location keeps its retries."""
+    refusing, good = serve(Rows(TOTAL, break_after=0)), serve(Rows(TOTAL))
+    t = transport(refusing.url, retries=3)
+    assert values(failover_batches(t, TICKET.encode(), [refusing.url, good.url])) \
+        == list(range(TOTAL))
+    assert refusing.calls["do_get"] == 1 and good.calls["do_get"] == 1
+    alone = serve(Rows(TOTAL, break_after=0))
+    with pytest.raises(errors.ConnectionFailed):
+        values(failover_batches(transport(alone.url, retries=2), TICKET.encode(), [alone.url]))
+    assert alone.calls["do_get"] == 3

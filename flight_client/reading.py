@@ -26,7 +26,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.flight as flight
 
-from flight_client import errors, outputs
+from flight_client import assembly, errors, outputs
 from flight_client.connection import Connection, use_connection
 from flight_client.progress import bar
 from flight_client.protocol import (
@@ -368,9 +368,9 @@ def read_table(
     """
     ticket = table_ticket(file_id, annotation_id, column_names, rows, query, variables,
                           chunk_size)
-    table = _read_table_data(ticket, _connect_args(omero_connector, server, port, username,
-                                                   password), progress)
-    return outputs.to_pandas(table)
+    with use_connection(omero_connector, server, port, username, password) as conn:
+        read = open_read(conn, ticket, progress)
+        return assembly.to_dataframe(read.schema, read.total_rows, read.batches)
 
 
 def read_arrow(

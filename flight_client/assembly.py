@@ -15,10 +15,12 @@ place, then lets the batch go:
   turns out to hold nulls changes dtype as Arrow's ``to_pandas`` would (an
   integer column to float64 with NaN, a boolean column to objects with None);
 * strings, arrays, masks and anything else into a compact copy of the batch's
-  column (its own buffers, not the message's; strings as ``large_string``, the
-  form pandas keeps), converted by Arrow column by column at the end, so the
-  result is exactly what ``to_pandas`` gives (pandas' ``str`` dtype for strings,
-  objects for arrays and masks).
+  column (its own buffers, not the message's), converted by Arrow column by
+  column at the end, so the result is exactly what ``to_pandas`` gives (pandas'
+  ``str`` dtype for strings, objects for arrays and masks). Strings are copied
+  as ``large_string`` (the form pandas keeps, so the end converts nothing) into
+  numpy-allocated buffers of their exact size: Arrow's allocator (mimalloc)
+  rounds each block up to its size class, 6% more than the DataFrame at 10M rows.
 
 When the row count is unknown (a query), every column is kept as compact copies
 and converted column by column at the end, each column's copies dropped as soon
@@ -54,8 +56,28 @@ def _preallocatable(typ: pa.DataType) -> bool:
         pa.types.is_floating(typ) and not pa.types.is_float16(typ))
 
 
+def _string_copy(array: pa.Array) -> pa.Array:
+    """A ``string`` array as a ``large_string`` array in numpy-allocated buffers of its own."""
+    n = len(array)
+    if n == 0:
+        return pa.array([], pa.large_string())
+    validity, offsets_buf, data_buf = array.buffers()
+    offsets = np.frombuffer(offsets_buf, dtype=np.int32, count=n + 1)
+    first, last = int(offsets[0]), int(offsets[-1])
+    new_offsets = np.subtract(offsets, first, dtype=np.int64)
+    data = np.frombuffer(data_buf, dtype=np.uint8, count=last - first, offset=first).copy() if (
+        data_buf is not None and last > first) else np.zeros(1, dtype=np.uint8)
+    bitmap = None
+    if array.null_count and validity is not None:
+        bitmap = pa.py_buffer(np.frombuffer(validity, dtype=np.uint8, count=(n + 7) // 8).copy())
+    return pa.Array.from_buffers(pa.large_string(), n, [bitmap, pa.py_buffer(new_offsets),
+                                                        pa.py_buffer(data)], array.null_count)
+
+
 def compact(array: pa.Array) -> pa.Array:
     """A copy of ``array`` in buffers of its own (not slices of the Flight message)."""
+    if pa.types.is_string(array.type) and array.offset == 0:
+        return _string_copy(array)
     if pa.types.is_string(array.type):
         array = array.cast(pa.large_string())
     return pa.concat_arrays([array])

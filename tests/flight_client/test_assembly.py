@@ -17,7 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from flight_client import errors, outputs
-from flight_client.assembly import Assembly, endpoint_starts, to_dataframe
+from flight_client.assembly import Assembly, compact, endpoint_starts, to_dataframe
 from flight_client.protocol import ROW_NUMBER_COLUMN, RowRange, TableTicket
 
 #: The mask column's type as the bridge serves it.
@@ -79,6 +79,13 @@ def _as_flight_batches(table: pa.Table, cuts: list[int]) -> list[pa.RecordBatch]
     return list(pa.ipc.open_stream(sink.getvalue()))
 
 
+def _sliced_batches(table: pa.Table, cuts: list[int]) -> list[pa.RecordBatch]:
+    """The table cut at ``cuts`` in memory: each batch's arrays start at an offset."""
+    bounds = [0, *sorted(set(cuts)), table.num_rows]
+    return [batch for a, b in zip(bounds, bounds[1:], strict=False) if b > a
+            for batch in table.slice(a, b - a).to_batches()]
+
+
 @st.composite
 def reads(draw: st.DrawFn) -> tuple[pa.Table, list[pa.RecordBatch]]:
     """A table of some of every kind of column (maybe with row numbers), and its batches."""
@@ -93,6 +100,8 @@ def reads(draw: st.DrawFn) -> tuple[pa.Table, list[pa.RecordBatch]]:
         arrays = {"only": pa.array(range(n), pa.int64())}
     table = pa.table(arrays)
     cuts = draw(st.lists(st.integers(0, n), max_size=8))
+    if draw(st.integers(0, 3)) == 0:  # now and then in-memory slices rather than messages
+        return table, _sliced_batches(table, cuts)
     return table, _as_flight_batches(table, cuts)
 
 
@@ -192,3 +201,15 @@ def test_endpoint_starts():
     assert endpoint_starts(parts) == [0, 50, 100]
     assert endpoint_starts([*parts, endpoint((3, 4))]) is None
     assert endpoint_starts([pa.flight.FlightEndpoint(b"not a ticket", [])]) is None
+
+
+def test_compact_strings_whose_data_starts_late():
+    """A string array whose offsets start past 0 (as a writer may send a slice)."""
+    data = pa.py_buffer(b"xxxabcde")
+    offsets = pa.py_buffer(np.array([3, 4, 4, 8], dtype=np.int32).tobytes())
+    validity = pa.py_buffer(bytes([0b101]))
+    array = pa.Array.from_buffers(pa.string(), 3, [validity, offsets, data], 1)
+    copied = compact(array)
+    assert copied.type == pa.large_string() and copied.to_pylist() == ["a", None, "bcde"]
+    assert all(buf.address != data.address for buf in copied.buffers() if buf is not None)
+    assert compact(array.slice(1)).to_pylist() == [None, "bcde"]

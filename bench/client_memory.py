@@ -9,6 +9,10 @@ and reads it whole into pandas with:
   arrive: ``flight_client.assembly``);
 * the bridge before that change: ``read_arrow`` of the whole table, then
   ``outputs.to_pandas`` (what ``read_table`` did);
+* the bridge's ``read_table`` with ~1 MiB batches (``chunk_size=16,384``)
+  rather than the bridge's default ~4 MiB;
+* the floor: a streaming read that drops every batch (``read_arrow(stream=True)``),
+  with both batch sizes: what Flight and gRPC hold while a read streams;
 * ``omero2pandas.read_table`` against the stand-in, with its default
   ``chunk_size`` (1,000) and tuned (50,000).
 
@@ -50,6 +54,8 @@ SMALL_BATCH_ROWS = 16_384
 READERS = {
     "bridge": "bridge read_table (assembly)",
     "bridge_1mib": f"bridge read_table, chunk_size={SMALL_BATCH_ROWS:,}",
+    "bridge_stream": "bridge stream, batches dropped (floor)",
+    "bridge_stream_1mib": f"same, chunk_size={SMALL_BATCH_ROWS:,}",
     "bridge_before": "bridge read_arrow + to_pandas (before)",
     "o2p_tuned": f"omero2pandas chunk_size={O2P_TUNED_CHUNK:,}",
     "o2p_default": "omero2pandas default chunk (1,000)",
@@ -70,7 +76,7 @@ def _reset_peak() -> None:
         fh.write("5")
 
 
-def _bridge_read(args: dict[str, Any], before: bool) -> tuple[Any, Any]:
+def _bridge_read(args: dict[str, Any], how: str) -> tuple[Any, Any]:
     import flight_client
     from flight_client import outputs
 
@@ -79,7 +85,12 @@ def _bridge_read(args: dict[str, Any], before: bool) -> tuple[Any, Any]:
                                           allow_token=False, keep_alive=False)
 
     def read() -> Any:
-        if before:
+        if how == "stream":  # the floor: every batch received and dropped
+            reader = flight_client.read_arrow(file_id=args["file_id"], omero_connector=conn,
+                                              chunk_size=args.get("chunk_size"), stream=True,
+                                              row_numbers=True, progress=False)
+            return sum(batch.num_rows for batch in reader)
+        if how == "before":
             table = flight_client.read_arrow(file_id=args["file_id"], omero_connector=conn,
                                              row_numbers=True, progress=False)
             return outputs.to_pandas(table)
@@ -107,8 +118,9 @@ def probe(reader: str, args: dict[str, Any]) -> dict[str, Any]:
     import pandas as pd  # noqa: F401
     import pyarrow  # noqa: F401
 
-    conn, read = (_o2p_read(args) if reader.startswith("o2p")
-                  else _bridge_read(args, before=reader == "bridge_before"))
+    how = ("stream" if reader.startswith("bridge_stream") else
+           "before" if reader == "bridge_before" else "read_table")
+    conn, read = _o2p_read(args) if reader.startswith("o2p") else _bridge_read(args, how)
     try:
         gc.collect()
         start = _status_mib("VmRSS")
@@ -117,6 +129,10 @@ def probe(reader: str, args: dict[str, Any]) -> dict[str, Any]:
         df = read()
         seconds = time.perf_counter() - began
         peak = _status_mib("VmHWM")
+        if isinstance(df, int):  # a stream: rows only
+            return {"reader": reader, "seconds": seconds, "start_mib": start,
+                    "peak_mib": peak, "dataframe_mib": None, "shape": [df], "dtypes": None,
+                    "index": None, "digest": None}
         frame_mib = df.memory_usage(deep=True).sum() / 2**20
         # After the peak: what came back (the bridge's two paths must agree exactly).
         import pandas as pd
@@ -154,13 +170,15 @@ def _upload(bridge: servers.Bridge, omero: servers.Omero, rows: int) -> int:
     raise LookupError(f"FileAnnotation {ann} not listed")
 
 
-def _summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
+def _summary(runs: list[dict[str, Any]], frame_of_read: float) -> dict[str, Any]:
+    """Medians of one reader's runs; a stream's ratio is over the DataFrame of the read."""
     above = [r["peak_mib"] - r["start_mib"] for r in runs]
     frame = runs[0]["dataframe_mib"]
     peak = statistics.median(above)
-    return {"dataframe_mib": round(frame, 1), "peak_above_start_mib": round(peak, 1),
+    return {"dataframe_mib": None if frame is None else round(frame, 1),
+            "peak_above_start_mib": round(peak, 1),
             "peak_runs_mib": [round(a, 1) for a in above],
-            "ratio": round(peak / frame, 2) if frame else None,
+            "ratio": round(peak / (frame or frame_of_read), 2),
             "seconds": round(statistics.median(r["seconds"] for r in runs), 2),
             "shape": runs[0]["shape"], "dtypes": runs[0]["dtypes"], "index": runs[0]["index"],
             "digest": runs[0]["digest"]}
@@ -177,6 +195,8 @@ def measure_size(omero: servers.Omero, bridge: servers.Bridge, rows: int,
         "bridge": (bridge_args, reps),
         "bridge_before": (bridge_args, reps),
         "bridge_1mib": ({**bridge_args, "chunk_size": SMALL_BATCH_ROWS}, reps),
+        "bridge_stream": (bridge_args, reps),
+        "bridge_stream_1mib": ({**bridge_args, "chunk_size": SMALL_BATCH_ROWS}, reps),
         "o2p_tuned": ({**o2p_args, "chunk_size": O2P_TUNED_CHUNK}, 1 if rows > 10**6 else reps),
     }
     if rows <= O2P_DEFAULT_MAX_ROWS:
@@ -188,12 +208,15 @@ def measure_size(omero: servers.Omero, bridge: servers.Bridge, rows: int,
                 print(f"  {rows:,} rows: {READERS[name]} (run {rep + 1})", flush=True)
                 runs[name].append(run_probe(name, **args))
     result = {"rows": rows, "columns": 5, "file_id": file_id,
-              "readers": {name: _summary(r) for name, r in runs.items()}}
+              "readers": {name: _summary(r, runs["bridge"][0]["dataframe_mib"])
+                          for name, r in runs.items()}}
     r = result["readers"]
     result["bridge_paths_identical"] = all(
         (r[name]["digest"], r[name]["dtypes"], r[name]["index"])
         == (r["bridge"]["digest"], r["bridge"]["dtypes"], r["bridge"]["index"])
         for name in ("bridge_before", "bridge_1mib"))
+    result["streams_complete"] = all(r[name]["shape"] == [rows]
+                                     for name in ("bridge_stream", "bridge_stream_1mib"))
     return result
 
 
@@ -218,11 +241,13 @@ def format_results(results: list[dict[str, Any]]) -> str:
         lines += [f"{result['rows']:,} rows x {result['columns']} columns", head,
                   "-" * len(head)]
         for name, s in result["readers"].items():
-            lines.append(f"{READERS[name]:42} {s['dataframe_mib']:>13.1f} "
+            frame = "-" if s["dataframe_mib"] is None else f"{s['dataframe_mib']:.1f}"
+            lines.append(f"{READERS[name]:42} {frame:>13} "
                          f"{s['peak_above_start_mib']:>9.1f} {s['ratio']:>5.2f}x "
                          f"{s['seconds']:>8.2f}")
         lines.append("(peak: resident memory of a fresh client process above its start; ratio: "
-                     "peak over the DataFrame's memory_usage(deep=True))")
+                     "peak over the DataFrame's memory_usage(deep=True); a stream's over the "
+                     "read's DataFrame)")
         lines.append(f"the bridge's readers give identical DataFrames: "
                      f"{result['bridge_paths_identical']}")
         for g in result["goals"]:

@@ -26,7 +26,8 @@ def main() -> None:
                         help="small tables (CI); figures go to bench/results/smoke/")
     parser.add_argument("--rows", type=int, nargs="+",
                         help="table sizes for the memory benchmark (default 1M, 5M and 10M rows)")
-    parser.add_argument("--only", choices=["memory", "outputs", "perf", "soak", "sql", "listings"],
+    parser.add_argument("--only", choices=["memory", "client_memory", "outputs", "perf", "soak",
+                                           "sql", "listings"],
                         help="run only one benchmark (default: all of them)")
     args = parser.parse_args()
     sizes = args.rows or ([100_000, 400_000] if args.smoke else [1_000_000, 5_000_000, 10_000_000])
@@ -35,6 +36,12 @@ def main() -> None:
           f"{platform.python_version()})\n")
     if args.only in (None, "memory"):
         memory.run(sizes, out_dir / "memory.json")
+    if args.only in (None, "client_memory"):
+        from bench import client_memory
+
+        client_memory.run(args.rows or ([100_000] if args.smoke else [1_000_000, 10_000_000]),
+                          out_dir / "client_memory.json", reps=1 if args.smoke else 3,
+                          command=("python -m bench " + shlex.join(sys.argv[1:])).strip())
     if args.only in (None, "outputs"):
         from bench import outputs
 

@@ -21,7 +21,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.flight as flight
 
-from flight_client import errors, outputs
+from flight_client import assembly, errors, outputs
 from flight_client.partitions import ReadPlan, plan_from_info
 from flight_client.progress import bar
 from flight_client.reading import MAX_PARALLEL_ENDPOINTS, ordered_batches
@@ -32,12 +32,16 @@ from flight_protocol.messages import TableTicket
 LOGGER = logging.getLogger(__name__)
 
 
-def frame_from_batches(schema: pa.Schema, batches: Iterator[pa.RecordBatch]) -> pd.DataFrame:
+def frame_from_batches(schema: pa.Schema, batches: Iterator[pa.RecordBatch],
+                       total_rows: int = -1) -> pd.DataFrame:
     """Where a read's batches become its DataFrame (index: the table's row numbers).
 
     The one place: every ``to_pandas`` goes through here, batches in table order.
+    With the plan's ``total_rows`` (-1: unknown), each batch is copied into the final
+    columns as it arrives and dropped (:mod:`flight_client.assembly`), so the peak
+    stays near the DataFrame's own size.
     """
-    return outputs.to_pandas(pa.Table.from_batches(list(batches), schema=schema))
+    return assembly.to_dataframe(schema, total_rows, batches)
 
 
 def _conformed(batches: Iterator[pa.RecordBatch], schema: pa.Schema) -> Iterator[pa.RecordBatch]:
@@ -74,6 +78,8 @@ class ReadResult:
         self._info: flight.FlightInfo | None = None
         self._plan: ReadPlan | None = None
         self._consumed: str | None = None
+        #: The plan's row count once the rows are opened (-1: not known before reading).
+        self._planned_rows = -1
 
     def __repr__(self) -> str:
         state = f"consumed by {self._consumed}()" if self._consumed else "not read yet"
@@ -145,6 +151,7 @@ class ReadResult:
         else:
             info = self.info
             schema, total = info.schema, info.total_records
+            self._planned_rows = total
             LOGGER.info("reading table %s: %s rows in %d part(s)", self._what(), total,
                         len(info.endpoints))
             stream = ordered_batches(transport, list(info.endpoints), parallel)
@@ -154,7 +161,7 @@ class ReadResult:
     def to_pandas(self) -> pd.DataFrame:
         """A DataFrame indexed by the table's row numbers (when the read carries them)."""
         schema, batches = self._open("to_pandas")
-        return frame_from_batches(schema, batches)
+        return frame_from_batches(schema, batches, self._planned_rows)
 
     def to_arrow(self) -> pa.Table:
         """A ``pyarrow.Table``."""

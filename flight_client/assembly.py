@@ -125,6 +125,19 @@ class _Chunks:
         return values.to_numpy() if isinstance(values, pd.arrays.NumpyExtensionArray) else values
 
 
+def _sink(typ: pa.DataType, rows: int) -> _Preallocated | _Chunks:
+    """A preallocated column of ``rows`` rows (-1: none), or compact copies when the plan's
+    row count cannot be allocated (too large for this machine, or a bridge announcing
+    absurd counts): those grow only with the rows that arrive, and ``finish`` checks the
+    count."""
+    if rows >= 0:
+        try:
+            return _Preallocated(typ, rows)
+        except (MemoryError, ValueError):  # numpy: cannot allocate / larger than addressable
+            pass
+    return _Chunks(typ)
+
+
 def supported(schema: pa.Schema) -> bool:
     """Whether :class:`Assembly` gives what ``to_pandas`` gives for this schema.
 
@@ -150,8 +163,8 @@ class Assembly:
         self.total_rows = total_rows
         known = total_rows >= 0
         self._sinks: list[_Preallocated | _Chunks] = [
-            _Preallocated(f.type, total_rows) if known and _preallocatable(f.type)
-            else _Chunks(f.type) for f in schema]
+            _sink(f.type, total_rows if known and _preallocatable(f.type) else -1)
+            for f in schema]
         self._next = 0
         self._received = 0
         self._lock = threading.Lock()

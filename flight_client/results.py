@@ -45,8 +45,17 @@ def frame_from_batches(schema: pa.Schema, batches: Iterator[pa.RecordBatch],
 
 
 def _conformed(batches: Iterator[pa.RecordBatch], schema: pa.Schema) -> Iterator[pa.RecordBatch]:
+    """The batches with the plan's schema (its metadata); a batch whose column names or
+    types differ from the plan is the bridge's error, never cast into the plan's types."""
+    expected = [(f.name, f.type) for f in schema]
     for batch in batches:
         if not batch.schema.equals(schema, check_metadata=True):
+            got = [(f.name, f.type) for f in batch.schema]
+            if got != expected:
+                raise errors.ServerError(
+                    "the bridge sent a batch whose columns "
+                    f"({', '.join(f'{n}: {t}' for n, t in got)}) differ from the read's "
+                    f"({', '.join(f'{n}: {t}' for n, t in expected)})")
             batch = pa.RecordBatch.from_arrays(batch.columns, schema=schema)
         yield batch
 

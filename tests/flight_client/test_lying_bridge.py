@@ -1,0 +1,76 @@
+"""A bridge that lies in its plan or its batches: the client raises a typed error.
+
+A real Flight server over loopback announces a row count and a schema in
+``get_flight_info`` and then streams something else. Nothing is cast into the
+plan's types, and an absurd row count is never preallocated.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+
+import pyarrow as pa
+import pyarrow.flight as flight
+import pytest
+
+from flight_client import errors
+from flight_client.results import ReadResult
+from flight_client.transport import Transport
+from flight_protocol.messages import TableTicket
+
+PLANNED = pa.schema([("__row__", pa.int64()), ("a", pa.int64())])
+
+
+class LyingBridge(flight.FlightServerBase):
+    """Plans ``total`` rows of :data:`PLANNED`, then sends ``batch``."""
+
+    def __init__(self) -> None:
+        super().__init__("grpc://127.0.0.1:0")
+        self.total = 3
+        self.batch = pa.record_batch([pa.array([0, 1, 2]), pa.array([5, 6, 7])], schema=PLANNED)
+
+    def get_flight_info(self, context, descriptor):
+        endpoint = flight.FlightEndpoint(b"rows", [])
+        return flight.FlightInfo(PLANNED, descriptor, [endpoint], self.total, -1)
+
+    def do_get(self, context, ticket):
+        return flight.RecordBatchStream(pa.Table.from_batches([self.batch]))
+
+
+@pytest.fixture(scope="module")
+def liar() -> Iterator[LyingBridge]:
+    server = LyingBridge()
+    threading.Thread(target=server.serve, daemon=True).start()
+    yield server
+    server.shutdown()
+
+
+@pytest.fixture
+def read(liar: LyingBridge) -> Iterator[ReadResult]:
+    transport = Transport(f"grpc://127.0.0.1:{liar.port}", retries=0)
+    yield ReadResult(transport, TableTicket(file_id=1), progress=False)
+    transport.close()
+
+
+def test_the_honest_plan_reads(read):
+    assert list(read.to_pandas()["a"]) == [5, 6, 7]
+
+
+@pytest.mark.parametrize("total", [10**15, 2**62])
+def test_an_absurd_row_count_is_not_preallocated(liar, read, total, monkeypatch):
+    monkeypatch.setattr(liar, "total", total)
+    with pytest.raises(errors.ServerError, match=f"sent 3 rows of a read it planned as {total}"):
+        read.to_pandas()
+
+
+@pytest.mark.parametrize("output", ["to_pandas", "to_arrow"])
+@pytest.mark.parametrize("batch", [
+    pa.record_batch([pa.array(["x", "y", "z"])], names=["a"]),
+    pa.record_batch([pa.array([0, 1, 2]), pa.array(["1", "2", "3"])], names=["__row__", "a"]),
+    pa.record_batch([pa.array([0, 1, 2]), pa.array([5, 6, 7])], names=["__row__", "b"]),
+], ids=["fewer-columns", "other-type", "other-name"])
+def test_a_batch_unlike_the_plan_is_a_server_error(liar, read, batch, output, monkeypatch):
+    monkeypatch.setattr(liar, "batch", batch)
+    with pytest.raises(errors.ServerError, match="differ from the read's"):
+        getattr(read, output)()

@@ -301,6 +301,7 @@ class Connection:
                     "object_id": _selection.object_id(object_id, "object_id")}
         tables: list[dict[str, Any]] = []
         token = None
+        seen: set[str] = set()
         while True:  # page by page: the server queries OMERO one bounded page at a time
             page: dict[str, Any] = {"page_size": LIST_PAGE_SIZE}
             if token is not None:
@@ -310,6 +311,11 @@ class Connection:
             token = result.get("next_page_token")
             if not token:
                 return tables
+            if not isinstance(token, str) or token in seen:
+                # A bridge that hands back a token it gave before would page for ever.
+                raise errors.ServerError(f"the bridge's listing gave the page token "
+                                         f"{str(token)[:40]!r} twice (or not as a string)")
+            seen.add(token)
 
     def upload(
         self,

@@ -21,7 +21,7 @@ DEFAULT_PAGE_SIZE = 500
 #: 32,767 bind parameters (a page's links are looked up with its ids as parameters).
 MAX_PAGE_SIZE = 5_000
 
-_TOKEN = re.compile(r"^[0-9]{1,18}$")
+_TOKEN = re.compile(r"[0-9]{1,18}")
 
 
 def page_size_of(value: object) -> int:
@@ -38,7 +38,7 @@ def position_of(token: object) -> int:
     """The position a continuation token names (-1, before everything, for None)."""
     if token is None:
         return -1
-    if not isinstance(token, str) or not _TOKEN.match(token):
+    if not isinstance(token, str) or not _TOKEN.fullmatch(token):
         raise InvalidArgument(f"page_token {echo(token)} is not a token this server gave: "
                               "pass back a listing's next_page_token unchanged")
     return int(token)

@@ -71,6 +71,7 @@ def test_list_flights_pages(site, owner, five_tables):
     ({"page_size": 0}, "page_size"), ({"page_size": 5_001}, "page_size"),
     ({"page_size": "10"}, "page_size"), ({"page_token": "x1"}, "page_token"),
     ({"page_token": 12}, "page_token"), ({"page_token": "-1"}, "page_token"),
+    ({"page_token": "1\n"}, "page_token"), ({"page_token": "9" * 19}, "page_token"),
 ])
 def test_bad_pages_are_refused_by_name(owner, body, named):
     with pytest.raises(flight_client.InvalidRequest, match=named):

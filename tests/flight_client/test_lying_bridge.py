@@ -15,9 +15,10 @@ import pyarrow.flight as flight
 import pytest
 
 from flight_client import errors
+from flight_client.connection import Connection
 from flight_client.results import ReadResult
 from flight_client.transport import Transport
-from flight_protocol.messages import TableTicket
+from flight_protocol.messages import TableTicket, encode_body
 
 PLANNED = pa.schema([("__row__", pa.int64()), ("a", pa.int64())])
 
@@ -36,6 +37,13 @@ class LyingBridge(flight.FlightServerBase):
 
     def do_get(self, context, ticket):
         return flight.RecordBatchStream(pa.Table.from_batches([self.batch]))
+
+    def do_action(self, context, action):
+        """A bridge without sign-in whose listing pages never end (the same token)."""
+        if action.type == "list_tables":
+            yield encode_body(tables=[{"file_id": 1}], next_page_token="7")
+        else:
+            yield encode_body(user="nobody")
 
 
 @pytest.fixture(scope="module")
@@ -74,3 +82,13 @@ def test_a_batch_unlike_the_plan_is_a_server_error(liar, read, batch, output, mo
     monkeypatch.setattr(liar, "batch", batch)
     with pytest.raises(errors.ServerError, match="differ from the read's"):
         getattr(read, output)()
+
+
+def test_a_listing_that_repeats_its_page_token_ends(liar):
+    conn = Connection(server=f"grpc://127.0.0.1:{liar.port}", keep_alive=False)
+    conn.connect(interactive=False)
+    try:
+        with pytest.raises(errors.ServerError, match="page token '7' twice"):
+            conn.list_tables()
+    finally:
+        conn.shutdown()

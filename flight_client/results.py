@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -87,6 +88,7 @@ class ReadResult:
         self._info: flight.FlightInfo | None = None
         self._plan: ReadPlan | None = None
         self._consumed: str | None = None
+        self._lock = threading.Lock()
         #: The plan's row count once the rows are opened (-1: not known before reading).
         self._planned_rows = -1
 
@@ -144,11 +146,19 @@ class ReadResult:
               desc: str = "Reading table") -> tuple[pa.Schema, Iterator[pa.RecordBatch]]:
         """Schema and batches, once. ``parallel=1`` fetches one endpoint at a time (the
         memory-bounded choice for streams and files)."""
-        if self._consumed is not None:
-            raise errors.InvalidRequest(
-                f"this read was already consumed by {self._consumed}(): call "
-                "Connection.read() again for another output")
-        self._consumed = output
+        with self._lock:  # one output per read, also when threads ask at once
+            if self._consumed is not None:
+                raise errors.InvalidRequest(
+                    f"this read was already consumed by {self._consumed}(): call "
+                    "Connection.read() again for another output")
+            self._consumed = output
+        try:
+            return self._started(parallel, desc)
+        except BaseException:
+            self._consumed = None  # nothing was read: the result may be asked again
+            raise
+
+    def _started(self, parallel: int, desc: str) -> tuple[pa.Schema, Iterator[pa.RecordBatch]]:
         ticket, transport = self._ticket, self._transport
         if self._info is None and (ticket.query is not None or isinstance(ticket.rows, tuple)):
             # The bridge serves a query or a row list as one endpoint: ask for it directly

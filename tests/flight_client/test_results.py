@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+from concurrent.futures import ThreadPoolExecutor
 
 import pandas as pd
 import pyarrow as pa
@@ -88,3 +89,19 @@ def test_the_read_signature_is_shown_as_omero2pandas_writes_it():
     assert list(inspect.signature(flight_client.download_table).parameters)[:2] == [
         "target_path", "file_id"]
     assert "row_numbers" in inspect.signature(flight_client.read_arrow).parameters
+
+
+def test_a_read_that_failed_before_reading_may_be_asked_again(conn):
+    result = conn.read(file_id=987654321)
+    for _ in range(2):  # not "already consumed": nothing was read
+        with pytest.raises(flight_client.NotFound):
+            result.to_pandas()
+
+
+def test_threads_asking_one_read_at_once_get_one_output(table, conn):
+    result = conn.read(file_id=table.file_id, column_names=["id"])
+    with ThreadPoolExecutor(4) as pool:
+        futures = [pool.submit(result.to_arrow) for _ in range(4)]
+    outcomes = [f.exception() or f.result() for f in futures]
+    assert sum(isinstance(o, pa.Table) and o.num_rows == 300 for o in outcomes) == 1
+    assert sum(isinstance(o, flight_client.InvalidRequest) for o in outcomes) == 3

@@ -11,9 +11,9 @@ each batch as it arrives, copies each column out of the message into its final
 place, then lets the batch go:
 
 * numbers and booleans (and ``__row__``, the index) into numpy arrays
-  preallocated for the whole read, at the batch's row range; a column that
-  turns out to hold nulls changes dtype as Arrow's ``to_pandas`` would (an
-  integer column to float64 with NaN, a boolean column to objects with None);
+  preallocated for the whole read, at the batch's row range; an integer or
+  boolean column that turns out to hold nulls (which ``to_pandas`` makes float64
+  with NaN, or objects with None) goes on as compact copies of the rows received;
 * strings, arrays, masks and anything else into a compact copy of the batch's
   column (its own buffers, not the message's), converted by Arrow column by
   column at the end, so the result is exactly what ``to_pandas`` gives (pandas'
@@ -87,15 +87,29 @@ class _Preallocated:
     """One column as a numpy array of the read's length, filled batch by batch."""
 
     def __init__(self, typ: pa.DataType, rows: int) -> None:
+        self.type = typ
         self.values = np.empty(rows, dtype=typ.to_pandas_dtype())
+        #: The row ranges written so far (the rest of ``values`` is untouched memory).
+        self.written: list[tuple[int, int]] = []
+
+    def changes_dtype(self, array: pa.Array) -> bool:
+        """Whether ``array`` holds nulls that make the column another dtype (integers or
+        booleans with nulls become float64 or objects in ``to_pandas``)."""
+        return bool(array.null_count) and not pa.types.is_floating(self.type)
+
+    def as_chunks(self) -> _Chunks:
+        """The rows written so far as compact copies: converting the whole preallocated
+        array would touch all of it, however few rows arrived (a bridge announcing a
+        huge read and sending one row with a null would cost the whole column)."""
+        chunks = _Chunks(self.type)
+        for start, stop in self.written:
+            chunks.put(start, pa.array(self.values[start:stop], type=self.type))
+        return chunks
 
     def put(self, start: int, array: pa.Array) -> None:
-        if array.null_count:
-            part = np.asarray(array.to_pandas().array)  # as to_pandas: float64 NaN, or None
-            if part.dtype != self.values.dtype:
-                # The whole column changes as Arrow's to_pandas changes it; rows not
-                # written yet are overwritten by the batches that carry them.
-                self.values = self.values.astype(part.dtype)
+        self.written.append((start, start + len(array)))
+        if array.null_count:  # floats only (see changes_dtype): NaN, the same dtype
+            part = np.asarray(array.to_pandas().array)
         else:
             part = array.to_numpy(zero_copy_only=False)
         self.values[start:start + len(part)] = part
@@ -179,7 +193,10 @@ class Assembly:
                     f"the bridge sent rows {at}..{at + n - 1} of a read it planned as "
                     f"{self.total_rows} rows")
             if n:
-                for sink, column in zip(self._sinks, batch.columns, strict=True):
+                for i, column in enumerate(batch.columns):
+                    sink = self._sinks[i]
+                    if isinstance(sink, _Preallocated) and sink.changes_dtype(column):
+                        self._sinks[i] = sink = sink.as_chunks()
                     sink.put(at, column)
             self._next = at + n
             self._received += n

@@ -213,3 +213,28 @@ def test_compact_strings_whose_data_starts_late():
     assert copied.type == pa.large_string() and copied.to_pylist() == ["a", None, "bcde"]
     assert all(buf.address != data.address for buf in copied.buffers() if buf is not None)
     assert compact(array.slice(1)).to_pylist() == [None, "bcde"]
+
+
+@pytest.mark.parametrize("typ", [pa.int64(), pa.bool_()])
+def test_nulls_in_a_huge_planned_column_cost_only_the_rows_received(typ):
+    """A plan of 10M rows and one batch of 3 rows with a null: the column is not
+    converted whole (80 MB), only what arrived; the count is still checked."""
+    import tracemalloc
+
+    schema = pa.schema([("a", typ)])
+    values = [1, None, 3] if typ == pa.int64() else [True, None, False]
+    assembly = Assembly(schema, 10_000_000)
+    tracemalloc.start()
+    try:
+        assembly.add(pa.record_batch([pa.array(values, typ)], schema=schema))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 1_000_000
+    with pytest.raises(errors.ServerError, match="sent 3 rows of a read it planned as 10000000"):
+        assembly.finish()
+    small = Assembly(schema, 5)
+    small.add(pa.record_batch([pa.array([values[0], values[2]], typ)], schema=schema), start=3)
+    small.add(pa.record_batch([pa.array(values, typ)], schema=schema), start=0)
+    want = pa.table({"a": pa.array(values + [values[0], values[2]], typ)}).to_pandas()
+    pd.testing.assert_frame_equal(small.finish(), want)

@@ -86,3 +86,24 @@ def test_planned_table_is_only_for_that_sign_in(omero_bridge, sign_in, table):
     assert len(_mine(standin, file_id)) == 1  # the first sign-in's, still parked
     first.transport.action("logout")
     assert _mine(standin, file_id) == []
+
+
+def test_planning_many_reads_keeps_at_most_a_few_open(omero_bridge, sign_in):
+    """A client planning reads it never makes: its sign-in keeps at most ``per_session``
+    tables open (the oldest close), and every one closes at logout."""
+    world, standin, backend = omero_bridge.world, omero_bridge.standin, omero_bridge.backend
+    conn = sign_in("alice")
+    limit = backend.parked.per_session
+    anns = [flight_client.upload_table(FRAME, f"planned {i}", omero_connector=conn,
+                                       parent_id=world.images[world.shared_group],
+                                       progress=False) for i in range(limit + 2)]
+    files = {t["annotation_id"]: t["file_id"]
+             for t in flight_client.list_tables(omero_connector=conn)}
+    ids = {files[a] for a in anns}
+    for _ in range(2):
+        for ann in anns:
+            command = TableTicket(annotation_id=ann).encode()
+            assert conn.transport.flight_info(command).total_records == len(FRAME)
+        assert len([t for t in standin.open_tables() if t["file_id"] in ids]) <= limit
+    conn.transport.action("logout")
+    assert [t for t in standin.open_tables() if t["file_id"] in ids] == []

@@ -24,7 +24,13 @@ import pyarrow.flight as flight
 from flight_client import errors
 from flight_client.reading import endpoint_locations, failover_batches
 from flight_client.transport import Transport
-from flight_protocol.messages import ROW_NUMBER_COLUMN, RowRange, TableTicket, decode
+from flight_protocol.messages import (
+    ROW_NUMBER_COLUMN,
+    ProtocolError,
+    RowRange,
+    TableTicket,
+    decode,
+)
 
 
 @dataclass(frozen=True)
@@ -101,7 +107,11 @@ def plan_from_info(info: flight.FlightInfo, transport: Transport,
         raise errors.InvalidRequest("a partitioned read needs a signed-in connection (a token)")
     parts = []
     for i, endpoint in enumerate(info.endpoints):
-        request = decode(endpoint.ticket.ticket, "ticket")
+        try:
+            request = decode(endpoint.ticket.ticket, "ticket")
+        except ProtocolError as exc:
+            raise errors.ServerError(f"the bridge planned a read with a ticket this client "
+                                     f"cannot read: {exc}") from None
         if not isinstance(request, TableTicket):
             raise errors.ServerError("the bridge answered a table read with a non-table ticket")
         start, stop = _row_range(endpoint, request)

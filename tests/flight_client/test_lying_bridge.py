@@ -92,3 +92,13 @@ def test_a_listing_that_repeats_its_page_token_ends(liar):
             conn.list_tables()
     finally:
         conn.shutdown()
+
+
+def test_a_plan_with_tickets_that_are_not_tickets_is_a_server_error(liar):
+    transport = Transport(f"grpc://127.0.0.1:{liar.port}", retries=0)
+    transport.adopt_token((b"authorization", b"Bearer not-checked-by-this-server"))
+    try:
+        with pytest.raises(errors.ServerError, match="ticket this client cannot read"):
+            ReadResult(transport, TableTicket(file_id=1), progress=False).plan  # noqa: B018
+    finally:
+        transport.close()

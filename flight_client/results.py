@@ -61,6 +61,20 @@ def _conformed(batches: Iterator[pa.RecordBatch], schema: pa.Schema) -> Iterator
         yield batch
 
 
+def _as_planned(batches: Iterator[pa.RecordBatch], planned: int) -> Iterator[pa.RecordBatch]:
+    """The batches, checked against the plan's row count (ServerError past it or short)."""
+    received = 0
+    for batch in batches:
+        received += batch.num_rows
+        if received > planned:
+            raise errors.ServerError(f"the bridge sent more than the {planned} rows it planned "
+                                     "for this read")
+        yield batch
+    if received != planned:
+        raise errors.ServerError(f"the bridge sent {received} rows of a read it planned as "
+                                 f"{planned}")
+
+
 def _counted(batches: Iterator[pa.RecordBatch], progress_bar: Any) -> Iterator[pa.RecordBatch]:
     try:
         for batch in batches:
@@ -174,6 +188,8 @@ class ReadResult:
             LOGGER.info("reading table %s: %s rows in %d part(s)", self._what(), total,
                         len(info.endpoints))
             stream = ordered_batches(transport, list(info.endpoints), parallel)
+            if total >= 0:
+                stream = _as_planned(stream, total)
         progress_bar = bar(desc, total, "rows", self._progress)
         return schema, _counted(_conformed(stream, schema), progress_bar)
 

@@ -102,3 +102,15 @@ def test_a_plan_with_tickets_that_are_not_tickets_is_a_server_error(liar):
             ReadResult(transport, TableTicket(file_id=1), progress=False).plan  # noqa: B018
     finally:
         transport.close()
+
+
+@pytest.mark.parametrize("output", ["to_pandas", "to_arrow", "to_reader"])
+@pytest.mark.parametrize(("total", "said"), [(2, "more than the 2 rows"),
+                                             (5, "sent 3 rows of a read it planned as 5")])
+def test_rows_unlike_the_plans_count_are_a_server_error(liar, read, output, total, said,
+                                                         monkeypatch):
+    monkeypatch.setattr(liar, "total", total)
+    with pytest.raises(errors.ServerError, match=said):
+        data = getattr(read, output)()
+        if output == "to_reader":
+            data.read_all()

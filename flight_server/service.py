@@ -50,8 +50,22 @@ from flight_server.auth import (
     TokenSigner,
     caller_of,
 )
-from flight_server.backends.base import Backend, Caller, FileInfo, TablePage, TableRef
-from flight_server.errors import InvalidArgument, Unavailable, flight_errors, schema_errors
+from flight_server.backends.base import (
+    Backend,
+    Caller,
+    FileInfo,
+    TablePage,
+    TableRef,
+    TableSummary,
+)
+from flight_server.errors import (
+    InvalidArgument,
+    NotFound,
+    PermissionDenied,
+    Unavailable,
+    flight_errors,
+    schema_errors,
+)
 
 log = logging.getLogger(__name__)
 
@@ -228,16 +242,34 @@ class FlightService(flight.FlightServerBase):
         with flight_errors():
             caller = caller_of(context)
             body = decode_body(criteria, "list_flights criteria", allowed=self.LIST_FIELDS)
-            page = self._list(caller, body)
-            infos = []
-            for i, summary in enumerate(page.tables):
-                ticket = TableTicket(file_id=summary.file.file_id)
-                descriptor = flight.FlightDescriptor.for_command(ticket.encode())
-                last = i == len(page.tables) - 1 and page.next_page_token is not None
-                metadata = encode_body(next_page_token=page.next_page_token) if last else b""
-                infos.append(self._table_info(caller, ticket, descriptor, planned=False,
-                                              app_metadata=metadata))
+            infos: list[flight.FlightInfo] = []
+            while True:
+                page = self._list(caller, body)
+                infos.extend(self._listed_infos(caller, page.tables))
+                if infos or page.next_page_token is None:
+                    break
+                body = {**body, "page_token": page.next_page_token}  # a page of none: on
+            if page.next_page_token is not None:
+                last = infos[-1]
+                infos[-1] = flight.FlightInfo(
+                    last.schema, last.descriptor, list(last.endpoints), last.total_records,
+                    last.total_bytes, ordered=last.ordered,
+                    app_metadata=encode_body(next_page_token=page.next_page_token))
         yield from infos
+
+    def _listed_infos(self, caller: Caller,
+                      tables: list[TableSummary]) -> Iterator[flight.FlightInfo]:
+        """Each listed table's FlightInfo. A table that cannot be opened as one (a file
+        someone saved with the OMERO.tables mimetype, say) is left out and logged: in a
+        shared group it would otherwise fail every member's listing."""
+        for summary in tables:
+            ticket = TableTicket(file_id=summary.file.file_id)
+            descriptor = flight.FlightDescriptor.for_command(ticket.encode())
+            try:
+                yield self._table_info(caller, ticket, descriptor, planned=False)
+            except (InvalidArgument, NotFound, PermissionDenied) as exc:
+                log.warning("list_flights: leaving out OriginalFile %s (%s): %s",
+                            summary.file.file_id, exc.code, exc)
 
     # -- writes ----------------------------------------------------------------------
 

@@ -173,6 +173,17 @@ def translate_errors(where: str) -> Iterator[None]:
         raise err from exc
 
 
+def _validated(batch: pa.RecordBatch) -> pa.RecordBatch:
+    """A received batch, checked whole: Arrow's IPC reader checks only the buffers' sizes,
+    and string offsets that point outside their data (a broken or hostile bridge) would
+    make the conversion to pandas read other memory, or crash the process."""
+    try:
+        batch.validate(full=True)
+    except (pa.ArrowInvalid, pa.ArrowException) as exc:
+        raise errors.ServerError(f"the bridge sent a malformed record batch: {exc}") from None
+    return batch
+
+
 def _abort(writer: flight.FlightStreamWriter) -> None:
     """End an upload stream without its commit marker: the bridge discards what it got."""
     try:
@@ -478,7 +489,7 @@ class Transport:
                         chunk = reader.read_chunk()
                     except StopIteration:
                         break
-                    yield chunk.data
+                    yield _validated(chunk.data)
             finished = True
         finally:
             if not finished:

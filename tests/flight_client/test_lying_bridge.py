@@ -10,6 +10,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.flight as flight
 import pytest
@@ -111,6 +112,21 @@ def test_rows_unlike_the_plans_count_are_a_server_error(liar, read, output, tota
                                                          monkeypatch):
     monkeypatch.setattr(liar, "total", total)
     with pytest.raises(errors.ServerError, match=said):
+        data = getattr(read, output)()
+        if output == "to_reader":
+            data.read_all()
+
+
+@pytest.mark.parametrize("output", ["to_pandas", "to_arrow", "to_reader"])
+def test_string_offsets_outside_their_data_are_a_server_error(liar, read, output, monkeypatch):
+    """Offsets Arrow's reader does not check (only the last one): converting them would
+    read other memory (to_arrow().to_pandas() crashed the process)."""
+    strings = pa.Array.from_buffers(pa.string(), 3, [
+        None, pa.py_buffer(np.array([0, 50_000_000, 2, 3], np.int32)), pa.py_buffer(b"abc")])
+    rows = pa.array([0, 1, 2], pa.int64())
+    batch = pa.RecordBatch.from_arrays([rows, strings], names=["__row__", "a"])
+    monkeypatch.setattr(liar, "batch", batch)
+    with pytest.raises(errors.ServerError, match="malformed record batch"):
         data = getattr(read, output)()
         if output == "to_reader":
             data.read_all()

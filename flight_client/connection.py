@@ -307,14 +307,17 @@ class Connection:
             if token is not None:
                 page["page_token"] = token
             result = self.transport.action(ACTION_LIST_TABLES, **body, **page)
-            tables.extend(result.get("tables", []))
+            listed = result.get("tables", [])
+            tables.extend(listed)
             token = result.get("next_page_token")
             if not token:
                 return tables
-            if not isinstance(token, str) or token in seen:
-                # A bridge that hands back a token it gave before would page for ever.
+            if not isinstance(token, str) or token in seen or not listed:
+                # A bridge that hands back a token it gave before, or empty pages, would
+                # page for ever (a page with a next one is full).
                 raise errors.ServerError(f"the bridge's listing gave the page token "
-                                         f"{str(token)[:40]!r} twice (or not as a string)")
+                                         f"{str(token)[:40]!r} twice, not as a string, or "
+                                         "with an empty page")
             seen.add(token)
 
     def upload(

@@ -30,6 +30,7 @@ class LyingBridge(flight.FlightServerBase):
     def __init__(self) -> None:
         super().__init__("grpc://127.0.0.1:0")
         self.total = 3
+        self.listed: list[dict] = [{"file_id": 1}]
         self.batch = pa.record_batch([pa.array([0, 1, 2]), pa.array([5, 6, 7])], schema=PLANNED)
 
     def get_flight_info(self, context, descriptor):
@@ -42,7 +43,7 @@ class LyingBridge(flight.FlightServerBase):
     def do_action(self, context, action):
         """A bridge without sign-in whose listing pages never end (the same token)."""
         if action.type == "list_tables":
-            yield encode_body(tables=[{"file_id": 1}], next_page_token="7")
+            yield encode_body(tables=self.listed, next_page_token="7")
         else:
             yield encode_body(user="nobody")
 
@@ -85,7 +86,9 @@ def test_a_batch_unlike_the_plan_is_a_server_error(liar, read, batch, output, mo
         getattr(read, output)()
 
 
-def test_a_listing_that_repeats_its_page_token_ends(liar):
+@pytest.mark.parametrize("listed", [[{"file_id": 1}], []], ids=["same-token", "empty-page"])
+def test_a_listing_that_would_page_for_ever_ends(liar, listed, monkeypatch):
+    monkeypatch.setattr(liar, "listed", listed)
     conn = Connection(server=f"grpc://127.0.0.1:{liar.port}", keep_alive=False)
     conn.connect(interactive=False)
     try:

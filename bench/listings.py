@@ -189,13 +189,15 @@ def new_listing(query: Any, object_type: str | None, object_id: int | None,
                 page_size: int) -> tuple[int, int]:
     """(tables, pages) by the new shape: every page, each one bounded query."""
     from flight_server.backends.omero.listing import table_page
+    from flight_server.backends.paging import position_of
 
-    tables, pages, token = 0, 0, None
+    tables, pages, after = 0, 0, -1
     while True:
-        page = table_page(query, object_type, object_id, page_size, token)
-        tables, pages, token = tables + len(page.tables), pages + 1, page.next_page_token
-        if token is None:
+        page = table_page(query, object_type, object_id, page_size, after)
+        tables, pages = tables + len(page.tables), pages + 1
+        if page.next_page_token is None:
             return tables, pages
+        after = position_of(page.next_page_token)
 
 
 # -- measurements ----------------------------------------------------------------------

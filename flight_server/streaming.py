@@ -171,6 +171,7 @@ def batches(read: TableRead) -> Iterator[pa.RecordBatch]:
                 found = read.handle.where(read.query, start, min(start + scan, n))
                 yield from _row_batches(read, found)
         else:
+            read.handle.will_read(read.names, read.start, read.stop)
             for start in range(read.start, read.stop, read.chunk_rows):
                 stop = min(start + read.chunk_rows, read.stop)
                 batch = read.handle.read_range(read.names, start, stop)

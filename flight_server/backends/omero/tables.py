@@ -127,6 +127,7 @@ class OmeroTable(TableHandle):
         self._held: tuple[tuple[tuple[str, ...], int, int], pa.RecordBatch] | None = None
         self._pool: ThreadPoolExecutor | None = None
         self._where_ahead: tuple[tuple[Any, int, int], Future] | None = None
+        self._until: int | None = None  # the end of the range being streamed (will_read)
         self._reader = table.ice_context({**(table.ice_getContext() or {}), **NO_ROW_NUMBERS})
         session.hold()  # in use until closed, however slowly the stream is read
         try:
@@ -184,12 +185,23 @@ class OmeroTable(TableHandle):
             self._pool = ThreadPoolExecutor(2, thread_name_prefix="omero-read-ahead")
         return self._pool
 
+    def will_read(self, columns: Sequence[str], start: int, stop: int) -> None:
+        """Blocks and the read ahead stop at ``stop``: a split read's other endpoints read
+        the rows after it."""
+        self._until = min(stop, self._rows)
+
+    def _end(self) -> int:
+        """Where blocks and the read ahead end: the streamed range's end, when known."""
+        return self._rows if self._until is None else self._until
+
     def _block(self, columns: tuple[str, ...], start: int, stop: int
                ) -> tuple[tuple[tuple[str, ...], int, int], pa.RecordBatch]:
-        """The block of rows that begins at ``start``: whole chunks of ``stop - start`` rows
-        filling at least one OMERO call, from the read ahead when it fetched this block."""
+        """The block of rows that begins at ``start``: as many whole chunks of
+        ``stop - start`` rows as one OMERO call holds (at least one), from the read ahead
+        when it fetched this block."""
         chunk = stop - start  # whole stream chunks per block, so no chunk straddles two
-        stop = min(start + -(-self._rows_per_call(columns) // chunk) * chunk, self._rows)
+        stop = max(stop, min(start + max(1, self._rows_per_call(columns) // chunk) * chunk,
+                             self._end()))
         ahead, self._ahead = self._ahead, None
         if ahead is not None and ahead[0][0] == columns and ahead[0][1] == start \
                 and ahead[0][2] >= stop:
@@ -209,7 +221,7 @@ class OmeroTable(TableHandle):
         if held is None or held[0][0] != names or not held[0][1] <= start < stop <= held[0][2]:
             self._held = held = self._block(names, start, stop)
             _, first, end = held[0]
-            following = (names, end, min(end + (end - first), self._rows))
+            following = (names, end, min(end + (end - first), self._end()))
             if following[1] < following[2] and not self._closed:
                 self._ahead = (following, self._executor().submit(self._fetch, *following))
         (_, first, _), block = held

@@ -34,6 +34,7 @@ from __future__ import annotations
 import logging
 import re
 import threading
+from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
@@ -65,8 +66,10 @@ MAX_CALL_ROW_BYTES = 64 << 20
 SLICE_ROWS = 1_000
 #: ... while rows at least this dense in their span are read as one range and picked.
 DENSE_SPAN = 2
-#: Call context asking OMERO.tables (omero-py >= 5.9) not to send ``Data.rowNumbers``;
-#: older servers ignore it and send them.
+#: Row-list calls in flight beyond the one being converted.
+PIECES_AHEAD = 2
+#: Call context asking OMERO.tables not to send ``Data.rowNumbers`` (omero-py's
+#: ``HdfStorage._as_data`` reads it; a server that does not know it sends them anyway).
 NO_ROW_NUMBERS = {"omero.tables.include_row_numbers": "false"}
 
 _VALUE_NAME = re.compile(r"\b(v\d+)\b")
@@ -182,7 +185,7 @@ class OmeroTable(TableHandle):
 
     def _executor(self) -> ThreadPoolExecutor:
         if self._pool is None:
-            self._pool = ThreadPoolExecutor(2, thread_name_prefix="omero-read-ahead")
+            self._pool = ThreadPoolExecutor(PIECES_AHEAD + 1, thread_name_prefix="omero-read-ahead")
         return self._pool
 
     def will_read(self, columns: Sequence[str], start: int, stop: int) -> None:
@@ -247,19 +250,21 @@ class OmeroTable(TableHandle):
 
     @staticmethod
     def _pieces(unique: np.ndarray, most: int) -> list[tuple[np.ndarray, bool]]:
-        """Ascending rows cut into calls, each ``(rows, dense)``: a dense run (at least
-        1/:data:`DENSE_SPAN` of the rows it spans, spanning at most ``most``) is read as one
-        range; scattered rows are sliced :data:`SLICE_ROWS` at a time."""
+        """Ascending rows cut into calls, each ``(rows, dense)``. A dense run, at least
+        :data:`SLICE_ROWS` rows that are at least 1/:data:`DENSE_SPAN` of the rows they span
+        (at most ``most``), is read as one range; other rows are sliced :data:`SLICE_ROWS`
+        at a time."""
         pieces = []
         i = 0
         while i < len(unique):
             run = unique[i:i + most]
             run = run[:int(np.searchsorted(run, run[0] + most))]
-            dense = len(run) > 1 and int(run[-1]) - int(run[0]) + 1 <= DENSE_SPAN * len(run)
-            if not dense:
-                run = run[:SLICE_ROWS]
-            pieces.append((run, dense))
-            i += len(run)
+            # the longest prefix of the run that is dense enough
+            dense = np.flatnonzero(run - run[0] < DENSE_SPAN * np.arange(1, len(run) + 1))
+            count = int(dense[-1]) + 1
+            piece = (run[:count], True) if count >= SLICE_ROWS else (run[:SLICE_ROWS], False)
+            pieces.append(piece)
+            i += len(piece[0])
         return pieces
 
     def _piece(self, indexes: list[int], piece: tuple[np.ndarray, bool]
@@ -273,24 +278,23 @@ class OmeroTable(TableHandle):
         return self._read(indexes, first, last), picked
 
     def _pipelined(self, pieces: list[Any], fetch: Callable[[Any], Any]) -> Iterator[Any]:
-        """``fetch(piece)`` for each piece in order, the next one running while this is used."""
+        """``fetch(piece)`` for each piece in order, with up to :data:`PIECES_AHEAD` more
+        running while one is used (OMERO.tables then always has the next call queued)."""
         if len(pieces) == 1:
             yield fetch(pieces[0])
             return
         pool = self._executor()
-        ahead: Future | None = pool.submit(fetch, pieces[0])
+        running: deque[Future] = deque()
         try:
-            for piece in pieces[1:]:
-                assert ahead is not None
-                current = ahead.result()
-                ahead = pool.submit(fetch, piece)
-                yield current
-            assert ahead is not None
-            current, ahead = ahead.result(), None
-            yield current
+            for piece in pieces:
+                running.append(pool.submit(fetch, piece))
+                if len(running) > PIECES_AHEAD:
+                    yield running.popleft().result()
+            while running:
+                yield running.popleft().result()
         finally:
-            if ahead is not None:
-                _settle(ahead)
+            for future in running:
+                _settle(future)
 
     def _empty(self, columns: Sequence[str]) -> pa.RecordBatch:
         """No rows (or no columns: the streaming layer adds the row numbers)."""

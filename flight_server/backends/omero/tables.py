@@ -163,10 +163,17 @@ class OmeroTable(TableHandle):
         return read_rows_per_call(pa.schema([self._schema.field(c) for c in columns]),
                                   self._schema)
 
+    def _most_rows(self, columns: Sequence[str]) -> int:
+        """The most rows one call may hold: :data:`MAX_CALL_BYTES` of the values asked for and
+        :data:`MAX_CALL_ROW_BYTES` of whole rows."""
+        selected = row_width(pa.schema([self._schema.field(c) for c in columns]))
+        return max(1, min(MAX_CALL_BYTES // selected,
+                          MAX_CALL_ROW_BYTES // row_width(self._schema)))
+
     def _fetch(self, columns: tuple[str, ...], start: int, stop: int) -> pa.RecordBatch:
         """Rows ``[start, stop)``, in as many ``Table.read`` calls as their size needs."""
         indexes = [self._index[c] for c in columns]
-        step = self._rows_per_call(columns)
+        step = self._most_rows(columns)
         parts = []
         for first in range(start, stop, step):
             last = min(first + step, stop)
@@ -199,12 +206,18 @@ class OmeroTable(TableHandle):
 
     def _block(self, columns: tuple[str, ...], start: int, stop: int
                ) -> tuple[tuple[tuple[str, ...], int, int], pa.RecordBatch]:
-        """The block of rows that begins at ``start``: as many whole chunks of
-        ``stop - start`` rows as one OMERO call holds (at least one), from the read ahead
-        when it fetched this block."""
-        chunk = stop - start  # whole stream chunks per block, so no chunk straddles two
-        stop = max(stop, min(start + max(1, self._rows_per_call(columns) // chunk) * chunk,
-                             self._end()))
+        """The block of rows that begins at ``start``, from the read ahead when it fetched
+        this block: whole chunks of ``stop - start`` rows (so no chunk straddles two blocks),
+        the rows left split evenly over as few OMERO calls as they need (a 100,000-row read
+        in 50,000-row calls is two calls, not 46,710 + 46,710 + 6,580 rows), and never more
+        than one call may hold."""
+        chunk = stop - start
+        left = self._end() - start
+        calls = max(1, _ceil_div(left, self._rows_per_call(columns)))
+        rows = _ceil_div(_ceil_div(left, calls), chunk) * chunk
+        if rows > self._most_rows(columns):
+            rows = max(1, self._rows_per_call(columns) // chunk) * chunk
+        stop = max(stop, min(start + rows, self._end()))
         ahead, self._ahead = self._ahead, None
         if ahead is not None and ahead[0][0] == columns and ahead[0][1] == start \
                 and ahead[0][2] >= stop:
@@ -345,6 +358,10 @@ class OmeroTable(TableHandle):
             log.warning("closing OriginalFile %s failed", self.info.file_id, exc_info=True)
         finally:
             self._session.release()
+
+
+def _ceil_div(a: int, b: int) -> int:
+    return -(-a // b)
 
 
 def _settle(future: Future) -> None:

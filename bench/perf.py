@@ -348,8 +348,11 @@ def run(plan: Plan, out: Path, command: str) -> dict[str, Any]:
                     conn.shutdown()
                 o2p.shutdown()
     results["total_seconds"] = round(time.time() - started, 1)
+    results["goals"] = goals(results)
     print()
     print(report.format_results(results))
+    print()
+    print(format_goals(results["goals"]))
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=1) + "\n")
     print(f"\nfigures written to {out}")
@@ -357,6 +360,43 @@ def run(plan: Plan, out: Path, command: str) -> dict[str, Any]:
     if chart.draw(results, png):
         print(f"chart written to {png}")
     return results
+
+
+#: Issue 16's read goals: (reader, what it is held to, the most it may take of that).
+GOALS = (("bridge via Ice", "floor", 1.1), ("bridge via Ice", "omero2pandas", 1.0),
+         ("bridge direct", "limit", 1.2), ("embedded store", "limit", 1.2))
+_FLOORS = (FLOOR, QUERY_FLOOR, ROWS_FLOOR)
+
+
+def goals(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """Each read's ratio for each goal of :data:`GOALS`: medians over the shape's own floor,
+    the faster omero2pandas read, or the PyTables -> Arrow -> pandas limit."""
+    out = []
+    for entry in results["tables"]:
+        for what, figures in entry["reads"].items():
+            median = {name: f["median_s"] for name, f in figures.items()}
+            o2p = [v for k, v in median.items() if k.startswith("omero2pandas")]
+            against = {"floor": next((median[f] for f in _FLOORS if f in median), None),
+                       "omero2pandas": min(o2p) if o2p else None,
+                       "limit": median.get("PyTables -> Arrow -> pandas (limit)")}
+            for reader, target, most in GOALS:
+                base = against[target]
+                if reader not in median or not base:
+                    continue
+                ratio = median[reader] / base
+                out.append({"kind": entry["kind"], "rows": entry["rows"], "read": what,
+                            "reader": reader, "against": target, "ratio": round(ratio, 2),
+                            "goal": most, "met": ratio <= most})
+    return out
+
+
+def format_goals(rows: list[dict[str, Any]]) -> str:
+    lines = ["issue 16 read goals (median over median)"]
+    for g in rows:
+        lines.append(f"  {g['kind']:6} {g['rows']:>10,}  {g['read']:14} {g['reader']:15} "
+                     f"/ {g['against']:12} {g['ratio']:5.2f}x  (goal <= {g['goal']}x: "
+                     f"{'met' if g['met'] else 'NOT met'})")
+    return "\n".join(lines)
 
 
 def machine() -> dict[str, Any]:

@@ -108,11 +108,11 @@ def test_row_lists_are_read_as_ranges_where_dense_and_in_small_slices_where_scat
     scattered = np.arange(1_000, 1_000 + 25 * 50, 25)
     pieces = tables.OmeroTable._pieces(np.concatenate([dense, half, scattered]), 1_000)
     assert pieces[0][1] and int(pieces[0][0][0]) == 100 and len(pieces[0][0]) >= 60
-    for rows, dense in pieces:
-        if dense:  # a range read: at least half of the rows it spans are wanted
-            assert int(rows[-1]) < 300 and int(rows[-1] - rows[0]) < 2 * len(rows)
+    for piece, is_range in pieces:
+        if is_range:  # a range read: at least half of the rows it spans are wanted
+            assert int(piece[-1]) < 300 and int(piece[-1] - piece[0]) < 2 * len(piece)
         else:
-            assert len(rows) <= 20
+            assert len(piece) <= 20
     assert all(not d for p, d in pieces if int(p[-1]) >= 1_000)
     assert np.array_equal(np.concatenate([p for p, _ in pieces]),
                           np.concatenate([dense, half, scattered]))

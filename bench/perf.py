@@ -8,12 +8,14 @@ wide, at each size) measures, interleaved and repeated:
 * uploads: ``omero2pandas.upload_table`` (its default chunk size, which is its
   own tuned size), the bridge through Ice, the embedded store, and a plain
   PyTables write of the same data (the limit);
-* reads into pandas of the whole table, a column subset and a 1% query:
+* reads into pandas of the whole table, a column subset, a 1% query and a 1% row list:
   ``omero2pandas.read_table`` with its default ``chunk_size=1000`` and tuned
   (50,000), the bridge through Ice, the bridge reading directly, the embedded
   store, and PyTables reading the same HDF5 file into Arrow then pandas (the
-  limit); for whole tables and column subsets also OMERO.tables' own floor, a
-  bare ``Table.read`` loop over Ice whose values are dropped;
+  limit); and each shape's OMERO.tables floor, the bare Ice calls that serve
+  it with their values dropped: a ``Table.read`` loop for whole tables and
+  column subsets, ``getWhereList`` then a ``Table.slice`` loop for the query, a
+  ``Table.slice`` loop for the row list;
 * peak memory of the servers and of a client while streaming the table.
 
 Every client call runs in this process, warm (connections are open, files are
@@ -41,6 +43,13 @@ from flight_server.repository import original_file_path
 
 O2P_TUNED_CHUNK = 50_000
 FLOOR = "OMERO.tables floor: Table.read loop"
+QUERY_FLOOR = "OMERO.tables floor: getWhereList + slice loop"
+ROWS_FLOOR = "OMERO.tables floor: slice loop"
+#: Rows per ``Table.slice`` call in the floors: omero2pandas' default, the fastest measured
+#: (HDF5's point selection costs more per row in larger calls).
+FLOOR_SLICE_ROWS = 1_000
+#: The row list read: 1% of the rows, scattered, ascending (as a query's matches are).
+ROW_LIST_SHARE = 100
 #: omero2pandas's default read chunk takes ~20 s per million rows: only measured up to this.
 O2P_DEFAULT_MAX_ROWS = 1_000_000
 
@@ -141,41 +150,48 @@ def measure_reads(c: Clients, kind: str, rows: int, omero_file: int, store_file:
     h5 = original_file_path(c.omero.data_dir, omero_file)
     ncols = 5 if kind == "narrow" else 100
     subset = datasets.subset_of(kind)
+    row_list = row_list_of(rows)
     shapes = {"whole table": (rows, ncols), "column subset": (rows, len(subset)),
-              "1% query": None}
+              "1% query": None, "1% row list": (len(row_list), ncols)}
     arguments: dict[str, dict[str, Any]] = {
         "whole table": {}, "column subset": {"column_names": subset},
-        "1% query": {"query": datasets.QUERY}}
+        "1% query": {"query": datasets.QUERY}, "1% row list": {"rows": row_list}}
+    sparse = ("1% query", "1% row list")
+    session = c.o2p.client.getSession()
     out: dict[str, dict[str, Timing]] = {}
     for what, kwargs in arguments.items():
         print(f" {kind} {rows:,} rows, {what}", flush=True)
         contenders: dict[str, Callable[[], Any]] = {}
         counts: dict[str, int] = {}
-        if rows <= O2P_DEFAULT_MAX_ROWS or what == "1% query":
+        if rows <= O2P_DEFAULT_MAX_ROWS or what in sparse:
             contenders["omero2pandas default chunk (1000)"] = (
                 lambda kw=kwargs: omero2pandas.read_table(
                     file_id=omero_file, omero_connector=c.o2p, **kw))
             counts["omero2pandas default chunk (1000)"] = (
-                reps if what == "1% query" else slow_reps)
+                reps if what in sparse else slow_reps)
         contenders[f"omero2pandas tuned chunk ({O2P_TUNED_CHUNK:,})"] = (
             lambda kw=kwargs: omero2pandas.read_table(
                 file_id=omero_file, omero_connector=c.o2p, chunk_size=O2P_TUNED_CHUNK, **kw))
-        if rows > O2P_DEFAULT_MAX_ROWS and what != "1% query":
+        if rows > O2P_DEFAULT_MAX_ROWS and what not in sparse:
             counts[f"omero2pandas tuned chunk ({O2P_TUNED_CHUNK:,})"] = slow_reps
         for label, conn, fid in (("bridge via Ice", c.ice, omero_file),
                                  ("bridge direct", c.direct, omero_file),
                                  ("embedded store", c.store, store_file)):
             contenders[label] = (lambda kw=kwargs, conn=conn, fid=fid: flight_client.read_table(
                 file_id=fid, omero_connector=conn, progress=False, **kw))
-        if what != "1% query":
+        if what == "1% query":
+            contenders[QUERY_FLOOR] = lambda: ice_floor_sliced(session, omero_file,
+                                                               query=datasets.QUERY)
+        elif what == "1% row list":
+            contenders[ROWS_FLOOR] = lambda: ice_floor_sliced(session, omero_file,
+                                                              rows=row_list)
+        else:
             contenders[FLOOR] = lambda kw=kwargs: ice_floor(
-                c.o2p.client.getSession(), omero_file, kw.get("column_names"))
+                session, omero_file, kw.get("column_names"))
         contenders["PyTables -> Arrow (limit)"] = (
-            lambda kw=kwargs: datasets.pytables_read(
-                h5, kw.get("column_names"), kw.get("query")))
+            lambda kw=kwargs: pytables_read(h5, **kw))
         contenders["PyTables -> Arrow -> pandas (limit)"] = (
-            lambda kw=kwargs: datasets.pytables_read(
-                h5, kw.get("column_names"), kw.get("query")).to_pandas())
+            lambda kw=kwargs: pytables_read(h5, **kw).to_pandas())
         shape = shapes[what]
         check = _check_frame(*shape) if shape else None
         out[what] = interleaved(contenders, {n: counts.get(n, reps) for n in contenders},
@@ -200,6 +216,49 @@ def ice_floor(sf: Any, file_id: int, columns: list[str] | None) -> None:
             table.read(indexes, start, min(start + O2P_TUNED_CHUNK, rows))
     finally:
         table.close()
+
+
+def ice_floor_sliced(sf: Any, file_id: int, query: str | None = None,
+                     rows: list[int] | None = None) -> None:
+    """OMERO.tables' floor for a query (``getWhereList`` over the table) or a row list: then
+    ``Table.slice`` of every column in :data:`FLOOR_SLICE_ROWS`-row calls, values dropped."""
+    import omero.model
+
+    table = sf.sharedResources().openTable(omero.model.OriginalFileI(file_id, False),
+                                           {"omero.group": "-1"})
+    try:
+        indexes = list(range(len(table.getHeaders())))
+        if query is not None:
+            rows = table.getWhereList(query, {}, 0, table.getNumberOfRows(), 1)
+        assert rows is not None
+        for start in range(0, len(rows), FLOOR_SLICE_ROWS):
+            table.slice(indexes, rows[start:start + FLOOR_SLICE_ROWS])
+    finally:
+        table.close()
+
+
+def row_list_of(rows: int) -> list[int]:
+    """The 1% row list: seeded, scattered over the table, ascending."""
+    import numpy as np
+
+    picked = np.random.default_rng(1).choice(rows, max(1, rows // ROW_LIST_SHARE),
+                                             replace=False)
+    return [int(r) for r in np.sort(picked)]
+
+
+def pytables_read(h5: Path, column_names: list[str] | None = None, query: str | None = None,
+                  rows: list[int] | None = None) -> Any:
+    """The limit for each shape: PyTables straight into Arrow (see ``datasets.pytables_read``);
+    a row list reads its coordinates."""
+    if rows is None:
+        return datasets.pytables_read(h5, column_names, query)
+    import pyarrow as pa
+
+    with datasets.tables.open_file(str(h5), "r") as f:
+        table = f.root.OME.Measurements
+        data = table.read_coordinates(rows)
+        names = list(column_names or table.colnames)
+    return pa.table({n: datasets._array(data[n]) for n in names})
 
 
 def measure_memory(c: Clients, omero_file: int, store_file: int, bridges: dict[str, Any]
@@ -289,8 +348,11 @@ def run(plan: Plan, out: Path, command: str) -> dict[str, Any]:
                     conn.shutdown()
                 o2p.shutdown()
     results["total_seconds"] = round(time.time() - started, 1)
+    results["goals"] = goals(results)
     print()
     print(report.format_results(results))
+    print()
+    print(format_goals(results["goals"]))
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=1) + "\n")
     print(f"\nfigures written to {out}")
@@ -298,6 +360,43 @@ def run(plan: Plan, out: Path, command: str) -> dict[str, Any]:
     if chart.draw(results, png):
         print(f"chart written to {png}")
     return results
+
+
+#: Issue 16's read goals: (reader, what it is held to, the most it may take of that).
+GOALS = (("bridge via Ice", "floor", 1.1), ("bridge via Ice", "omero2pandas", 1.0),
+         ("bridge direct", "limit", 1.2), ("embedded store", "limit", 1.2))
+_FLOORS = (FLOOR, QUERY_FLOOR, ROWS_FLOOR)
+
+
+def goals(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """Each read's ratio for each goal of :data:`GOALS`: medians over the shape's own floor,
+    the faster omero2pandas read, or the PyTables -> Arrow -> pandas limit."""
+    out = []
+    for entry in results["tables"]:
+        for what, figures in entry["reads"].items():
+            median = {name: f["median_s"] for name, f in figures.items()}
+            o2p = [v for k, v in median.items() if k.startswith("omero2pandas")]
+            against = {"floor": next((median[f] for f in _FLOORS if f in median), None),
+                       "omero2pandas": min(o2p) if o2p else None,
+                       "limit": median.get("PyTables -> Arrow -> pandas (limit)")}
+            for reader, target, most in GOALS:
+                base = against[target]
+                if reader not in median or not base:
+                    continue
+                ratio = median[reader] / base
+                out.append({"kind": entry["kind"], "rows": entry["rows"], "read": what,
+                            "reader": reader, "against": target, "ratio": round(ratio, 2),
+                            "goal": most, "met": ratio <= most})
+    return out
+
+
+def format_goals(rows: list[dict[str, Any]]) -> str:
+    lines = ["issue 16 read goals (median over median)"]
+    for g in rows:
+        lines.append(f"  {g['kind']:6} {g['rows']:>10,}  {g['read']:14} {g['reader']:15} "
+                     f"/ {g['against']:12} {g['ratio']:5.2f}x  (goal <= {g['goal']}x: "
+                     f"{'met' if g['met'] else 'NOT met'})")
+    return "\n".join(lines)
 
 
 def machine() -> dict[str, Any]:

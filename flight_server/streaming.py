@@ -4,15 +4,18 @@ Memory stays bounded at any table size: a range read fetches ``chunk_size``
 rows at a time, a row list is read ``chunk_size`` rows at a time, and a query
 is evaluated over ``scan_rows`` rows at a time with the matches read in
 ``chunk_size`` pieces. The HDF5 lock is taken per chunk inside the handle, so
-other streams interleave with this one.
+other streams interleave with this one. The next chunk is read while this one is sent.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
+from typing import TypeVar
 
 import numpy as np
 import pyarrow as pa
@@ -36,6 +39,8 @@ SCAN_ROWS = 1_000_000
 DEFAULT_FILE_CHUNK = 1 << 20
 MAX_ENDPOINTS = 16
 CSV_MIMETYPES = {"text/csv", "application/csv", "text/comma-separated-values"}
+
+T = TypeVar("T")
 
 ROW_FIELD = pa.field(ROW_NUMBER_COLUMN, pa.int64(), nullable=False)
 FILE_SCHEMA = pa.schema([pa.field("data", pa.binary(), nullable=False)])
@@ -160,23 +165,63 @@ def _row_batches(read: TableRead, rows: np.ndarray) -> Iterator[pa.RecordBatch]:
 
 
 def batches(read: TableRead) -> Iterator[pa.RecordBatch]:
-    """The read's record batches, one chunk at a time; closes the handle when done."""
+    """The read's record batches, one chunk at a time; closes the handle when done.
+
+    Each chunk is read in a background thread while the one before it is sent
+    (:func:`one_ahead`), so reading the table and writing to the client overlap.
+    """
     try:
-        if read.rows is not None:
-            yield from _row_batches(read, read.rows)
-        elif read.query is not None:
-            n = read.handle.num_rows
-            scan = max(SCAN_ROWS, read.chunk_rows)
-            for start in range(0, n, scan):
-                found = read.handle.where(read.query, start, min(start + scan, n))
-                yield from _row_batches(read, found)
-        else:
-            for start in range(read.start, read.stop, read.chunk_rows):
-                stop = min(start + read.chunk_rows, read.stop)
-                batch = read.handle.read_range(read.names, start, stop)
-                yield _with_row_numbers(read, batch, np.arange(start, stop, dtype=np.int64))
+        yield from one_ahead(_read_batches(read))
     finally:
         read.close()
+
+
+def _read_batches(read: TableRead) -> Iterator[pa.RecordBatch]:
+    if read.rows is not None:
+        yield from _row_batches(read, read.rows)
+    elif read.query is not None:
+        n = read.handle.num_rows
+        scan = max(SCAN_ROWS, read.chunk_rows)
+        for start in range(0, n, scan):
+            found = read.handle.where(read.query, start, min(start + scan, n))
+            yield from _row_batches(read, found)
+    else:
+        read.handle.will_read(read.names, read.start, read.stop)
+        for start in range(read.start, read.stop, read.chunk_rows):
+            stop = min(start + read.chunk_rows, read.stop)
+            batch = read.handle.read_range(read.names, start, stop)
+            yield _with_row_numbers(read, batch, np.arange(start, stop, dtype=np.int64))
+
+
+_END = object()
+
+
+def one_ahead(items: Iterator[T]) -> Iterator[T]:
+    """``items``, the next one computed in a background thread while this one is used.
+
+    Only one ``next`` runs at a time. When the consumer stops early (an error, a client that
+    went away), the running ``next`` is waited for and ``items`` is closed in the consumer's
+    thread, so nothing still reads when this generator ends.
+    """
+    pool = ThreadPoolExecutor(1, thread_name_prefix="read-ahead")
+    pending: Future | None = pool.submit(next, items, _END)
+    try:
+        while True:
+            assert pending is not None
+            item = pending.result()
+            if item is _END:
+                pending = None
+                return
+            pending = pool.submit(next, items, _END)
+            yield item
+    finally:
+        if pending is not None:
+            with contextlib.suppress(BaseException):
+                pending.result()
+        pool.shutdown(wait=True)
+        close = getattr(items, "close", None)
+        if close is not None:
+            close()
 
 
 def split_ticket(read: TableRead, split_rows: int) -> list[TableTicket]:

@@ -121,6 +121,10 @@ class TableHandle(abc.ABC):
     @abc.abstractmethod
     def close(self) -> None: ...
 
+    def will_read(self, columns: Sequence[str], start: int, stop: int) -> None:  # noqa: B027
+        """A hint before a stream of ``read_range`` calls over rows ``[start, stop)``: a
+        handle that reads ahead stays inside them. Ignored by default."""
+
     def __enter__(self) -> TableHandle:
         return self
 

@@ -94,6 +94,9 @@ class HeldHandle(TableHandle):
         self._session.touch()
         return self._handle.read_rows(columns, rows)
 
+    def will_read(self, columns: Sequence[str], start: int, stop: int) -> None:
+        self._handle.will_read(columns, start, stop)
+
     def where(self, query: CheckedQuery, start: int, stop: int) -> np.ndarray:
         self._session.touch()
         return self._handle.where(query, start, stop)

@@ -140,6 +140,35 @@ def test_chunks_larger_than_one_omero_call_read_the_same(private_table, sign_in,
             flight_client.read_table(omero_connector=direct, **kwargs, **extra))
 
 
+def test_row_lists_and_queries_in_small_pipelined_calls_read_the_same(
+        private_table, sign_in, direct_sign_in, monkeypatch):
+    """Through Ice, scattered rows are sliced a few per call with more calls in flight, dense
+    runs are read as ranges and picked, and a query's next scan window is asked ahead: the
+    rows are those PyTables reads from disk, in the order asked."""
+    from flight_server import streaming
+    from flight_server.backends.omero import tables
+
+    monkeypatch.setattr(tables, "SLICE_ROWS", 7)
+    monkeypatch.setattr(streaming, "SCAN_ROWS", 4_000)
+    rng = np.random.default_rng(3)
+    scattered = sorted(int(r) for r in rng.choice(ROWS, 300, replace=False))
+    dense = list(range(10_000, 10_400)) + list(range(10_401, 10_800, 2))
+    ice, direct = sign_in("alice"), direct_sign_in("alice")
+    reads: list[dict[str, Any]] = [
+        {"rows": scattered}, {"rows": scattered[::-1] + scattered[:5]}, {"rows": dense},
+        {"rows": dense + scattered, "column_names": ["label"], "chunk_size": 333},
+        {"query": "(area < 0.05) & valid", "chunk_size": 1000},
+        {"query": "area < 0.5", "chunk_size": 1000, "column_names": ["object"]},
+    ]
+    for kwargs in reads:
+        got = flight_client.read_table(annotation_id=private_table, omero_connector=ice,
+                                       progress=False, **kwargs)
+        pd.testing.assert_frame_equal(
+            got, flight_client.read_table(annotation_id=private_table,
+                                          omero_connector=direct, progress=False, **kwargs))
+        assert len(got) > 0
+
+
 def test_crafted_table_files_in_omeros_data_directory_are_refused(
         omero_bridge, sign_in, direct_sign_in, tmp_path):
     """An OMERO.tables file that reaches outside itself (external storage aimed at a file on

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 
+import numpy as np
 import pyarrow as pa
 import pytest
 
@@ -12,6 +13,7 @@ omero = pytest.importorskip("omero", reason="omero-py (with zeroc-ice 3.6) is no
 import Ice  # noqa: E402
 
 from flight_server import errors  # noqa: E402
+from flight_server.backends.omero import tables  # noqa: E402
 from flight_server.backends.omero.calls import CallGate  # noqa: E402
 from flight_server.backends.omero.errors import SessionGone, translate  # noqa: E402
 from flight_server.backends.omero.tables import (  # noqa: E402
@@ -96,6 +98,28 @@ def test_reads_hold_at_most_64_mib_of_whole_rows_in_omero():
     rows = read_rows_per_call(ids, wide)
     assert rows * 4_000 <= 64 << 20 < (rows + 100) * 4_012
     assert read_rows_per_call(wide, wide) == rows
+
+
+def test_row_lists_are_read_as_ranges_where_dense_and_in_small_slices_where_scattered(
+        monkeypatch):
+    monkeypatch.setattr(tables, "SLICE_ROWS", 20)
+    dense = np.arange(100, 160)
+    half = np.arange(200, 300, 2)  # half the rows of its span: still one range
+    scattered = np.arange(1_000, 1_000 + 25 * 50, 25)
+    pieces = tables.OmeroTable._pieces(np.concatenate([dense, half, scattered]), 1_000)
+    assert pieces[0][1] and int(pieces[0][0][0]) == 100 and len(pieces[0][0]) >= 60
+    for piece, is_range in pieces:
+        if is_range:  # a range read: at least half of the rows it spans are wanted
+            assert int(piece[-1]) < 300 and int(piece[-1] - piece[0]) < 2 * len(piece)
+        else:
+            assert len(piece) <= 20
+    assert all(not d for p, d in pieces if int(p[-1]) >= 1_000)
+    assert np.array_equal(np.concatenate([p for p, _ in pieces]),
+                          np.concatenate([dense, half, scattered]))
+    # a dense run never spans more rows than one call holds
+    spans = tables.OmeroTable._pieces(np.arange(0, 10_000), 3_000)
+    assert [(int(p[0]), len(p), d) for p, d in spans] == [
+        (0, 3_000, True), (3_000, 3_000, True), (6_000, 3_000, True), (9_000, 1_000, True)]
 
 
 def test_the_gate_bounds_concurrent_calls():

@@ -9,8 +9,8 @@ and reads it whole into pandas with:
   arrive: ``flight_client.assembly``);
 * the bridge before that change: ``read_arrow`` of the whole table, then
   ``outputs.to_pandas`` (what ``read_table`` did);
-* the bridge's ``read_table`` with ~1 MiB batches (``chunk_size=16,384``)
-  rather than the bridge's default ~4 MiB;
+* the bridge's ``read_table`` with ~4 MiB batches (``chunk_size=65,536``, the
+  bridge's default before it became ~1 MiB);
 * the floor: a streaming read that drops every batch (``read_arrow(stream=True)``),
   with both batch sizes: what Flight and gRPC hold while a read streams;
 * ``omero2pandas.read_table`` against the stand-in, with its default
@@ -46,16 +46,16 @@ O2P_TUNED_CHUNK = 50_000
 #: omero2pandas' default chunk (1,000 rows) takes ~20 s per million rows: only up to this.
 O2P_DEFAULT_MAX_ROWS = 1_000_000
 
-#: Rows per batch of the ``bridge_1mib`` reader: ~1 MiB batches of the narrow table (60 bytes
-#: a row), against the ~4 MiB the bridge sends by default. Flight and gRPC hold a few
-#: messages while streaming, so the batch size sets most of what a read needs beyond its result.
-SMALL_BATCH_ROWS = 16_384
+#: Rows per batch of the ``bridge_4mib`` reader: ~4 MiB batches of the narrow table (60 bytes
+#: a row; the bridge's default was ~4 MiB, now ~1 MiB). Flight and gRPC hold a few messages
+#: while streaming, so the batch size sets most of what a read needs beyond its result.
+LARGE_BATCH_ROWS = 65_536
 
 READERS = {
     "bridge": "bridge read_table (assembly)",
-    "bridge_1mib": f"bridge read_table, chunk_size={SMALL_BATCH_ROWS:,}",
+    "bridge_4mib": f"bridge read_table, chunk_size={LARGE_BATCH_ROWS:,}",
     "bridge_stream": "bridge stream, batches dropped (floor)",
-    "bridge_stream_1mib": f"same, chunk_size={SMALL_BATCH_ROWS:,}",
+    "bridge_stream_4mib": f"same, chunk_size={LARGE_BATCH_ROWS:,}",
     "bridge_before": "bridge read_arrow + to_pandas (before)",
     "o2p_tuned": f"omero2pandas chunk_size={O2P_TUNED_CHUNK:,}",
     "o2p_default": "omero2pandas default chunk (1,000)",
@@ -194,9 +194,9 @@ def measure_size(omero: servers.Omero, bridge: servers.Bridge, rows: int,
     plan: dict[str, tuple[dict[str, Any], int]] = {
         "bridge": (bridge_args, reps),
         "bridge_before": (bridge_args, reps),
-        "bridge_1mib": ({**bridge_args, "chunk_size": SMALL_BATCH_ROWS}, reps),
+        "bridge_4mib": ({**bridge_args, "chunk_size": LARGE_BATCH_ROWS}, reps),
         "bridge_stream": (bridge_args, reps),
-        "bridge_stream_1mib": ({**bridge_args, "chunk_size": SMALL_BATCH_ROWS}, reps),
+        "bridge_stream_4mib": ({**bridge_args, "chunk_size": LARGE_BATCH_ROWS}, reps),
         "o2p_tuned": ({**o2p_args, "chunk_size": O2P_TUNED_CHUNK}, 1 if rows > 10**6 else reps),
     }
     if rows <= O2P_DEFAULT_MAX_ROWS:
@@ -214,9 +214,9 @@ def measure_size(omero: servers.Omero, bridge: servers.Bridge, rows: int,
     result["bridge_paths_identical"] = all(
         (r[name]["digest"], r[name]["dtypes"], r[name]["index"])
         == (r["bridge"]["digest"], r["bridge"]["dtypes"], r["bridge"]["index"])
-        for name in ("bridge_before", "bridge_1mib"))
+        for name in ("bridge_before", "bridge_4mib"))
     result["streams_complete"] = all(r[name]["shape"] == [rows]
-                                     for name in ("bridge_stream", "bridge_stream_1mib"))
+                                     for name in ("bridge_stream", "bridge_stream_4mib"))
     return result
 
 

@@ -33,7 +33,12 @@ from flight_server.backends.base import (
 from flight_server.errors import InvalidArgument
 from flight_server.query import CheckedQuery, check_query
 
-TARGET_BATCH_BYTES = 4 << 20
+#: Bytes per record batch a read streams by default (~1 MiB): the client copies each batch
+#: into its final columns as it arrives, and gRPC holds a few messages while a read
+#: streams, so smaller batches bound the client's peak (bench/results/client_memory.json:
+#: 1M rows, 1.44x the DataFrame with ~4 MiB batches, 1.15x with ~1 MiB). OMERO calls are
+#: sized on their own (backends/omero/tables.py).
+TARGET_BATCH_BYTES = 1 << 20
 MAX_CHUNK_ROWS = 1_000_000
 SCAN_ROWS = 1_000_000
 DEFAULT_FILE_CHUNK = 1 << 20

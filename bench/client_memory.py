@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import datasets, servers
+from bench.probe import _reset_peak, _status_mib
 
 GOAL_RATIO = 1.3  # issue 16: client peak <= 1.3x the DataFrame
 GOAL_BELOW_O2P = 3.0  # ... and at least 3x below omero2pandas' peak for the same read
@@ -63,19 +64,7 @@ READERS = {
 
 
 # -- the probe: one read in a fresh process ----------------------------------------------------
-def _status_mib(key: str) -> float:
-    with open("/proc/self/status") as fh:
-        for line in fh:
-            if line.startswith(key + ":"):
-                return int(line.split()[1]) / 1024
-    raise RuntimeError(f"/proc/self/status has no {key}")
-
-
-def _reset_peak() -> None:
-    with open("/proc/self/clear_refs", "w") as fh:
-        fh.write("5")
-
-
+# (resident memory from /proc/self/status: the one reader in bench.probe)
 def _bridge_read(args: dict[str, Any], how: str) -> tuple[Any, Any]:
     import flight_client
     from flight_client import outputs

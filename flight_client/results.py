@@ -103,8 +103,6 @@ class ReadResult:
         self._plan: ReadPlan | None = None
         self._consumed: str | None = None
         self._lock = threading.Lock()
-        #: The plan's row count once the rows are opened (-1: not known before reading).
-        self._planned_rows = -1
 
     def __repr__(self) -> str:
         state = f"consumed by {self._consumed}()" if self._consumed else "not read yet"
@@ -184,7 +182,6 @@ class ReadResult:
         else:
             info = self.info
             schema, total = info.schema, info.total_records
-            self._planned_rows = total
             LOGGER.info("reading table %s: %s rows in %d part(s)", self._what(), total,
                         len(info.endpoints))
             stream = ordered_batches(transport, list(info.endpoints), parallel)
@@ -196,7 +193,9 @@ class ReadResult:
     def to_pandas(self) -> pd.DataFrame:
         """A DataFrame indexed by the table's row numbers (when the read carries them)."""
         schema, batches = self._open("to_pandas")
-        return frame_from_batches(schema, batches, self._planned_rows)
+        # Rows came through the plan exactly when one was asked for (see _started).
+        planned = -1 if self._info is None else int(self._info.total_records)
+        return frame_from_batches(schema, batches, planned)
 
     def to_arrow(self) -> pa.Table:
         """A ``pyarrow.Table``."""

@@ -50,7 +50,7 @@ from flight_server.backends.handles import (
     TableWriter,
     UploadResult,
 )
-from flight_server.backends.paging import page_size_of, position_of
+from flight_server.backends.paging import MAX_PAGE_SIZE, page_size_of, position_of
 from flight_server.errors import InvalidArgument
 
 __all__ = [
@@ -157,8 +157,6 @@ class Backend(abc.ABC):
     ) -> list[TableSummary]:
         """Tables the caller can see; only those linked to the object (or to any object
         of the type, without ``object_id``) when one is given."""
-        from flight_server.backends.paging import MAX_PAGE_SIZE
-
         kind, oid = self._listing_object(object_type, object_id)
         tables: list[TableSummary] = []
         after = -1

@@ -397,34 +397,39 @@ class LocalStore(Backend):
         """Up to ``size`` tables by file id, after the file id ``after``."""
         sql = (f"SELECT {FILE_COLUMNS} FROM {FILE_JOINS} WHERE f.mimetype = ? "
                "AND f.is_table = 1 AND f.id > ?")
-        args: list[object] = [TABLE_MIMETYPE]
+        linked: list[object] = []
         if object_type is not None:
             sql += (" AND EXISTS (SELECT 1 FROM links l WHERE l.annotation_id = a.id "
                     "AND l.object_type = ?" + (" AND l.object_id = ?)" if object_id is not None
                                               else ")"))
+            linked = [object_type] if object_id is None else [object_type, object_id]
         out: list[TableSummary] = []
         while len(out) < size:
             wanted = size - len(out)
-            values = [*args, after]
-            if object_type is not None:
-                values.append(object_type)
-                if object_id is not None:
-                    values.append(object_id)
-            rows = self.catalog.query(sql + " ORDER BY f.id LIMIT ?", [*values, wanted])
-            for row in rows:
-                if not self._can_read(caller, row):
-                    continue
-                links = self.catalog.query(
-                    "SELECT object_type, object_id FROM links WHERE annotation_id = ? "
-                    "ORDER BY object_type, object_id", (row["annotation_id"],))
-                out.append(TableSummary(_file_info(row),
-                                        tuple((r["object_type"], r["object_id"])
-                                              for r in links),
-                                        row["rows"]))
+            rows = self.catalog.query(sql + " ORDER BY f.id LIMIT ?",
+                                      [TABLE_MIMETYPE, after, *linked, wanted])
+            readable = [row for row in rows if self._can_read(caller, row)]
+            links = self._links_of([row["annotation_id"] for row in readable])
+            out.extend(TableSummary(_file_info(row), links.get(row["annotation_id"], ()),
+                                    row["rows"]) for row in readable)
             if len(rows) < wanted:
                 return TablePage(out, None)
             after = rows[-1]["file_id"]
         return TablePage(out, token_after(after))
+
+    def _links_of(self, annotation_ids: list[int]) -> dict[int, tuple[tuple[str, int], ...]]:
+        """The links of a page's FileAnnotations, in one query (a page holds at most
+        paging.MAX_PAGE_SIZE ids, below SQLite's 32,766 parameters)."""
+        if not annotation_ids:
+            return {}
+        marks = ",".join("?" * len(annotation_ids))
+        found: dict[int, list[tuple[str, int]]] = {}
+        for r in self.catalog.query(
+                f"SELECT annotation_id, object_type, object_id FROM links "
+                f"WHERE annotation_id IN ({marks}) ORDER BY object_type, object_id",
+                annotation_ids):
+            found.setdefault(r["annotation_id"], []).append((r["object_type"], r["object_id"]))
+        return {k: tuple(v) for k, v in found.items()}
 
     # -- writing ---------------------------------------------------------------------
 

@@ -488,13 +488,32 @@ def to_numpy(arr: pa.Array, f: pa.Field) -> np.ndarray | dict[str, np.ndarray | 
     return arr.to_numpy(zero_copy_only=False)
 
 
+def fixed_width_strings(data: np.ndarray) -> pa.Array:
+    """A numpy ``S<width>`` array (HDF5's fixed-width strings) as an Arrow string array.
+
+    Trailing NULs are padding and dropped; a NUL inside a value is kept. This is
+    what numpy, and so OMERO.tables, hands out for each element (``S`` arrays
+    strip trailing NULs only). The bytes are viewed as ``fixed_size_binary``
+    without a copy, checked as UTF-8 (``ArrowInvalid`` if not) and trimmed in
+    Arrow's kernels: about 2x faster than ``pa.array(data, pa.binary())``, which
+    also cuts each value at its first NUL.
+    """
+    if data.dtype.kind != "S":  # already objects (bytes), as some readers hand them
+        return pa.array(data, type=pa.binary()).cast(pa.string())
+    data = np.ascontiguousarray(data)
+    width = data.dtype.itemsize
+    if width == 0 or len(data) == 0:
+        return pa.array([""] * len(data), type=pa.string())
+    padded = pa.FixedSizeBinaryArray.from_buffers(
+        pa.binary(width), len(data), [None, pa.py_buffer(data)])
+    return pc.utf8_rtrim(padded.cast(pa.string()), characters="\x00")
+
+
 def from_numpy(values: object, f: pa.Field) -> pa.Array:
     """A stored column read back from PyTables (see :func:`to_numpy` for the shapes)."""
     column_type = column_type_of(f)
     if column_type == STRING:
-        data = np.asarray(values)
-        # numpy's fixed-width bytes drop trailing NULs, which is how OMERO pads strings.
-        return pa.array(data, type=pa.binary()).cast(pa.string())
+        return fixed_width_strings(np.asarray(values))
     if column_type in ARRAY_COLUMNS:
         data = np.asarray(values)
         length = f.type.list_size

@@ -51,6 +51,7 @@ from flight_server.backends.handles import (
     UploadResult,
 )
 from flight_server.backends.paging import MAX_PAGE_SIZE, page_size_of, position_of
+from flight_server.backends.parked import ParkedTables
 from flight_server.errors import InvalidArgument
 
 __all__ = [
@@ -121,10 +122,19 @@ class Backend(abc.ABC):
 
     # -- reading: checks, then the hooks -----------------------------------------------
 
+    #: Tables opened to plan a read, kept for its ``do_get`` (see :meth:`release_planned`);
+    #: None: every read opens its table twice.
+    parked: ParkedTables | None = None
+
     def open_table(self, caller: Caller, ref: TableRef) -> TableHandle:
         """Open an OMERO.tables file the caller may read, or raise not-found/permission
         errors. The handle must be closed (use it in a ``with``)."""
         _check_ref(ref)
+        key = self._parking_key(caller)
+        if key is not None and self.parked is not None:
+            planned = self.parked.take(key, ref)
+            if planned is not None:
+                return planned  # opened for this read's get_flight_info, moments ago
         return self._open_table(caller, ref)
 
     def file_info(self, caller: Caller, ref: TableRef) -> FileInfo:
@@ -179,9 +189,18 @@ class Backend(abc.ABC):
 
     def release_planned(self, caller: Caller, ref: TableRef, handle: TableHandle) -> None:
         """A read was planned on ``handle`` (``get_flight_info``) and its ``do_get`` comes
-        next. Backends where opening a table is costly may keep it briefly for that read
-        (the next ``open_table`` of ``ref`` by the same sign-in); by default it is closed."""
-        handle.close()
+        next: a backend with :attr:`parked` keeps it a few seconds for the next
+        ``open_table`` of ``ref`` under the caller's :meth:`_parking_key`; else it is closed."""
+        key = self._parking_key(caller)
+        if key is None or self.parked is None:
+            handle.close()
+        else:
+            self.parked.park(key, ref, handle)
+
+    def _parking_key(self, caller: Caller) -> str | None:
+        """Whose parked tables the caller may take: every caller who may read what another
+        planned shares its key (a user; a sign-in under OMERO). None: nothing is parked."""
+        return None
 
     # -- writing: checks, then the hooks -----------------------------------------------
 

@@ -62,6 +62,7 @@ from flight_server.backends.formats.hdf5 import H5Reader, H5Writer
 from flight_server.backends.local.catalog import FILE_COLUMNS, FILE_JOINS, PERMISSIONS, Catalog
 from flight_server.backends.local.passwords import hash_password, verify_password, verify_unknown
 from flight_server.backends.paging import token_after
+from flight_server.backends.parked import ParkedTables
 from flight_server.errors import (
     AlreadyExists,
     InvalidArgument,
@@ -131,6 +132,7 @@ class LocalStore(Backend):
         make_private(self.path)
         self.tmp, self._tmp_lock = _own_tmp(self.path / "tmp")
         self._handles = OpenHandles()
+        self.parked = ParkedTables()
         verify_unknown("")  # computes the dummy hash now, so no sign-in pays for it
 
     def __repr__(self) -> str:
@@ -142,9 +144,11 @@ class LocalStore(Backend):
         return [handle.info for handle in self._handles.handles()]
 
     def close(self) -> None:
-        """Remove this store's (empty, once uploads ended) temporary folder and unlock it."""
+        """Close parked tables, remove this store's (empty, once uploads ended) temporary
+        folder and unlock it."""
         if self._tmp_lock.closed:
             return
+        self.parked.close()
         shutil.rmtree(self.tmp, ignore_errors=True)
         Path(f"{self.tmp}.lock").unlink(missing_ok=True)
         self._tmp_lock.close()
@@ -358,6 +362,10 @@ class LocalStore(Backend):
 
     def _file_info(self, caller: Caller, ref: TableRef) -> FileInfo:
         return _file_info(self._row(caller, ref))
+
+    def _parking_key(self, caller: Caller) -> str | None:
+        """The user's: what one sign-in of a user may read, every other may too."""
+        return f"user {caller.user_id}"
 
     def _open_table(self, caller: Caller, ref: TableRef) -> TableHandle:
         row = self._row(caller, ref)

@@ -34,7 +34,6 @@ from flight_server.backends.omero.direct import DirectReads
 from flight_server.backends.omero.files import OmeroFileWriter, file_chunks
 from flight_server.backends.omero.listing import table_page
 from flight_server.backends.omero.lookup import Lookup
-from flight_server.backends.omero.parked import DEFAULT_LIFETIME, ParkedTables
 from flight_server.backends.omero.ping import RouterPing
 from flight_server.backends.omero.sessions import (
     DEFAULT_CALL_TIMEOUT,
@@ -47,6 +46,7 @@ from flight_server.backends.omero.sessions import (
 )
 from flight_server.backends.omero.tables import OmeroTable
 from flight_server.backends.omero.writer import OmeroTableWriter
+from flight_server.backends.parked import DEFAULT_LIFETIME, ParkedTables
 from flight_server.errors import InvalidArgument, Unauthenticated
 
 log = logging.getLogger(__name__)
@@ -78,8 +78,8 @@ class OmeroBackend(Backend):
         self.sessions = SessionManager(host, self.port, idle_timeout,
                                        with_call_timeout(client_factory, call_timeout))
         self.gate = CallGate(self.sessions, max_calls)
-        self.parked = ParkedTables(planned_lifetime)
-        self.sessions.on_close.append(self.parked.drop)
+        self.parked: ParkedTables = ParkedTables(planned_lifetime)
+        self.sessions.on_close.append(lambda session: self.parked.drop(session.handle))
         self._secret = secrets.token_bytes(32)
         self.pinger = RouterPing(host, self.port, client_factory)
 
@@ -135,9 +135,6 @@ class OmeroBackend(Backend):
 
     def _open_table(self, caller: Caller, ref: TableRef) -> TableHandle:
         session = self._session(caller)
-        planned = self.parked.take(session, ref)
-        if planned is not None:
-            return planned  # opened for this read's get_flight_info, moments ago
         ofile, info = self._lookup(caller).original_file(ref)
         check_table_file(ref, info)
         if self.direct is not None:
@@ -165,8 +162,10 @@ class OmeroBackend(Backend):
         info = self._file_info(caller, ref)
         return file_chunks(self.gate, self._session(caller), info, chunk_size)
 
-    def release_planned(self, caller: Caller, ref: TableRef, handle: TableHandle) -> None:
-        self.parked.park(self._session(caller), ref, handle)
+    def _parking_key(self, caller: Caller) -> str | None:
+        """A sign-in's own: two sign-ins of one user share no parked table."""
+        session = self._session(caller)
+        return None if session.closed else session.handle
 
     def _list_tables_page(self, caller: Caller, object_type: str | None,
                           object_id: int | None, size: int, after: int) -> TablePage:

@@ -3,19 +3,19 @@
 A Flight read is two calls: ``get_flight_info`` opens the table to check the
 ticket and count its rows, then ``do_get`` streams it. Through OMERO.tables an
 open costs a lookup (two queries), ``openTable``, the column headers and the
-row count, and a close: about 20 ms. The service hands the planned read's
-handle back (``Backend.release_planned``) and it is parked here, for that
-sign-in only (the bridge's session handle, never the user: two sign-ins of
-one user share nothing), under the ref the ticket named. The next
-``open_table`` of that ref by the same sign-in takes it instead of opening
-the table again; the stream then closes it as usual.
+row count, and a close: about 20 ms; an HDF5 file's open (PyTables' nodes and
+attributes) about 3 ms. The service hands the planned read's handle back
+(``Backend.release_planned``) and the backend parks it here under a key it
+chooses (OMERO: the bridge's session handle, so two sign-ins of one user share
+nothing; the embedded store: the user) and the ref the ticket named. The next
+``open_table`` of that ref with the same key takes it instead of opening the
+table again; the stream then closes it as usual.
 
-A parked table is closed when ``lifetime`` seconds pass unused, when the
-sign-in ends (logout, idle timeout, OMERO ending the session: see
-``SessionManager.on_close``), when more than ``per_session`` are parked for
-one sign-in (the oldest goes), and when the backend closes. It was opened as
-the caller, with OMERO's permission checks, at most ``lifetime`` seconds
-before it is read.
+A parked table is closed when ``lifetime`` seconds pass unused, when its key
+is dropped (OMERO: the sign-in ends, see ``SessionManager.on_close``), when
+more than ``per_session`` are parked under one key (the oldest goes), and when
+the backend closes. It was opened as the caller, with the backend's permission
+checks, at most ``lifetime`` seconds before it is read.
 """
 
 from __future__ import annotations
@@ -25,8 +25,7 @@ import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
-from flight_server.backends.base import TableHandle, TableRef
-from flight_server.backends.omero.sessions import OmeroSession
+from flight_server.backends.handles import TableHandle, TableRef
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +42,8 @@ class _Parked:
 
 
 class ParkedTables:
-    """Open table handles per sign-in and ref, each closed after ``lifetime`` seconds."""
+    """Open table handles per key (a sign-in, a user) and ref, each closed after ``lifetime``
+    seconds."""
 
     def __init__(self, lifetime: float = DEFAULT_LIFETIME, per_session: int = PER_SESSION) -> None:
         self.lifetime = float(lifetime)
@@ -51,47 +51,46 @@ class ParkedTables:
         self._lock = threading.Lock()
         self._parked: dict[str, OrderedDict[TableRef, _Parked]] = {}
 
-    def park(self, session: OmeroSession, ref: TableRef, handle: TableHandle) -> None:
-        """Keep ``handle`` for the next :meth:`take` of ``ref`` by this sign-in."""
-        if self.lifetime <= 0 or session.closed:
+    def park(self, key: str, ref: TableRef, handle: TableHandle) -> None:
+        """Keep ``handle`` for the next :meth:`take` of ``ref`` under ``key``."""
+        if self.lifetime <= 0:
             handle.close()
             return
         entry = _Parked(handle)
         with self._lock:
-            mine = self._parked.setdefault(session.handle, OrderedDict())
+            mine = self._parked.setdefault(key, OrderedDict())
             replaced = [mine.pop(ref)] if ref in mine else []
             mine[ref] = entry
             while len(mine) > self.per_session:
                 replaced.append(mine.popitem(last=False)[1])
-            entry.timer = threading.Timer(self.lifetime, self._expire,
-                                          (session.handle, ref, entry))
+            entry.timer = threading.Timer(self.lifetime, self._expire, (key, ref, entry))
             entry.timer.daemon = True
             entry.timer.start()
         for old in replaced:
             _close(old)
 
-    def take(self, session: OmeroSession, ref: TableRef) -> TableHandle | None:
-        """The parked handle of ``ref`` for this sign-in (now the caller's to close), or None."""
+    def take(self, key: str, ref: TableRef) -> TableHandle | None:
+        """The handle of ``ref`` parked under ``key`` (now the caller's to close), or None."""
         with self._lock:
-            mine = self._parked.get(session.handle)
+            mine = self._parked.get(key)
             entry = mine.pop(ref, None) if mine else None
             if mine is not None and not mine:
-                del self._parked[session.handle]
+                del self._parked[key]
         if entry is None:
             return None
         if entry.timer is not None:
             entry.timer.cancel()
         return entry.handle
 
-    def parked(self, session: OmeroSession) -> int:
-        """How many tables are parked for this sign-in."""
+    def parked(self, key: str) -> int:
+        """How many tables are parked under ``key``."""
         with self._lock:
-            return len(self._parked.get(session.handle, ()))
+            return len(self._parked.get(key, ()))
 
-    def drop(self, session: OmeroSession) -> None:
-        """Close every table parked for this sign-in (it is ending)."""
+    def drop(self, key: str) -> None:
+        """Close every table parked under ``key`` (its sign-in is ending)."""
         with self._lock:
-            mine = self._parked.pop(session.handle, None)
+            mine = self._parked.pop(key, None)
         for entry in (mine or {}).values():
             _close(entry)
 

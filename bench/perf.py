@@ -50,7 +50,8 @@ ROWS_FLOOR = "OMERO.tables floor: slice loop"
 FLOOR_SLICE_ROWS = 1_000
 #: The row list read: 1% of the rows, scattered, ascending (as a query's matches are).
 ROW_LIST_SHARE = 100
-#: omero2pandas's default read chunk takes ~20 s per million rows: only measured up to this.
+#: omero2pandas's default read chunk takes ~25 s per million rows: above this many rows its
+#: whole-table and column-subset reads (and its uploads) run once (``Plan.slow_reps``).
 O2P_DEFAULT_MAX_ROWS = 1_000_000
 
 
@@ -163,12 +164,10 @@ def measure_reads(c: Clients, kind: str, rows: int, omero_file: int, store_file:
         print(f" {kind} {rows:,} rows, {what}", flush=True)
         contenders: dict[str, Callable[[], Any]] = {}
         counts: dict[str, int] = {}
-        if rows <= O2P_DEFAULT_MAX_ROWS or what in sparse:
-            contenders["omero2pandas default chunk (1000)"] = (
-                lambda kw=kwargs: omero2pandas.read_table(
-                    file_id=omero_file, omero_connector=c.o2p, **kw))
-            counts["omero2pandas default chunk (1000)"] = (
-                reps if what in sparse else slow_reps)
+        contenders["omero2pandas default chunk (1000)"] = (
+            lambda kw=kwargs: omero2pandas.read_table(
+                file_id=omero_file, omero_connector=c.o2p, **kw))
+        counts["omero2pandas default chunk (1000)"] = reps if what in sparse else slow_reps
         contenders[f"omero2pandas tuned chunk ({O2P_TUNED_CHUNK:,})"] = (
             lambda kw=kwargs: omero2pandas.read_table(
                 file_id=omero_file, omero_connector=c.o2p, chunk_size=O2P_TUNED_CHUNK, **kw))

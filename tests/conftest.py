@@ -75,6 +75,7 @@ def bridge(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Bridge]:
     yield b
     assert b.server is not None
     b.server.shutdown()
+    b.store.close()
 
 
 @pytest.fixture(scope="session")

@@ -205,7 +205,8 @@ _PASSED_MAX = 4096
 _PASSED_LOCK = threading.Lock()
 
 
-def _identity(path: Path) -> tuple[int, ...] | None:
+def file_identity(path: Path) -> tuple[int, ...] | None:
+    """(device, inode, size, mtime, ctime) of the file at ``path``; None if it is gone."""
     try:
         st = os.stat(path)
     except OSError:
@@ -222,14 +223,14 @@ def check_file(path: str | Path, label: str | None = None) -> None:
     until it changes; a refusal is never remembered.
     """
     path = Path(path)
-    identity = _identity(path)
+    identity = file_identity(path)
     if identity is not None:
         with _PASSED_LOCK:
             if identity in _PASSED:
                 _PASSED.move_to_end(identity)
                 return
     _check(path, label or path.name)
-    if identity is not None and identity == _identity(path):  # unchanged while checked
+    if identity is not None and identity == file_identity(path):  # unchanged while checked
         with _PASSED_LOCK:
             _PASSED[identity] = None
             while len(_PASSED) > _PASSED_MAX:

@@ -58,11 +58,11 @@ from flight_server.backends.base import (
     UploadResult,
     check_table_file,
 )
-from flight_server.backends.formats.hdf5 import H5Reader, H5Writer
+from flight_server.backends.formats.hdf5 import H5Writer
+from flight_server.backends.formats.shared import SharedReaders
 from flight_server.backends.local.catalog import FILE_COLUMNS, FILE_JOINS, PERMISSIONS, Catalog
 from flight_server.backends.local.passwords import hash_password, verify_password, verify_unknown
 from flight_server.backends.paging import token_after
-from flight_server.backends.parked import ParkedTables
 from flight_server.errors import (
     AlreadyExists,
     InvalidArgument,
@@ -132,7 +132,7 @@ class LocalStore(Backend):
         make_private(self.path)
         self.tmp, self._tmp_lock = _own_tmp(self.path / "tmp")
         self._handles = OpenHandles()
-        self.parked = ParkedTables()
+        self.readers = SharedReaders()
         verify_unknown("")  # computes the dummy hash now, so no sign-in pays for it
 
     def __repr__(self) -> str:
@@ -144,11 +144,11 @@ class LocalStore(Backend):
         return [handle.info for handle in self._handles.handles()]
 
     def close(self) -> None:
-        """Close parked tables, remove this store's (empty, once uploads ended) temporary
+        """Close unused table files, remove this store's (empty, once uploads ended) temporary
         folder and unlock it."""
         if self._tmp_lock.closed:
             return
-        self.parked.close()
+        self.readers.close()
         shutil.rmtree(self.tmp, ignore_errors=True)
         Path(f"{self.tmp}.lock").unlink(missing_ok=True)
         self._tmp_lock.close()
@@ -363,10 +363,6 @@ class LocalStore(Backend):
     def _file_info(self, caller: Caller, ref: TableRef) -> FileInfo:
         return _file_info(self._row(caller, ref))
 
-    def _parking_key(self, caller: Caller) -> str | None:
-        """The user's: what one sign-in of a user may read, every other may too."""
-        return f"user {caller.user_id}"
-
     def _open_table(self, caller: Caller, ref: TableRef) -> TableHandle:
         row = self._row(caller, ref)
         info = _file_info(row)
@@ -383,7 +379,7 @@ class LocalStore(Backend):
 
             handle = TileDBReader(path, info, on_close=self._handles.discard)
         else:
-            handle = H5Reader(path, info, on_close=self._handles.discard)
+            handle = self.readers.open(path, info, on_close=self._handles.discard)
         return self._handles.add(handle)
 
     def _read_file(self, caller: Caller, ref: TableRef, chunk_size: int) -> Iterator[bytes]:

@@ -108,6 +108,8 @@ class OmeroBackend(Backend):
 
     def close(self) -> None:
         self.parked.close()
+        if self.direct is not None:
+            self.direct.close()
         self.sessions.close()
         self.pinger.close()
 

@@ -41,17 +41,23 @@ class DirectReads:
     """Opens OMERO.tables files under one OMERO data directory."""
 
     def __init__(self, data_dir: str | Path) -> None:
+        from flight_server.backends.formats.shared import SharedReaders
+
         self.data_dir = Path(data_dir)
         if not self.data_dir.is_dir():
             raise NotFound(f"OMERO data directory {self.data_dir} does not exist")
+        #: Files kept open briefly for the next read of the same table (any caller's).
+        self.readers = SharedReaders()
+
+    def close(self) -> None:
+        """Close the files no read uses (the others as their reads end)."""
+        self.readers.close()
 
     def __repr__(self) -> str:
         return f"DirectReads({str(self.data_dir)!r})"
 
     def open(self, info: FileInfo, session: OmeroSession | None = None) -> TableHandle:
         """The table's HDF5 file, read-only; ``info`` must come from the caller's lookup."""
-        from flight_server.backends.formats.hdf5 import H5Reader
-
         if info.mimetype != TABLE_MIMETYPE:
             raise InvalidArgument(f"OriginalFile {info.file_id} ({info.name!r}) is not an "
                                   "OMERO.table")
@@ -59,7 +65,7 @@ class DirectReads:
         if not path.is_file():
             raise NotFound(f"OriginalFile {info.file_id} ({info.name!r}) is not in "
                            f"{self.data_dir}: is this OMERO's data directory?")
-        reader = H5Reader(path, info)
+        reader = self.readers.open(path, info)
         return reader if session is None else HeldHandle(reader, session)
 
     def open_granted(self, file_id: int) -> TableHandle:

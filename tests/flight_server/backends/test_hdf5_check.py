@@ -28,7 +28,7 @@ def secret(tmp_path: Path) -> Path:
 
 
 def _passed(path: Path) -> bool:
-    identity = hdf5_check._identity(path)
+    identity = hdf5_check.file_identity(path)
     return identity is not None and identity in hdf5_check._PASSED
 
 

@@ -506,7 +506,10 @@ def fixed_width_strings(data: np.ndarray) -> pa.Array:
         return pa.array([""] * len(data), type=pa.string())
     padded = pa.FixedSizeBinaryArray.from_buffers(
         pa.binary(width), len(data), [None, pa.py_buffer(data)])
-    return pc.utf8_rtrim(padded.cast(pa.string()), characters="\x00")
+    text = padded.cast(pa.string())
+    if data.view(np.uint8).reshape(-1, width)[:, -1].all():  # no value is padded: no trim
+        return text
+    return pc.utf8_rtrim(text, characters="\x00")
 
 
 def from_numpy(values: object, f: pa.Field) -> pa.Array:

@@ -212,6 +212,10 @@ def _expected_dtype(kind: str, dtype: np.dtype) -> bool:
         and [(n, fields[n][0]) for n in dtype.names] == _MASK_DTYPE
 
 
+#: A column selection's batch schema and, per column, (name, field, is a mask column).
+_Layout = tuple[pa.Schema, list[tuple[str, pa.Field, bool]]]
+
+
 class H5Reader(TableHandle):
     """An open OMERO.tables file: its stored schema and chunked reads.
 
@@ -284,6 +288,7 @@ class H5Reader(TableHandle):
             for n, k, d in zip(names, kinds_of, descriptions, strict=True)
         )
         self._num_rows = int(self._table.nrows)
+        self._layouts: dict[tuple[str, ...], _Layout] = {}
         self._rows_per_read = max(1, READ_BYTES // max(1, self._table.rowsize))
 
     @property
@@ -294,15 +299,25 @@ class H5Reader(TableHandle):
     def num_rows(self) -> int:
         return self._num_rows
 
-    def _field(self, name: str) -> pa.Field:
-        return self.schema.field(name)
+    def _layout(self, names: Sequence[str]) -> _Layout:
+        """The batch schema of ``names`` and each column's (name, field, is a mask), worked
+        out once per column selection: every batch of a read asks again."""
+        key = tuple(names)
+        found = self._layouts.get(key)
+        if found is None:
+            fields = [self.schema.field(n) for n in key]
+            found = (pa.schema(fields), [(n, f, cols.column_type_of(f) == cols.MASK)
+                                         for n, f in zip(key, fields, strict=True)])
+            if len(self._layouts) < 64:
+                self._layouts[key] = found
+        return found
 
     def _to_batch(self, names: Sequence[str], records: dict[str, np.ndarray], rows: np.ndarray,
                   ) -> pa.RecordBatch:
+        schema, layout = self._layout(names)
         arrays = []
-        for name in names:
-            f = self._field(name)
-            if cols.column_type_of(f) == cols.MASK:
+        for name, f, is_mask in layout:
+            if is_mask:
                 sub = records[name]
                 values: dict = {src: sub[dst] for src, dst in _MASK_FIELDS.items()}
                 with HDF5_LOCK:
@@ -310,8 +325,7 @@ class H5Reader(TableHandle):
                 arrays.append(cols.from_numpy(values, f))
             else:
                 arrays.append(cols.from_numpy(records[name], f))
-        fields = [self._field(n) for n in names]
-        return pa.RecordBatch.from_arrays(arrays, schema=pa.schema(fields))
+        return pa.RecordBatch.from_arrays(arrays, schema=schema)
 
     def _columns(self, names: Sequence[str], count: int,
                  read: Callable[[int, int], np.ndarray]) -> dict[str, np.ndarray]:

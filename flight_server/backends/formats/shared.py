@@ -19,8 +19,10 @@ reads in several threads share it safely.
 
 from __future__ import annotations
 
+import atexit
 import threading
 import time
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,6 +39,16 @@ from flight_server.query import CheckedQuery
 LINGER = 10.0
 #: Unused readers kept open at most (the least recently used close first).
 MAX_IDLE = 32
+
+
+#: Every live cache, closed at exit before PyTables closes (and warns of) files left open.
+_LIVE: weakref.WeakSet[SharedReaders] = weakref.WeakSet()
+
+
+@atexit.register
+def _close_all() -> None:
+    for readers in list(_LIVE):
+        readers.close()
 
 
 @dataclass(eq=False)
@@ -59,6 +71,7 @@ class SharedReaders:
         self._closed = False
         #: Files opened (checked and opened by PyTables) so far: what sharing saved shows here.
         self.opened = 0
+        _LIVE.add(self)
 
     def open(self, path: Path, info: FileInfo, on_close: OnClose | None = None) -> TableHandle:
         """A handle on the table in ``path`` (checked by :func:`.hdf5_check.check_file` when

@@ -162,8 +162,16 @@ def _row_selection(rows: Iterable[int] | None) -> RowRange | tuple[int, ...] | N
         raise errors.InvalidRequest(
             f"rows must be an iterable of row numbers (e.g. a list or range), got {rows!r}"
         )
+    if isinstance(rows, np.ndarray) and rows.ndim == 1 and rows.dtype.kind in "iu":
+        items: list[Any] = rows.tolist()  # Python ints, in one C pass
+    else:
+        items = list(rows)
+    # The usual case, plain non-negative ints, is checked in C-speed passes (a 100,000-row
+    # list in ~2 ms); anything else element by element, naming the first bad one.
+    if set(map(type, items)) <= {int} and (not items or min(items) >= 0):
+        return tuple(items)
     out = []
-    for r in rows:
+    for r in items:
         if isinstance(r, bool) or not isinstance(r, int | np.integer):
             raise errors.InvalidRequest(f"row numbers must be integers, got {r!r}")
         if r < 0:

@@ -75,10 +75,10 @@ class Lookup:
     def _query(self, doing: str) -> Any:
         return self.gate.call(self.session, doing)
 
-    def original_file(self, ref: TableRef, annotation: bool = True) -> tuple[Any, FileInfo]:
+    def original_file(self, ref: TableRef, with_annotation: bool = True) -> tuple[Any, FileInfo]:
         """The OriginalFile a ref names, loaded, with its FileInfo; NotFound if not visible.
 
-        ``annotation=False``: a file named by its id gets no ``annotation_id`` (one query
+        ``with_annotation=False``: a file named by its id gets no ``annotation_id`` (one query
         fewer, ~2.5 ms: a read does not need it)."""
         user = self.session.username
         with self._query(f"looking up {ref}") as sf:
@@ -98,7 +98,7 @@ class Lookup:
             ofile = query.findByQuery(_FILE_BY_ID, query_params(id=ref.file_id), ALL_GROUPS)
             if ofile is None:
                 raise NotFound(f"{ref} does not exist or user {user!r} may not read it")
-            if not annotation:
+            if not with_annotation:
                 return ofile, file_info(ofile, None)
             annotations = query.findAllByQuery(_ANNOTATIONS_OF_FILE, query_params(id=ref.file_id),
                                                ALL_GROUPS)

@@ -172,7 +172,9 @@ def _row_selection(rows: Iterable[int] | None) -> RowRange | tuple[int, ...] | N
         return tuple(items)
     out = []
     for r in items:
-        if isinstance(r, bool) or not isinstance(r, int | np.integer):
+        if isinstance(r, np.generic):
+            r = r.item()  # a numpy scalar as its Python value (and shown as one)
+        if isinstance(r, bool) or not isinstance(r, int):
             raise errors.InvalidRequest(f"row numbers must be integers, got {r!r}")
         if r < 0:
             raise errors.InvalidRequest(f"row numbers must not be negative, got {r}")

@@ -49,6 +49,9 @@ import pyarrow.flight as flight
 from flight_client import errors, outputs
 from flight_protocol.messages import ROW_NUMBER_COLUMN, ProtocolError, RowRange, TableTicket, decode
 
+#: numpy's threshold for asking Linux for huge pages for an array (``madvise``): 4 MiB.
+HUGE_PAGE_ARRAY_BYTES = 4 << 20
+
 
 def _preallocatable(typ: pa.DataType) -> bool:
     """Types whose pandas column is a plain numpy array of the same dtype (without nulls)."""
@@ -146,9 +149,11 @@ def _sinks(schema: pa.Schema, rows: int) -> list[_Preallocated | _Chunks]:
     large for this machine, or a bridge announcing absurd counts): those grow only with
     the rows that arrive, and ``finish`` checks the count.
 
-    The preallocated columns of one dtype share one ``(columns, rows)`` block: a block
-    of 4 MiB or more gets huge pages from numpy (``madvise``), and filling a hundred
-    small columns page by page cost 1.6x as long (bench/perf.py, the wide table).
+    Columns under 4 MiB each share one ``(columns, rows)`` block per dtype: numpy asks
+    for huge pages (``madvise``) only for arrays of 4 MiB or more, and filling a hundred
+    small columns page by page cost 1.6x as long (bench/perf.py, the wide table). Larger
+    columns get huge pages on their own, and in a block they raised the client's peak
+    (1M narrow rows: 1.28x the DataFrame against 1.18x, bench/client_memory.py).
     """
     sinks: list[_Preallocated | _Chunks] = [_Chunks(f.type) for f in schema]
     if rows < 0:
@@ -158,12 +163,15 @@ def _sinks(schema: pa.Schema, rows: int) -> list[_Preallocated | _Chunks]:
         if _preallocatable(f.type):
             by_dtype.setdefault(np.dtype(f.type.to_pandas_dtype()), []).append(i)
     for dtype, members in by_dtype.items():
+        shared = rows * dtype.itemsize < HUGE_PAGE_ARRAY_BYTES
         try:
-            block = np.empty((len(members), rows), dtype=dtype)
+            block = np.empty((len(members), rows), dtype=dtype) if shared else None
+            for row, i in enumerate(members):
+                sinks[i] = _Preallocated(schema.field(i).type, rows,
+                                         None if block is None else block[row])
         except (MemoryError, ValueError):  # numpy: cannot allocate / larger than addressable
-            continue
-        for row, i in enumerate(members):
-            sinks[i] = _Preallocated(schema.field(i).type, rows, block[row])
+            for i in members:
+                sinks[i] = _Chunks(schema.field(i).type)
     return sinks
 
 

@@ -132,6 +132,40 @@ class TableHandle(abc.ABC):
         self.close()
 
 
+class WrappedHandle(TableHandle):
+    """A handle that reads through another, ``inner``; a subclass adds what goes around the
+    reads (:meth:`_using`, called before each) and its own :meth:`close`."""
+
+    def __init__(self, inner: TableHandle, info: FileInfo) -> None:
+        self._inner, self.info = inner, info
+
+    def _using(self) -> None:
+        """Called before each read."""
+
+    @property
+    def schema(self) -> pa.Schema:
+        return self._inner.schema
+
+    @property
+    def num_rows(self) -> int:
+        return self._inner.num_rows
+
+    def read_range(self, columns: Sequence[str], start: int, stop: int) -> pa.RecordBatch:
+        self._using()
+        return self._inner.read_range(columns, start, stop)
+
+    def read_rows(self, columns: Sequence[str], rows: np.ndarray) -> pa.RecordBatch:
+        self._using()
+        return self._inner.read_rows(columns, rows)
+
+    def where(self, query: CheckedQuery, start: int, stop: int) -> np.ndarray:
+        self._using()
+        return self._inner.where(query, start, stop)
+
+    def will_read(self, columns: Sequence[str], start: int, stop: int) -> None:
+        self._inner.will_read(columns, start, stop)
+
+
 #: Called once by a handle when it closes (see :class:`OpenHandles`).
 OnClose = Callable[[TableHandle], None]
 

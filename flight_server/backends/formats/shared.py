@@ -23,17 +23,12 @@ import atexit
 import threading
 import time
 import weakref
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-import pyarrow as pa
-
 from flight_server.backends.formats.hdf5 import H5Reader
 from flight_server.backends.formats.hdf5_check import file_identity
-from flight_server.backends.handles import FileInfo, OnClose, TableHandle
-from flight_server.query import CheckedQuery
+from flight_server.backends.handles import FileInfo, OnClose, TableHandle, WrappedHandle
 
 #: Seconds an unused reader stays open for the next read of its file.
 LINGER = 10.0
@@ -160,33 +155,16 @@ class SharedReaders:
             e.reader.close()
 
 
-class SharedHandle(TableHandle):
+class SharedHandle(WrappedHandle):
     """One read's handle on a shared reader: its own ``info``; ``close`` ends only this read."""
 
     def __init__(self, readers: SharedReaders, entry: _Entry, info: FileInfo,
                  on_close: OnClose | None) -> None:
-        self._readers, self._entry, self.info = readers, entry, info
-        self._reader = entry.reader
+        super().__init__(entry.reader, info)
+        self._readers, self._entry = readers, entry
         self._on_close = on_close
         self._lock = threading.Lock()
         self._open = True
-
-    @property
-    def schema(self) -> pa.Schema:
-        return self._reader.schema
-
-    @property
-    def num_rows(self) -> int:
-        return self._reader.num_rows
-
-    def read_range(self, columns: Sequence[str], start: int, stop: int) -> pa.RecordBatch:
-        return self._reader.read_range(columns, start, stop)
-
-    def read_rows(self, columns: Sequence[str], rows: np.ndarray) -> pa.RecordBatch:
-        return self._reader.read_rows(columns, rows)
-
-    def where(self, query: CheckedQuery, start: int, stop: int) -> np.ndarray:
-        return self._reader.where(query, start, stop)
 
     def close(self) -> None:
         with self._lock:

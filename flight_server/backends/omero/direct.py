@@ -24,16 +24,12 @@ as OMERO.tables has flushed it.
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
 from pathlib import Path
 
-import numpy as np
-import pyarrow as pa
-
 from flight_server.backends.base import TABLE_MIMETYPE, FileInfo, TableHandle
+from flight_server.backends.handles import WrappedHandle
 from flight_server.backends.omero.sessions import OmeroSession
 from flight_server.errors import InvalidArgument, NotFound
-from flight_server.query import CheckedQuery
 from flight_server.repository import original_file_path
 
 
@@ -74,44 +70,24 @@ class DirectReads:
         return self.open(FileInfo(file_id, "", TABLE_MIMETYPE, 0, 0, 0))
 
 
-class HeldHandle(TableHandle):
+class HeldHandle(WrappedHandle):
     """A table handle that keeps an OMERO session in use until it is closed."""
 
     def __init__(self, handle: TableHandle, session: OmeroSession) -> None:
-        self._handle, self._session = handle, session
-        self.info = handle.info
+        super().__init__(handle, handle.info)
+        self._session = session
         self._lock = threading.Lock()
         self._held = True
         session.hold()
 
-    @property
-    def schema(self) -> pa.Schema:
-        return self._handle.schema
-
-    @property
-    def num_rows(self) -> int:
-        return self._handle.num_rows
-
-    def read_range(self, columns: Sequence[str], start: int, stop: int) -> pa.RecordBatch:
+    def _using(self) -> None:
         self._session.touch()
-        return self._handle.read_range(columns, start, stop)
-
-    def read_rows(self, columns: Sequence[str], rows: np.ndarray) -> pa.RecordBatch:
-        self._session.touch()
-        return self._handle.read_rows(columns, rows)
-
-    def will_read(self, columns: Sequence[str], start: int, stop: int) -> None:
-        self._handle.will_read(columns, start, stop)
-
-    def where(self, query: CheckedQuery, start: int, stop: int) -> np.ndarray:
-        self._session.touch()
-        return self._handle.where(query, start, stop)
 
     def close(self) -> None:
         with self._lock:
             held, self._held = self._held, False
         try:
-            self._handle.close()
+            self._inner.close()
         finally:
             if held:
                 self._session.release()

@@ -39,6 +39,12 @@ from flight_server.query import CheckedQuery, check_query
 #: 1M rows, 1.44x the DataFrame with ~4 MiB batches, 1.15x with ~1 MiB). OMERO calls are
 #: sized on their own (backends/omero/tables.py).
 TARGET_BATCH_BYTES = 1 << 20
+#: Bytes of each column a batch holds at least (~32 KiB), up to MAX_BATCH_BYTES a batch:
+#: every column of every batch costs the server and the client a few microseconds of
+#: their own, so 1 MiB batches of a 100-column table (~1,300 rows, ~10 KiB a column)
+#: spent more on that than on copying the values (bench/perf.py, the wide table).
+MIN_COLUMN_BATCH_BYTES = 32 << 10
+MAX_BATCH_BYTES = 8 << 20
 #: Bytes read from the table at a time (a whole number of batches), then sent as batches
 #: of TARGET_BATCH_BYTES sliced from it without a copy: each read and conversion has a
 #: fixed cost (~0.3 ms) that 1 MiB batches paid ten times per 10 MiB (bench/perf.py).
@@ -75,8 +81,15 @@ def row_width(schema: pa.Schema) -> int:
     return width
 
 
+def batch_bytes(schema: pa.Schema) -> int:
+    """Bytes per batch for these columns: TARGET_BATCH_BYTES, or MIN_COLUMN_BATCH_BYTES a
+    column for many columns, at most MAX_BATCH_BYTES."""
+    return min(MAX_BATCH_BYTES, max(TARGET_BATCH_BYTES, len(schema) * MIN_COLUMN_BATCH_BYTES))
+
+
 def default_chunk_rows(schema: pa.Schema) -> int:
-    return max(1, min(MAX_CHUNK_ROWS, TARGET_BATCH_BYTES // row_width(schema)))
+    """Rows per batch when the ticket names no ``chunk_size``: :func:`batch_bytes` of rows."""
+    return max(1, min(MAX_CHUNK_ROWS, batch_bytes(schema) // row_width(schema)))
 
 
 def output_schema(table_schema: pa.Schema, names: list[str], row_numbers: bool) -> pa.Schema:

@@ -12,6 +12,7 @@ distributed engines (:mod:`flight_client.partitions`).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import threading
@@ -28,7 +29,7 @@ from flight_client.progress import bar
 from flight_client.reading import MAX_PARALLEL_ENDPOINTS, ordered_batches
 from flight_client.remote import write_tiledb
 from flight_client.transport import Transport
-from flight_protocol.messages import TableTicket
+from flight_protocol.messages import RowRange, TableTicket
 
 LOGGER = logging.getLogger(__name__)
 
@@ -155,9 +156,14 @@ class ReadResult:
 
     # -- the rows ------------------------------------------------------------------------------
     def _open(self, output: str, parallel: int = MAX_PARALLEL_ENDPOINTS,
-              desc: str = "Reading table") -> tuple[pa.Schema, Iterator[pa.RecordBatch]]:
-        """Schema and batches, once. ``parallel=1`` fetches one endpoint at a time (the
-        memory-bounded choice for streams and files)."""
+              desc: str = "Reading table", ticket: TableTicket | None = None
+              ) -> tuple[pa.Schema, Iterator[pa.RecordBatch], int]:
+        """Schema, batches and planned row count (-1: not planned or unknown), once.
+
+        ``parallel=1`` fetches one endpoint at a time (the memory-bounded choice for
+        streams and files). ``ticket`` reads the same rows another way (without row
+        numbers): it is planned on its own, not cached as :attr:`info`.
+        """
         with self._lock:  # one output per read, also when threads ask at once
             if self._consumed is not None:
                 raise errors.InvalidRequest(
@@ -165,13 +171,15 @@ class ReadResult:
                     "Connection.read() again for another output")
             self._consumed = output
         try:
-            return self._started(parallel, desc)
+            return self._started(parallel, desc, ticket or self._ticket)
         except BaseException:
             self._consumed = None  # nothing was read: the result may be asked again
             raise
 
-    def _started(self, parallel: int, desc: str) -> tuple[pa.Schema, Iterator[pa.RecordBatch]]:
-        ticket, transport = self._ticket, self._transport
+    def _started(self, parallel: int, desc: str, ticket: TableTicket
+                 ) -> tuple[pa.Schema, Iterator[pa.RecordBatch], int]:
+        transport = self._transport
+        planned = -1
         if self._info is None and (ticket.query is not None or isinstance(ticket.rows, tuple)):
             # The bridge serves a query or a row list as one endpoint: ask for it directly
             # rather than have it plan (look up and open) the read twice.
@@ -180,31 +188,50 @@ class ReadResult:
             LOGGER.info("reading table %s: %s rows", self._what(),
                         total if total >= 0 else "matching")
         else:
-            info = self.info
+            info = self.info if ticket is self._ticket else transport.flight_info(
+                ticket.encode())
             schema, total = info.schema, info.total_records
             LOGGER.info("reading table %s: %s rows in %d part(s)", self._what(), total,
                         len(info.endpoints))
             stream = ordered_batches(transport, list(info.endpoints), parallel)
             if total >= 0:
+                planned = total
                 stream = _as_planned(stream, total)
         progress_bar = bar(desc, total, "rows", self._progress)
-        return schema, _counted(_conformed(stream, schema), progress_bar)
+        return schema, _counted(_conformed(stream, schema), progress_bar), planned
+
+    def _range_start(self) -> int | None:
+        """The first row of a read whose row numbers form a range (a whole table, or rows
+        ``start`` to ``stop``), when they were asked for and not yet planned; else None."""
+        t = self._ticket
+        if not t.row_numbers or t.query is not None or isinstance(t.rows, tuple) or (
+                self._info is not None):
+            return None
+        return t.rows.start if isinstance(t.rows, RowRange) else 0
 
     def to_pandas(self) -> pd.DataFrame:
-        """A DataFrame indexed by the table's row numbers (when the read carries them)."""
-        schema, batches = self._open("to_pandas")
-        # Rows came through the plan exactly when one was asked for (see _started).
-        planned = -1 if self._info is None else int(self._info.total_records)
-        return frame_from_batches(schema, batches, planned)
+        """A DataFrame indexed by the table's row numbers (when the read carries them).
+
+        For a range of rows (a whole table, a column subset, ``rows={start, stop}``) the
+        row numbers are ``start, start + 1, ...``: the index is that ``pd.RangeIndex``,
+        made here rather than sent (8 bytes a row less to send, copy and hold).
+        """
+        first = self._range_start()
+        ticket = None if first is None else dataclasses.replace(self._ticket, row_numbers=False)
+        schema, batches, planned = self._open("to_pandas", ticket=ticket)
+        df = frame_from_batches(schema, batches, planned)
+        if first is not None:
+            df.index = pd.RangeIndex(first, first + len(df))
+        return df
 
     def to_arrow(self) -> pa.Table:
         """A ``pyarrow.Table``."""
-        schema, batches = self._open("to_arrow")
+        schema, batches, _ = self._open("to_arrow")
         return pa.Table.from_batches(list(batches), schema=schema)
 
     def to_reader(self) -> pa.RecordBatchReader:
         """A ``pyarrow.RecordBatchReader`` streaming one endpoint at a time."""
-        schema, batches = self._open("to_reader", parallel=1)
+        schema, batches, _ = self._open("to_reader", parallel=1)
         return pa.RecordBatchReader.from_batches(schema, batches)
 
     def to_polars(self) -> Any:
@@ -227,7 +254,7 @@ class ReadResult:
         """
         fmt = outputs.file_format(target_path, format)
         outputs.check_target(target_path)
-        schema, batches = self._open("to_file", parallel=1, desc="Downloading table")
+        schema, batches, _ = self._open("to_file", parallel=1, desc="Downloading table")
         if fmt == "tiledb":
             return write_tiledb(target_path, schema, batches, progress=False)[1]
         whole = self._ticket.rows is None and self._ticket.query is None

@@ -105,3 +105,26 @@ def test_threads_asking_one_read_at_once_get_one_output(table, conn):
     outcomes = [f.exception() or f.result() for f in futures]
     assert sum(isinstance(o, pa.Table) and o.num_rows == 300 for o in outcomes) == 1
     assert sum(isinstance(o, flight_client.InvalidRequest) for o in outcomes) == 3
+
+
+@pytest.mark.parametrize(("rows", "first", "count"), [
+    (None, 0, 300), (range(20, 45), 20, 25), (range(290, 400), 290, 10), (range(400, 500), 400, 0)])
+def test_a_range_is_indexed_by_its_row_numbers_made_by_the_client(table, conn, rows, first,
+                                                                   count):
+    # A range's row numbers are first, first + 1, ...: not sent, the index is a RangeIndex.
+    df = conn.read(file_id=table.file_id, rows=rows, column_names=["id"]).to_pandas()
+    assert isinstance(df.index, pd.RangeIndex)
+    assert (df.index.start, df.index.stop) == (first, first + count)
+    assert df["id"].tolist() == table.frame["id"].tolist()[first:first + count]
+
+
+def test_row_numbers_still_come_from_the_bridge_where_they_are_not_a_range(table, conn):
+    listed = conn.read(file_id=table.file_id, rows=[7, 3, 250]).to_pandas()
+    assert listed.index.tolist() == [7, 3, 250] and listed["id"].tolist() == [7, 3, 250]
+    queried = conn.read(file_id=table.file_id, query="(id > 100) & (id < 104)").to_pandas()
+    assert queried.index.tolist() == [101, 102, 103]
+    planned = conn.read(file_id=table.file_id, rows=range(5, 9))
+    assert planned.schema.names[0] == ROW_NUMBER_COLUMN  # planned first: as planned
+    assert planned.to_pandas().index.tolist() == [5, 6, 7, 8]
+    unnumbered = conn.read(file_id=table.file_id, rows=range(5, 9), row_numbers=False)
+    assert unnumbered.to_pandas().index.tolist() == [0, 1, 2, 3]

@@ -40,17 +40,26 @@ def time_once(fn: Callable[[], Any]) -> tuple[float, Any]:
 
 
 def interleaved(contenders: dict[str, Callable[[], Any]], reps: dict[str, int],
-                check: Callable[[str, Any], None] | None = None) -> dict[str, Timing]:
-    """Round robin: repetition 1 of every contender, then repetition 2, ... (same conditions)."""
+                check: Callable[[str, Any], None] | None = None,
+                quick_reps: int = 0, quick_seconds: float = 1.0) -> dict[str, Timing]:
+    """Round robin: repetition 1 of every contender, then repetition 2, ... (same conditions).
+
+    A contender whose first run took under ``quick_seconds`` runs ``quick_reps`` times when
+    that is more than its ``reps``: a read of tens of milliseconds moves by as much from run
+    to run as the differences measured, and more runs of it cost little.
+    """
     out = {name: Timing() for name in contenders}
-    for rep in range(max(reps.values(), default=0)):
+    wanted = dict(reps)
+    for rep in range(max(max(reps.values(), default=0), quick_reps)):
         for name, fn in contenders.items():
-            if rep >= reps[name]:
+            if rep >= wanted[name]:
                 continue
             seconds, result = time_once(fn)
             if check is not None:
                 check(name, result)
             del result
             out[name].runs.append(seconds)
+            if rep == 0 and seconds < quick_seconds:
+                wanted[name] = max(wanted[name], quick_reps)
             print(f"  {name:34} {seconds:8.3f} s", flush=True)
     return out

@@ -93,6 +93,7 @@ class ServiceFactoryI(omero.api.ServiceFactory):
 
     def _service(self, name: str, current: Any) -> Any:
         self.check(current)
+        self.server.count_service(self.user.name, name)
         with self._lock:
             servant = self._services.get(name)
             if servant is None:

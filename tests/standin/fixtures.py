@@ -58,6 +58,11 @@ class Standin:
         """How many times OriginalFile ``file_id`` has been opened as a table so far."""
         return int(self.status().get("table_opens", {}).get(str(file_id), 0))
 
+    def service_requests(self, user: str) -> dict[str, int]:
+        """How many times sessions of ``user`` asked for each service proxy (``query``,
+        ``shared``, ``admin``, ...), as of the last table open or close."""
+        return dict(self.status().get("service_requests", {}).get(user, {}))
+
     def queries(self) -> list[dict[str, Any]]:
         """Every HQL query sent so far: ``{user, hql, params, offset, limit, time}``, in order
         (list parameters appear as ``{"list": length}``)."""

@@ -92,6 +92,8 @@ class StandinServer:
         self._tables_lock = threading.RLock()
         self._tables: dict[str, Any] = {}
         self._opens: dict[int, int] = {}  # OriginalFile id -> times opened as a table
+        #: user name -> service -> times a session of that user asked for its proxy
+        self._service_requests: dict[str, dict[str, int]] = {}
         self.hql_log = self.data_dir / "standin-hql.jsonl"
         self.hql_log.unlink(missing_ok=True)
         self._hql_lock = threading.Lock()
@@ -208,6 +210,12 @@ class StandinServer:
             catalog.delete("OriginalFile", record.id)
         file_path(self.data_dir, record.id).unlink(missing_ok=True)
 
+    def count_service(self, user: str, service: str) -> None:
+        """One request for a service proxy (``getQueryService``, ``sharedResources``, ...)."""
+        with self._tables_lock:
+            mine = self._service_requests.setdefault(user, {})
+            mine[service] = mine.get(service, 0) + 1
+
     def status(self) -> dict[str, Any]:
         with self._tables_lock:
             tables = [
@@ -216,8 +224,9 @@ class StandinServer:
                 for t in self._tables.values()
             ]
             opens = {str(k): v for k, v in self._opens.items()}
+            services = {u: dict(c) for u, c in self._service_requests.items()}
         return {"pid": os.getpid(), "open_tables": tables, "table_opens": opens,
-                "table_calls": self.faults.counts(),
+                "table_calls": self.faults.counts(), "service_requests": services,
                 "open_sessions": self.sessions.open_count(), "time": time.time()}
 
     def write_status(self) -> None:

@@ -141,8 +141,8 @@ class OmeroBackend(Backend):
         check_table_file(ref, info)
         if self.direct is not None:
             return self.direct.open(info, session)
-        with self.gate.call(session, f"opening {ref} ({info.name!r})") as sf:
-            table = sf.sharedResources().openTable(
+        with self.gate.call(session, f"opening {ref} ({info.name!r})"):
+            table = session.shared_resources().openTable(
                 omero.model.OriginalFileI(info.file_id, False), ALL_GROUPS)
         if table is None:
             raise InvalidArgument(f"OMERO could not open {ref} as a table")
@@ -171,8 +171,9 @@ class OmeroBackend(Backend):
 
     def _list_tables_page(self, caller: Caller, object_type: str | None,
                           object_id: int | None, size: int, after: int) -> TablePage:
-        with self.gate.call(self._session(caller), "listing tables") as sf:
-            return table_page(sf.getQueryService(), object_type, object_id, size, after)
+        session = self._session(caller)
+        with self.gate.call(session, "listing tables"):
+            return table_page(session.query_service(), object_type, object_id, size, after)
 
     # -- writing ---------------------------------------------------------------------
 

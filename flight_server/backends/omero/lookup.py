@@ -81,8 +81,8 @@ class Lookup:
         ``with_annotation=False``: a file named by its id gets no ``annotation_id`` (one query
         fewer, ~2.5 ms: a read does not need it)."""
         user = self.session.username
-        with self._query(f"looking up {ref}") as sf:
-            query = sf.getQueryService()
+        with self._query(f"looking up {ref}"):
+            query = self.session.query_service()
             if ref.annotation_id is not None:
                 annotation = query.findByQuery(_ANNOTATION_BY_ID,
                                                query_params(id=ref.annotation_id), ALL_GROUPS)
@@ -111,8 +111,8 @@ class Lookup:
             return self.session.group_id
         groups: dict[int, tuple[str, int]] = {}
         user = self.session.username
-        with self._query("checking the link targets") as sf:
-            query = sf.getQueryService()
+        with self._query("checking the link targets"):
+            query = self.session.query_service()
             for kind, object_id in links:
                 if kind not in LINK_KINDS:
                     raise InvalidArgument(f"cannot link a table to a {kind}")

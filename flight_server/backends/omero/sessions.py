@@ -113,6 +113,27 @@ class OmeroSession:
     group_name: str = ""
     in_use: int = 0  # streams and uploads in progress (see ``hold``)
     session_keys: tuple[str, ...] = field(default=(), repr=False)  # never echoed in errors
+    #: Service proxies asked of OMERO once (see ``query_service``).
+    _services: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    def query_service(self) -> Any:
+        """The session's ``IQuery`` proxy (``getQueryService``), asked of OMERO once.
+
+        OMERO keeps one servant of each such service per session, so the proxy stays valid
+        for the session's life; asking again is a round trip each time (omero-py's
+        BlitzGateway keeps them too). Call it inside ``CallGate.call``.
+        """
+        return self._service("getQueryService")
+
+    def shared_resources(self) -> Any:
+        """The session's ``SharedResources`` proxy (OMERO.tables' ``openTable``), asked once."""
+        return self._service("sharedResources")
+
+    def _service(self, getter: str) -> Any:
+        proxy = self._services.get(getter)
+        if proxy is None:  # two threads may both ask: the same servant either way
+            proxy = self._services[getter] = getattr(self.sf, getter)()
+        return proxy
 
     def touch(self) -> None:
         self.last_used = time.monotonic()

@@ -107,3 +107,25 @@ def test_planning_many_reads_keeps_at_most_a_few_open(omero_bridge, sign_in):
         assert len([t for t in standin.open_tables() if t["file_id"] in ids]) <= limit
     conn.transport.action("logout")
     assert [t for t in standin.open_tables() if t["file_id"] in ids] == []
+
+
+def test_reads_ask_omero_for_the_service_proxies_once_per_sign_in(omero_bridge, sign_in, table):
+    """``getQueryService`` and ``sharedResources`` answer with the same servant for the whole
+    session: a sign-in asks for them once, not once per read (two round trips less a read)."""
+    _, ann, file_id = table
+    standin = omero_bridge.standin
+    conn = sign_in("alice")
+
+    def read_and_settle() -> None:
+        assert len(flight_client.read_table(annotation_id=ann, omero_connector=conn)) == 10
+        standin.wait_for_open_tables(lambda tables: not [t for t in tables
+                                                          if t["file_id"] == file_id])
+
+    read_and_settle()
+    before = standin.service_requests("alice")
+    assert before.get("query", 0) >= 1 and before.get("shared", 0) >= 1
+    for _ in range(4):
+        read_and_settle()
+    after = standin.service_requests("alice")
+    assert (after.get("query", 0) - before["query"], after.get("shared", 0) - before["shared"]) \
+        == (0, 0)

@@ -12,11 +12,15 @@ with variables, and the number of rows per record batch.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import numbers
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+
+import numpy as np
 
 PROTOCOL_VERSION = 1
 
@@ -144,6 +148,53 @@ def _check_rows(rows: tuple[Any, ...]) -> tuple[int, ...]:
     if rows and set(map(type, rows)) == {int} and min(rows) >= 0 and max(rows) <= MAX_INT64:
         return rows
     return tuple(_check_row(r, "row number") for r in rows)
+
+
+#: A row list as sent: little-endian int64 row numbers, base64 (``{"packed": "..."}``).
+PACKED_ROW = np.dtype("<i8")
+
+
+class _CheckedRows(tuple):
+    """Row numbers already checked as a whole (unpacked from the wire): ``TableTicket``
+    keeps them without checking each one again."""
+
+    __slots__ = ()
+
+
+def pack_rows(rows: Sequence[int]) -> dict[str, str]:
+    """A row list's wire form: ``{"packed": base64 of little-endian int64}``.
+
+    Writing and reading it costs about 1 ms per 100,000 rows at both ends, where a JSON list
+    cost ~11 ms to write and ~19 ms to read and check (bench/perf.py, the 1% row list).
+    """
+    return {"packed": base64.b64encode(np.asarray(rows, dtype=PACKED_ROW)).decode("ascii")}
+
+
+def unpack_rows(obj: Mapping[str, Any]) -> tuple[int, ...]:
+    """The row numbers of ``{"packed": ...}``, checked: whole int64s, at most
+    :data:`MAX_ROW_LIST`, none negative; ProtocolError naming what is wrong."""
+    _reject_unknown(obj, {"packed"}, "packed rows")
+    text = obj.get("packed")
+    if not isinstance(text, str):
+        raise ProtocolError("rows.packed must be a base64 string of little-endian int64 "
+                            "row numbers")
+    if len(text) > 4 * -(-PACKED_ROW.itemsize * MAX_ROW_LIST // 3):  # before decoding it
+        raise ProtocolError(f"a row list may hold at most {MAX_ROW_LIST} rows, got more: "
+                            "select a range instead")
+    try:
+        raw = base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        raise ProtocolError(f"rows.packed is not valid base64: {echo(text, 60)}") from None
+    if len(raw) % PACKED_ROW.itemsize:
+        raise ProtocolError(f"rows.packed holds {len(raw)} bytes, not whole 8-byte row numbers")
+    values = np.frombuffer(raw, dtype=PACKED_ROW)
+    if len(values) > MAX_ROW_LIST:
+        raise ProtocolError(f"a row list may hold at most {MAX_ROW_LIST} rows, "
+                            f"got {len(values)}: select a range instead")
+    if len(values) and values.min() < 0:
+        bad = int(values[np.argmax(values < 0)])
+        raise ProtocolError(f"row number must be between 0 and {MAX_INT64}, got {bad}")
+    return _CheckedRows(values.tolist())
 
 
 def check_text(value: Any, what: str, limit: int = MAX_TEXT_CHARS, *,
@@ -371,11 +422,15 @@ class TableTicket(_Message):
         if self.rows is not None and not isinstance(self.rows, RowRange):
             if isinstance(self.rows, (str, bytes)):
                 raise ProtocolError("rows must be a list of row numbers or {start, stop}")
-            rows = tuple(self.rows)
-            if len(rows) > MAX_ROW_LIST:
-                raise ProtocolError(f"a row list may hold at most {MAX_ROW_LIST} rows, "
-                                    f"got {len(rows)}: select a range instead")
-            object.__setattr__(self, "rows", _check_rows(rows))
+            if type(self.rows) is _CheckedRows:
+                rows = self.rows
+            else:
+                rows = tuple(self.rows)
+                if len(rows) > MAX_ROW_LIST:
+                    raise ProtocolError(f"a row list may hold at most {MAX_ROW_LIST} rows, "
+                                        f"got {len(rows)}: select a range instead")
+                rows = _check_rows(rows)
+            object.__setattr__(self, "rows", rows)
         if isinstance(self.rows, RowRange):
             start = _check_row(self.rows.start, "rows.start")
             stop = None if self.rows.stop is None else _check_row(self.rows.stop, "rows.stop")
@@ -415,7 +470,7 @@ class TableTicket(_Message):
         if isinstance(self.rows, RowRange):
             rows = self.rows.to_json()
         elif self.rows is not None:
-            rows = list(self.rows)
+            rows = pack_rows(self.rows)
         return {
             "v": PROTOCOL_VERSION,
             "kind": self.kind,
@@ -435,12 +490,15 @@ class TableTicket(_Message):
                    "variables", "chunk_size", "row_numbers", "grant"}
         _reject_unknown(obj, allowed, "table ticket")
         rows = obj.get("rows")
-        if isinstance(rows, Mapping):
+        if isinstance(rows, Mapping) and "packed" in rows:
+            rows = unpack_rows(rows)
+        elif isinstance(rows, Mapping):
             _reject_unknown(rows, {"start", "stop"}, "rows range")
             start = rows.get("start")
             rows = RowRange(0 if start is None else start, rows.get("stop"))
         elif rows is not None and not isinstance(rows, list):
-            raise ProtocolError("rows must be a list of row numbers or {start, stop}")
+            raise ProtocolError('rows must be a list of row numbers, {"packed": ...} or '
+                                '{start, stop}')
         columns = obj.get("columns")
         if columns is not None and not isinstance(columns, list):
             raise ProtocolError("columns must be a list of names")
@@ -451,7 +509,7 @@ class TableTicket(_Message):
             file_id=obj.get("file_id"),
             annotation_id=obj.get("annotation_id"),
             columns=None if columns is None else tuple(columns),
-            rows=tuple(rows) if isinstance(rows, list) else rows,
+            rows=tuple(rows) if isinstance(rows, list) else rows,  # _CheckedRows kept as is
             query=obj.get("query"),
             variables=obj.get("variables") or {},
             chunk_size=obj.get("chunk_size"),

@@ -361,7 +361,9 @@ class H5Reader(TableHandle):
         unique, inverse = np.unique(rows, return_inverse=True)
         records = self._columns(names, len(unique),
                                 lambda i, j: self._table.read_coordinates(unique[i:j]))
-        return self._to_batch(names, {n: v[inverse] for n, v in records.items()}, rows)
+        if len(unique) != len(rows) or not np.array_equal(unique, rows):  # else in place
+            records = {n: v[inverse] for n, v in records.items()}
+        return self._to_batch(names, records, rows)
 
     def where(self, query: CheckedQuery, start: int, stop: int) -> np.ndarray:
         """Sorted row numbers in ``[start, stop)`` where the checked condition holds."""

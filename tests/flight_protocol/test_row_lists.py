@@ -1,0 +1,74 @@
+"""Row lists on the wire: packed little-endian int64 in base64, a JSON list still accepted.
+
+``TableTicket.to_json`` writes a row list as ``{"packed": ...}``; ``from_json`` reads that
+or a plain JSON list (clients written from docs/protocol.md), with every row number checked.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from flight_protocol.messages import (
+    MAX_INT64,
+    MAX_ROW_LIST,
+    ProtocolError,
+    TableTicket,
+    decode,
+    pack_rows,
+    unpack_rows,
+)
+
+row_numbers = st.integers(0, MAX_INT64)
+
+
+@given(rows=st.lists(row_numbers, min_size=1, max_size=300))
+def test_a_row_list_round_trips_packed_in_any_order_with_repeats(rows):
+    ticket = TableTicket(file_id=3, rows=rows)
+    body = json.loads(ticket.encode())
+    assert set(body["rows"]) == {"packed"}
+    assert base64.b64decode(body["rows"]["packed"]) == np.asarray(rows, "<i8").tobytes()
+    back = decode(ticket.encode(), "ticket")
+    assert back == ticket and list(back.rows) == rows
+    assert all(type(r) is int for r in back.rows)
+
+
+@given(rows=st.lists(row_numbers, max_size=50))
+def test_a_plain_json_list_is_still_read(rows):
+    body = TableTicket(file_id=3).to_json() | {"rows": rows}
+    assert list(decode(json.dumps(body).encode(), "ticket").rows) == rows
+
+
+@given(raw=st.binary(max_size=200), mangle=st.sampled_from(["", "=", "!", " ", "\u00e9"]))
+def test_any_packed_text_is_row_numbers_or_a_protocol_error(raw, mangle):
+    text = base64.b64encode(raw).decode() + mangle
+    try:
+        rows = unpack_rows({"packed": text})
+    except ProtocolError as exc:
+        assert any(w in str(exc) for w in ("base64", "8-byte", "row number"))
+    else:
+        assert len(raw) % 8 == 0 and not mangle.strip("=")
+        assert rows == tuple(np.frombuffer(raw, "<i8").tolist())
+        assert all(0 <= r <= MAX_INT64 for r in rows)
+
+
+def test_the_row_list_limit_holds_for_packed_lists():
+    assert len(unpack_rows(pack_rows(range(MAX_ROW_LIST)))) == MAX_ROW_LIST
+    with pytest.raises(ProtocolError, match="at most"):
+        unpack_rows(pack_rows(range(MAX_ROW_LIST + 1)))
+
+
+@pytest.mark.parametrize(("packed", "words"), [
+    ({"packed": [1, 2]}, "base64 string"),
+    ({"packed": "AAAA", "stop": 3}, "unknown field"),
+    ({"packed": base64.b64encode(np.array([5, -7], "<i8").tobytes()).decode()}, "got -7"),
+])
+def test_bad_packed_lists_are_refused_naming_what_is_wrong(packed, words):
+    body = TableTicket(file_id=3).to_json() | {"rows": packed}
+    with pytest.raises(ProtocolError, match=words):
+        decode(json.dumps(body).encode(), "ticket")

@@ -158,7 +158,7 @@ class ReadResult:
     def _open(self, output: str, parallel: int = MAX_PARALLEL_ENDPOINTS,
               desc: str = "Reading table", ticket: TableTicket | None = None
               ) -> tuple[pa.Schema, Iterator[pa.RecordBatch], int]:
-        """Schema, batches and planned row count (-1: not planned or unknown), once.
+        """Schema, batches and their row count (-1: unknown, a query), once.
 
         ``parallel=1`` fetches one endpoint at a time (the memory-bounded choice for
         streams and files). ``ticket`` reads the same rows another way (without row
@@ -185,6 +185,9 @@ class ReadResult:
             # rather than have it plan (look up and open) the read twice.
             schema, stream = transport.open_stream(ticket.encode())
             total = len(ticket.rows) if isinstance(ticket.rows, tuple) else -1
+            if total >= 0:  # a row list: exactly its rows (a row beyond the table is refused)
+                planned = total
+                stream = _as_planned(stream, total)
             LOGGER.info("reading table %s: %s rows", self._what(),
                         total if total >= 0 else "matching")
         else:

@@ -12,8 +12,6 @@ with variables, and the number of rows per record batch.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import json
 import numbers
 from collections.abc import Iterable, Mapping, Sequence
@@ -150,52 +148,62 @@ def _check_rows(rows: tuple[Any, ...]) -> tuple[int, ...]:
     return tuple(_check_row(r, "row number") for r in rows)
 
 
-#: A row list as sent: little-endian int64 row numbers, base64 (``{"packed": "..."}``).
+#: A row list as sent: ``{"int64_le_hex": "..."}``, the row numbers as little-endian int64
+#: bytes written in hex (the field's name says so).
+PACKED_ROWS = "int64_le_hex"
 PACKED_ROW = np.dtype("<i8")
 
 
 class _CheckedRows(tuple):
     """Row numbers already checked as a whole (unpacked from the wire): ``TableTicket``
-    keeps them without checking each one again."""
+    keeps them without checking each one again, and ``array`` holds them as int64."""
 
-    __slots__ = ()
+    array: np.ndarray
 
 
 def pack_rows(rows: Sequence[int]) -> dict[str, str]:
-    """A row list's wire form: ``{"packed": base64 of little-endian int64}``.
+    """A row list's wire form: ``{"int64_le_hex": hex of the little-endian int64 values}``.
 
-    Writing and reading it costs about 1 ms per 100,000 rows at both ends, where a JSON list
-    cost ~11 ms to write and ~19 ms to read and check (bench/perf.py, the 1% row list).
+    About 1 ms per 100,000 rows to write and 3 ms to read and check, where a JSON list cost
+    ~11 ms to write and ~19 ms to read and check (hex, not base64: CPython decodes hex
+    3.5x faster; bench/perf.py, the 1% row list).
     """
-    packed = np.asarray(rows, dtype=PACKED_ROW).tobytes()
-    return {"packed": base64.b64encode(packed).decode("ascii")}
+    return {PACKED_ROWS: np.asarray(rows, dtype=PACKED_ROW).tobytes().hex()}
 
 
 def unpack_rows(obj: Mapping[str, Any]) -> tuple[int, ...]:
-    """The row numbers of ``{"packed": ...}``, checked: whole int64s, at most
-    :data:`MAX_ROW_LIST`, none negative; ProtocolError naming what is wrong."""
-    _reject_unknown(obj, {"packed"}, "packed rows")
-    text = obj.get("packed")
+    """The row numbers of ``{"int64_le_hex": ...}``, checked: hex digits only, whole int64s,
+    at most :data:`MAX_ROW_LIST`, none negative; ProtocolError naming what is wrong."""
+    _reject_unknown(obj, {PACKED_ROWS}, "packed rows")
+    text = obj.get(PACKED_ROWS)
+    what = f"rows.{PACKED_ROWS}"
     if not isinstance(text, str):
-        raise ProtocolError("rows.packed must be a base64 string of little-endian int64 "
-                            "row numbers")
-    if len(text) > 4 * -(-PACKED_ROW.itemsize * MAX_ROW_LIST // 3):  # before decoding it
+        raise ProtocolError(f"{what} must be a string of hex digits: the row numbers as "
+                            "little-endian int64")
+    if len(text) > 2 * PACKED_ROW.itemsize * MAX_ROW_LIST:  # before decoding it
         raise ProtocolError(f"a row list may hold at most {MAX_ROW_LIST} rows, got more: "
                             "select a range instead")
     try:
-        raw = base64.b64decode(text, validate=True)
-    except (binascii.Error, ValueError):
-        raise ProtocolError(f"rows.packed is not valid base64: {echo(text, 60)}") from None
+        raw = bytes.fromhex(text)
+    except ValueError:
+        raise ProtocolError(f"{what} is not hex (pairs of 0-9, a-f): {echo(text, 60)}") from None
+    if 2 * len(raw) != len(text):  # bytes.fromhex skips whitespace: refuse it instead
+        raise ProtocolError(f"{what} holds characters other than hex digits: {echo(text, 60)}")
     if len(raw) % PACKED_ROW.itemsize:
-        raise ProtocolError(f"rows.packed holds {len(raw)} bytes, not whole 8-byte row numbers")
+        raise ProtocolError(f"{what} holds {len(raw)} bytes, not whole 8-byte row numbers")
     values = np.frombuffer(raw, dtype=PACKED_ROW)
-    if len(values) > MAX_ROW_LIST:
-        raise ProtocolError(f"a row list may hold at most {MAX_ROW_LIST} rows, "
-                            f"got {len(values)}: select a range instead")
     if len(values) and values.min() < 0:
         bad = int(values[np.argmax(values < 0)])
         raise ProtocolError(f"row number must be between 0 and {MAX_INT64}, got {bad}")
-    return _CheckedRows(values.tolist())
+    rows = _CheckedRows(values.tolist())
+    rows.array = values
+    return rows
+
+
+def row_array(rows: Sequence[int]) -> np.ndarray:
+    """Row numbers as an int64 array: as they were unpacked, or converted."""
+    array = getattr(rows, "array", None)
+    return array if isinstance(array, np.ndarray) else np.asarray(rows, dtype=np.int64)
 
 
 def check_text(value: Any, what: str, limit: int = MAX_TEXT_CHARS, *,
@@ -492,15 +500,15 @@ class TableTicket(_Message):
                    "variables", "chunk_size", "row_numbers", "grant"}
         _reject_unknown(obj, allowed, "table ticket")
         rows = obj.get("rows")
-        if isinstance(rows, Mapping) and "packed" in rows:
+        if isinstance(rows, Mapping) and PACKED_ROWS in rows:
             rows = unpack_rows(rows)
         elif isinstance(rows, Mapping):
             _reject_unknown(rows, {"start", "stop"}, "rows range")
             start = rows.get("start")
             rows = RowRange(0 if start is None else start, rows.get("stop"))
         elif rows is not None and not isinstance(rows, list):
-            raise ProtocolError('rows must be a list of row numbers, {"packed": ...} or '
-                                '{start, stop}')
+            raise ProtocolError('rows must be a list of row numbers, {"int64_le_hex": ...} '
+                                'or {start, stop}')
         columns = obj.get("columns")
         if columns is not None and not isinstance(columns, list):
             raise ProtocolError("columns must be a list of names")

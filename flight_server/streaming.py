@@ -21,7 +21,13 @@ import numpy as np
 import pyarrow as pa
 
 from flight_protocol import columns as cols
-from flight_protocol.messages import ROW_NUMBER_COLUMN, FileTicket, RowRange, TableTicket
+from flight_protocol.messages import (
+    ROW_NUMBER_COLUMN,
+    FileTicket,
+    RowRange,
+    TableTicket,
+    row_array,
+)
 from flight_server.backends.base import (
     TABLE_MIMETYPE,
     Backend,
@@ -156,7 +162,7 @@ def plan_read(backend: Backend, caller: Caller, ticket: TableTicket,
             read.stop = n if ticket.rows.stop is None else min(ticket.rows.stop, n)
             read.start = min(ticket.rows.start, read.stop)
         elif ticket.rows is not None:
-            rows = np.asarray(ticket.rows, dtype=np.int64)
+            rows = row_array(ticket.rows)
             beyond = rows[rows >= n]
             if len(beyond):
                 raise InvalidArgument(

@@ -27,6 +27,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import statistics
 import tempfile
 import time
 from collections.abc import Callable
@@ -38,6 +39,7 @@ import pandas as pd
 
 from bench import datasets, servers
 from bench.memory import PeakSampler, run_probe
+from bench.report import LIMIT_READ
 from bench.timing import Timing, interleaved, time_once
 from flight_server.repository import original_file_path
 
@@ -192,7 +194,7 @@ def measure_reads(c: Clients, kind: str, rows: int, omero_file: int, store_file:
                 session, omero_file, kw.get("column_names"))
         contenders["PyTables -> Arrow (limit)"] = (
             lambda kw=kwargs: pytables_read(h5, **kw))
-        contenders["PyTables -> Arrow -> pandas (limit)"] = (
+        contenders[LIMIT_READ] = (
             lambda kw=kwargs: pytables_read(h5, **kw).to_pandas())
         shape = shapes[what]
         check = _check_frame(*shape) if shape else None
@@ -370,22 +372,36 @@ GOALS = (("bridge via Ice", "floor", 1.1), ("bridge via Ice", "omero2pandas", 1.
 _FLOORS = (FLOOR, QUERY_FLOOR, ROWS_FLOOR)
 
 
+def paired_ratio(reader: list[float], base: list[float]) -> float:
+    """Median of ``reader`` over median of ``base``, over the rounds both ran.
+
+    Interleaved runs share their conditions round by round; a reader run 9 times
+    (``quick_reps``) beside one run 3 times would otherwise be judged partly on rounds
+    the other did not run (after a large read frees memory, the next one in the same
+    process is faster: the limit's later solo rounds at 10M rows were 0.83-1.09 s
+    against 0.60-0.78 s in the three shared ones).
+    """
+    n = min(len(reader), len(base))
+    return statistics.median(reader[:n]) / statistics.median(base[:n])
+
+
 def goals(results: dict[str, Any]) -> list[dict[str, Any]]:
-    """Each read's ratio for each goal of :data:`GOALS`: medians over the shape's own floor,
-    the faster omero2pandas read, or the PyTables -> Arrow -> pandas limit."""
+    """Each read's ratio for each goal of :data:`GOALS` (:func:`paired_ratio`): over the
+    shape's own floor, the faster omero2pandas read (the larger ratio of the two), or the
+    PyTables -> Arrow -> pandas limit."""
     out = []
     for entry in results["tables"]:
         for what, figures in entry["reads"].items():
-            median = {name: f["median_s"] for name, f in figures.items()}
-            o2p = [v for k, v in median.items() if k.startswith("omero2pandas")]
-            against = {"floor": next((median[f] for f in _FLOORS if f in median), None),
-                       "omero2pandas": min(o2p) if o2p else None,
-                       "limit": median.get("PyTables -> Arrow -> pandas (limit)")}
+            runs = {name: f["runs_s"] for name, f in figures.items()}
+            floors = [runs[f] for f in _FLOORS if f in runs]
+            against = {"floor": floors[:1],
+                       "omero2pandas": [v for k, v in runs.items()
+                                        if k.startswith("omero2pandas")],
+                       "limit": [runs[LIMIT_READ]] if LIMIT_READ in runs else []}
             for reader, target, most in GOALS:
-                base = against[target]
-                if reader not in median or not base:
+                if reader not in runs or not against[target]:
                     continue
-                ratio = median[reader] / base
+                ratio = max(paired_ratio(runs[reader], base) for base in against[target])
                 out.append({"kind": entry["kind"], "rows": entry["rows"], "read": what,
                             "reader": reader, "against": target, "ratio": round(ratio, 2),
                             "goal": most, "met": ratio <= most})
@@ -393,7 +409,7 @@ def goals(results: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def format_goals(rows: list[dict[str, Any]]) -> str:
-    lines = ["issue 16 read goals (median over median)"]
+    lines = ["issue 16 read goals (median over median, over the rounds both ran)"]
     for g in rows:
         lines.append(f"  {g['kind']:6} {g['rows']:>10,}  {g['read']:14} {g['reader']:15} "
                      f"/ {g['against']:12} {g['ratio']:5.2f}x  (goal <= {g['goal']}x: "

@@ -29,6 +29,7 @@ from flight_protocol.messages import (
     ProtocolError,
     RowRange,
     TableTicket,
+    came_packed,
     decode,
 )
 
@@ -76,7 +77,9 @@ class Partition:
         keep = set(columns) if columns is not None else None
         fields = [f for f in self.schema
                   if keep is None or f.name in keep or f.name == ROW_NUMBER_COLUMN]
-        return replace(self, ticket=request.encode(), schema=pa.schema(fields))
+        # In the form it came (a bridge that sent a JSON row list reads only that).
+        ticket = request.encode(packed_rows=came_packed(request.rows))
+        return replace(self, ticket=ticket, schema=pa.schema(fields))
 
 
 @dataclass(frozen=True)
@@ -133,7 +136,8 @@ def plan(conn: Any, ticket: TableTicket, tls_root_certs: bytes | None = None) ->
         transport, tls_root_certs = conn.transport, conn.details.tls_root_certs
     if transport.token is None:
         raise errors.InvalidRequest("a partitioned read needs a signed-in connection (a token)")
-    return plan_from_info(transport.flight_info(ticket.encode()), transport, tls_root_certs)
+    return plan_from_info(transport.flight_info(transport.ticket_bytes(ticket)), transport,
+                          tls_root_certs)
 
 
 #: Transports a worker process keeps open (by access), so its partitions reuse channels,

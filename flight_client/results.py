@@ -128,7 +128,8 @@ class ReadResult:
     def info(self) -> flight.FlightInfo:
         """The bridge's plan of the read (asked for once)."""
         if self._info is None:
-            self._info = self._transport.flight_info(self._ticket.encode())
+            transport = self._transport
+            self._info = transport.flight_info(transport.ticket_bytes(self._ticket))
         return self._info
 
     @property
@@ -183,7 +184,7 @@ class ReadResult:
         if self._info is None and (ticket.query is not None or isinstance(ticket.rows, tuple)):
             # The bridge serves a query or a row list as one endpoint: ask for it directly
             # rather than have it plan (look up and open) the read twice.
-            schema, stream = transport.open_stream(ticket.encode())
+            schema, stream = transport.open_stream(transport.ticket_bytes(ticket))
             total = len(ticket.rows) if isinstance(ticket.rows, tuple) else -1
             if total >= 0:  # a row list: exactly its rows (a row beyond the table is refused)
                 planned = total
@@ -192,7 +193,7 @@ class ReadResult:
                         total if total >= 0 else "matching")
         else:
             info = self.info if ticket is self._ticket else transport.flight_info(
-                ticket.encode())
+                transport.ticket_bytes(ticket))
             schema, total = info.schema, info.total_records
             LOGGER.info("reading table %s: %s rows in %d part(s)", self._what(), total,
                         len(info.endpoints))

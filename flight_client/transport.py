@@ -43,7 +43,9 @@ from flight_protocol.messages import (
     ACTION_VERSION,
     ACTION_WHOAMI,
     COMMIT_METADATA,
+    PACKED_ROWS,
     ProtocolError,
+    TableTicket,
     decode_body,
     encode_body,
 )
@@ -339,6 +341,9 @@ class Transport:
         self._closed = False
         #: A token adopted from another connection: closing does not end its sign-in.
         self._borrowed = False
+        #: Whether the bridge reads packed row lists (its ``version`` features); None: not
+        #: asked yet.
+        self._packed_rows: bool | None = None
 
     # -- plumbing ---------------------------------------------------------------------------
     def _client(self, location: str | None = None) -> flight.FlightClient:
@@ -459,6 +464,21 @@ class Transport:
         results = self.call(run, ACTION if name in IDEMPOTENT_ACTIONS else ONCE)
         with translate_errors(self.location):
             return decode_body(results[0] if results else b"", f"{name} result")
+
+    def ticket_bytes(self, ticket: TableTicket) -> bytes:
+        """``ticket`` encoded as this bridge reads it: a row list packed (``int64_le_hex``)
+        when the bridge lists that among its ``version`` features, else as a JSON list,
+        which bridges from before packed row lists read (asked once, at the first row
+        list; an answer that fails to come is not kept)."""
+        if not isinstance(ticket.rows, tuple):
+            return ticket.encode()
+        if self._packed_rows is None:
+            try:
+                features = self.action(ACTION_VERSION).get("features")
+            except errors.OmeroFlightError:
+                return ticket.encode(packed_rows=False)  # every bridge reads a JSON list
+            self._packed_rows = isinstance(features, list) and PACKED_ROWS in features
+        return ticket.encode(packed_rows=self._packed_rows)
 
     def flight_info(self, command: bytes) -> flight.FlightInfo:
         client = self._client()

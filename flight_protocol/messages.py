@@ -151,6 +151,8 @@ def _check_rows(rows: tuple[Any, ...]) -> tuple[int, ...]:
 #: A row list as sent: ``{"int64_le_hex": "..."}``, the row numbers as little-endian int64
 #: bytes written in hex (the field's name says so).
 PACKED_ROWS = "int64_le_hex"
+#: What a bridge lists under ``features`` in its ``version`` answer, for clients to adapt to.
+FEATURES = (PACKED_ROWS,)
 PACKED_ROW = np.dtype("<i8")
 
 
@@ -198,6 +200,11 @@ def unpack_rows(obj: Mapping[str, Any]) -> tuple[int, ...]:
     rows = _CheckedRows(values.tolist())
     rows.array = values
     return rows
+
+
+def came_packed(rows: Any) -> bool:
+    """Whether a decoded ticket's row list came packed (``int64_le_hex``), not as a list."""
+    return type(rows) is _CheckedRows
 
 
 def row_array(rows: Sequence[int]) -> np.ndarray:
@@ -367,11 +374,16 @@ class _Message:
         raise NotImplementedError
 
     def encode(self) -> bytes:
-        raw = json.dumps(self.to_json(), separators=(",", ":")).encode()
-        if len(raw) > MAX_REQUEST_BYTES:
-            raise ProtocolError(f"this request is {len(raw)} bytes; at most "
-                                f"{MAX_REQUEST_BYTES} are allowed (select rows by range)")
-        return raw
+        return _encoded(self.to_json())
+
+
+def _encoded(obj: Mapping[str, Any]) -> bytes:
+    """A request's JSON as bytes, refused (ProtocolError) above MAX_REQUEST_BYTES."""
+    raw = json.dumps(obj, separators=(",", ":")).encode()
+    if len(raw) > MAX_REQUEST_BYTES:
+        raise ProtocolError(f"this request is {len(raw)} bytes; at most "
+                            f"{MAX_REQUEST_BYTES} are allowed (select rows by range)")
+    return raw
 
 
 def _links_from_json(obj: Mapping[str, Any]) -> tuple[Any, ...]:
@@ -475,12 +487,15 @@ class TableTicket(_Message):
         if self.grant is not None and not isinstance(self.grant, Mapping):
             raise ProtocolError("grant must be an object (as the bridge issued it)")
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self, packed_rows: bool = True) -> dict[str, Any]:
+        """The ticket's JSON; a row list packed (``int64_le_hex``), or with
+        ``packed_rows=False`` a JSON list, which every bridge reads (one whose ``version``
+        action lists no ``int64_le_hex`` feature reads only that)."""
         rows: Any = None
         if isinstance(self.rows, RowRange):
             rows = self.rows.to_json()
         elif self.rows is not None:
-            rows = pack_rows(self.rows)
+            rows = pack_rows(self.rows) if packed_rows else list(self.rows)
         return {
             "v": PROTOCOL_VERSION,
             "kind": self.kind,
@@ -493,6 +508,10 @@ class TableTicket(_Message):
             "chunk_size": self.chunk_size,
             "row_numbers": self.row_numbers,
         } | ({} if self.grant is None else {"grant": dict(self.grant)})
+
+    def encode(self, packed_rows: bool = True) -> bytes:
+        """The ticket as bytes (see :meth:`to_json` for ``packed_rows``)."""
+        return _encoded(self.to_json(packed_rows))
 
     @classmethod
     def from_json(cls, obj: Mapping[str, Any]) -> TableTicket:

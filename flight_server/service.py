@@ -29,6 +29,7 @@ from flight_protocol.messages import (
     ACTION_TABLE_SIZE,
     ACTION_VERSION,
     ACTION_WHOAMI,
+    FEATURES,
     PROTOCOL_VERSION,
     FileTicket,
     FileUploadDescriptor,
@@ -340,7 +341,7 @@ class FlightService(flight.FlightServerBase):
     def _action_version(self, caller: Caller, raw: bytes) -> bytes:
         _no_arguments(raw, "version")
         return encode_body(server=__version__, protocol=PROTOCOL_VERSION,
-                           backend=self.backend.name)
+                           backend=self.backend.name, features=list(FEATURES))
 
     def _action_whoami(self, caller: Caller, raw: bytes) -> bytes:
         _no_arguments(raw, "whoami")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import json
 from concurrent.futures import ThreadPoolExecutor
 
 import pandas as pd
@@ -11,7 +12,7 @@ import pytest
 
 import flight_client
 from flight_client.results import ReadResult
-from flight_protocol.messages import ROW_NUMBER_COLUMN
+from flight_protocol.messages import PACKED_ROWS, ROW_NUMBER_COLUMN, TableTicket
 
 
 def test_a_read_is_planned_once_and_read_once(table, conn):
@@ -128,3 +129,10 @@ def test_row_numbers_still_come_from_the_bridge_where_they_are_not_a_range(table
     assert planned.to_pandas().index.tolist() == [5, 6, 7, 8]
     unnumbered = conn.read(file_id=table.file_id, rows=range(5, 9), row_numbers=False)
     assert unnumbered.to_pandas().index.tolist() == [0, 1, 2, 3]
+
+
+def test_the_bridge_reads_packed_row_lists_and_is_sent_them(conn):
+    assert PACKED_ROWS in conn.server_version()["features"]
+    ticket = TableTicket(file_id=1, rows=[7, 3])
+    assert json.loads(conn.transport.ticket_bytes(ticket))["rows"] == {
+        PACKED_ROWS: "0700000000000000" "0300000000000000"}

@@ -4,12 +4,14 @@ Each listens on 127.0.0.1 with a port the system picks, counts the calls it gets
 and stands for one condition of a bridge: failing with a given Flight error class
 (:class:`Failing`), holding calls past the client's deadline (:class:`Slow`),
 streaming until the client cancels (:class:`Endless`), serving rows of a ticket
-(:class:`Rows`), taking uploads (:class:`Uploads`) and signing in with tokens
+(:class:`Rows`), serving row lists as bridges with and without packed row lists do
+(:class:`RowLists`), taking uploads (:class:`Uploads`) and signing in with tokens
 (:class:`SigningIn`). :func:`certificate` makes a self-signed TLS certificate.
 """
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import threading
@@ -188,6 +190,36 @@ class Rows(Counting):
                 yield rows(start, min(start + BATCH_ROWS, stop))
 
         return flight.GeneratorStream(SCHEMA, batches())
+
+
+class RowLists(Counting):
+    """A bridge answering ``version`` with the ``features`` given (None: none listed, as
+    bridges before packed row lists) and serving a row list's rows as ``x``; a packed
+    list refused as such bridges refused it. :attr:`raw` holds every ticket's JSON."""
+
+    def __init__(self, features: list[str] | None) -> None:
+        super().__init__()
+        self.features = features
+        self.raw: list[dict[str, Any]] = []
+
+    def do_action(self, context, action):
+        self.count(action.type)
+        if action.type == "version":
+            extra = {} if self.features is None else {"features": self.features}
+            return iter([encode_body(server="0", protocol=1, backend="tiny", **extra)])
+        raise flight.FlightServerError("unknown action")
+
+    def do_get(self, context, ticket):
+        self.count("do_get")
+        body = json.loads(ticket.ticket)
+        self.raw.append(body)
+        if not isinstance(body["rows"], list) and self.features is None:
+            raise flight.FlightServerError(
+                "rows range has unknown field(s): 'int64_le_hex'",
+                extra_info=json.dumps({"code": "invalid_argument"}).encode())
+        request = decode(ticket.ticket, "ticket")
+        assert isinstance(request, TableTicket) and isinstance(request.rows, tuple)
+        return flight.RecordBatchStream(pa.table({"x": pa.array(request.rows, pa.int64())}))
 
 
 @dataclass

@@ -206,10 +206,9 @@ class ReadResult:
 
     def _range_start(self) -> int | None:
         """The first row of a read whose row numbers form a range (a whole table, or rows
-        ``start`` to ``stop``), when they were asked for and not yet planned; else None."""
+        ``start`` to ``stop``), when they were asked for; else None."""
         t = self._ticket
-        if not t.row_numbers or t.query is not None or isinstance(t.rows, tuple) or (
-                self._info is not None):
+        if not t.row_numbers or t.query is not None or isinstance(t.rows, tuple):
             return None
         return t.rows.start if isinstance(t.rows, RowRange) else 0
 
@@ -221,7 +220,9 @@ class ReadResult:
         made here rather than sent (8 bytes a row less to send, copy and hold).
         """
         first = self._range_start()
-        ticket = None if first is None else dataclasses.replace(self._ticket, row_numbers=False)
+        # Planned already (``info``, ``plan``): read as planned, row numbers and all.
+        ticket = None if first is None or self._info is not None else dataclasses.replace(
+            self._ticket, row_numbers=False)
         schema, batches, planned = self._open("to_pandas", ticket=ticket)
         df = frame_from_batches(schema, batches, planned)
         if first is not None:

@@ -444,8 +444,8 @@ class TableTicket(_Message):
             if isinstance(self.rows, (str, bytes)):
                 raise ProtocolError("rows must be a list of row numbers or {start, stop}")
             rows: tuple[int, ...]
-            if type(self.rows) is _CheckedRows:
-                rows = self.rows
+            if type(self.rows) is _CheckedRows and hasattr(self.rows, "array"):
+                rows = self.rows  # unpacked and checked (unpack_rows)
             else:
                 rows = tuple(self.rows)
                 if len(rows) > MAX_ROW_LIST:

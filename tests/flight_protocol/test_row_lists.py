@@ -6,6 +6,7 @@ that or a plain JSON list (clients written from docs/protocol.md), every row num
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -77,3 +78,12 @@ def test_bad_packed_lists_are_refused_naming_what_is_wrong(packed, words):
     body = TableTicket(file_id=3).to_json() | {"rows": packed}
     with pytest.raises(ProtocolError, match=words):
         decode(json.dumps(body).encode(), "ticket")
+
+
+def test_checked_rows_made_by_hand_are_checked_again():
+    from flight_protocol.messages import _CheckedRows
+
+    with pytest.raises(ProtocolError, match="row number"):
+        TableTicket(file_id=3, rows=_CheckedRows([-1, 2**70]))
+    with pytest.raises(ProtocolError, match="row number"):
+        dataclasses.replace(TableTicket(file_id=3, rows=[1]), rows=_CheckedRows([2**70]))

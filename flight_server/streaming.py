@@ -52,7 +52,7 @@ TARGET_BATCH_BYTES = 1 << 20
 MIN_COLUMN_BATCH_BYTES = 32 << 10
 MAX_BATCH_BYTES = 8 << 20
 #: Bytes read from the table at a time (a whole number of batches), then sent as batches
-#: of TARGET_BATCH_BYTES sliced from it without a copy: each read and conversion has a
+#: (see ``batch_bytes``) sliced from it without a copy: each read and conversion has a
 #: fixed cost (~0.3 ms) that 1 MiB batches paid ten times per 10 MiB (bench/perf.py).
 READ_BLOCK_BYTES = 4 << 20
 MAX_CHUNK_ROWS = 1_000_000
@@ -178,18 +178,22 @@ def plan_read(backend: Backend, caller: Caller, ticket: TableTicket,
         raise
 
 
-def _with_row_numbers(read: TableRead, batch: pa.RecordBatch, rows: np.ndarray
+def _with_row_numbers(read: TableRead, batch: pa.RecordBatch, rows: np.ndarray | int
                       ) -> pa.RecordBatch:
+    """``batch`` in the read's schema, led by its row numbers when the ticket asks for them:
+    ``rows``, or for a run of rows its first (the numbers are then made only if asked)."""
     arrays = list(batch.columns)
     if read.ticket.row_numbers:
+        if isinstance(rows, int):
+            rows = np.arange(rows, rows + batch.num_rows, dtype=np.int64)
         arrays.insert(0, pa.array(rows, type=pa.int64()))
     return pa.RecordBatch.from_arrays(arrays, schema=read.schema)
 
 
 def _block_rows(read: TableRead) -> int:
     """Rows read at a time: the whole batches that fit in READ_BLOCK_BYTES (at least one)."""
-    batch_bytes = read.chunk_rows * row_width(read.schema)
-    return read.chunk_rows * max(1, READ_BLOCK_BYTES // max(1, batch_bytes))
+    one_batch = read.chunk_rows * row_width(read.schema)
+    return read.chunk_rows * max(1, READ_BLOCK_BYTES // max(1, one_batch))
 
 
 def _row_blocks(read: TableRead, rows: np.ndarray) -> Iterator[pa.RecordBatch]:
@@ -229,7 +233,7 @@ def _read_blocks(read: TableRead) -> Iterator[pa.RecordBatch]:
         for start in range(read.start, read.stop, step):
             stop = min(start + step, read.stop)
             batch = read.handle.read_range(read.names, start, stop)
-            yield _with_row_numbers(read, batch, np.arange(start, stop, dtype=np.int64))
+            yield _with_row_numbers(read, batch, start)
 
 
 _END = object()

@@ -137,7 +137,7 @@ class OmeroBackend(Backend):
 
     def _open_table(self, caller: Caller, ref: TableRef) -> TableHandle:
         session = self._session(caller)
-        ofile, info = self._lookup(caller).original_file(ref, with_annotation=False)
+        _, info = self._lookup(caller).original_file(ref, with_annotation=False)
         check_table_file(ref, info)
         if self.direct is not None:
             return self.direct.open(info, session)

@@ -178,14 +178,15 @@ def plan_read(backend: Backend, caller: Caller, ticket: TableTicket,
         raise
 
 
-def _with_row_numbers(read: TableRead, batch: pa.RecordBatch, rows: np.ndarray | int
+def _with_row_numbers(read: TableRead, batch: pa.RecordBatch, rows: np.ndarray | range
                       ) -> pa.RecordBatch:
-    """``batch`` in the read's schema, led by its row numbers when the ticket asks for them:
-    ``rows``, or for a run of rows its first (the numbers are then made only if asked)."""
+    """``batch`` in the read's schema, led by its row numbers ``rows`` when the ticket asks
+    for them (a ``range`` becomes an array only then; a batch of no columns has no length
+    of its own, so the count comes from ``rows``)."""
     arrays = list(batch.columns)
     if read.ticket.row_numbers:
-        if isinstance(rows, int):
-            rows = np.arange(rows, rows + batch.num_rows, dtype=np.int64)
+        if isinstance(rows, range):
+            rows = np.arange(rows.start, rows.stop, dtype=np.int64)
         arrays.insert(0, pa.array(rows, type=pa.int64()))
     return pa.RecordBatch.from_arrays(arrays, schema=read.schema)
 
@@ -233,7 +234,7 @@ def _read_blocks(read: TableRead) -> Iterator[pa.RecordBatch]:
         for start in range(read.start, read.stop, step):
             stop = min(start + step, read.stop)
             batch = read.handle.read_range(read.names, start, stop)
-            yield _with_row_numbers(read, batch, start)
+            yield _with_row_numbers(read, batch, range(start, stop))
 
 
 _END = object()
